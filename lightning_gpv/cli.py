@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv and argv[0] == "make-shapes":
         from lightning_gpv.shapesworld.cli import main as make_shapes_main
 
-        make_shapes_main(argv[1:])
-        return
+        raise SystemExit(make_shapes_main(argv[1:]))
     run_lightning_cli(argv)
 
 
