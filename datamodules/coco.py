@@ -1,0 +1,477 @@
+"""COCO captioning, localization and classification, built the GPV-1 way, on the original or COCO-SCE split.
+
+Files (official layout; ``root`` is the COCO folder)::
+
+    root/annotations/captions_{split}.json     captioning ({images, annotations: [{image_id, id, caption}]})
+    root/annotations/instances_{split}.json    localization, classification (images, annotations, categories)
+    root/annotations/image_info_{split}.json   captioning on test splits (images only)
+    root/{split}/COCO_{split}_000000057870.jpg  images (also root/images/{split}/...; or ``image_dir``)
+
+Samples (GPV-1, ``data/coco/preprocess_coco_*.py``):
+
+* captioning: one per caption (``caption_unit="caption"``), target = the caption, answers = all captions of
+  the image; or one per image (``"image"``);
+* localization: one per image x category, target boxes = all its instances (crowd included by default);
+* classification: one per image x category, the instance with the smallest annotation id; ``region`` is its
+  box grown by 20% of its width/height on each side (clipped), the crop GPV-1 classifies; target = the name.
+
+With ``sce=True`` the splits are ``train``/``val`` (a partition of ``train2014`` images) and ``test``
+(``val2014``): see :mod:`datamodules.sce`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from datamodules.base import Reader, TaskDataModule
+from datamodules.errors import DataFormatError, OnBadSample
+from datamodules.io import coco_image_dirs, field, first_existing, read_json, xywh_boxes
+from datamodules.sce import SceProtocol, load_sce_split
+from lightning_gpv.geometry.boxes import expand_box
+from lightning_gpv.tasks.catalogue import Task
+from lightning_gpv.tasks.samples import Target, TaskSample
+
+CocoTask = Literal["captioning", "localization", "classification"]
+
+COCO_SPLITS: tuple[str, ...] = (
+    "train2014",
+    "val2014",
+    "test2014",
+    "test2015",
+    "train2017",
+    "val2017",
+    "test2017",
+)
+
+
+class ImageInfo(NamedTuple):
+    """An image as the annotation file describes it (nothing decoded)."""
+
+    path: str
+    height: int
+    width: int
+    image_id: int
+
+
+class CocoRecord(NamedTuple):
+    """One COCO sample, light: ``boxes`` is ``(k, 4)`` float32 xyxy pixels (``(0, 4)`` for captions)."""
+
+    task: Task
+    image: ImageInfo
+    sample_id: str
+    text: str | None = None
+    answers: tuple[str, ...] = ()
+    category: str | None = None
+    category_id: int | None = None
+    boxes: np.ndarray | None = None
+    ann_ids: tuple[int, ...] = ()
+    metadata: dict[str, Any] | None = None
+
+
+def read_images(
+    data: dict[str, Any], path: Path, image_dir: Path, reader: Reader, bad_ids: set[int] | None = None
+) -> dict[int, ImageInfo]:
+    """``images[]`` of a COCO file as ``{image_id: ImageInfo}``.
+
+    Bad entries are reported to ``reader``; the ids of those that have one are added to ``bad_ids`` (their
+    annotations are then dropped silently, not reported a second time).
+    """
+    images: dict[int, ImageInfo] = {}
+    for i, img in enumerate(field(data, "images", list, path, "")):
+        where = f"images[{i}]"
+        try:
+            image_id = field(img, "id", int, path, where)
+            name = field(img, "file_name", str, path, where)
+            h, w = field(img, "height", int, path, where), field(img, "width", int, path, where)
+            if h <= 0 or w <= 0:
+                raise DataFormatError(path, f"{where}.height", f"image size must be positive, got {h}x{w}")
+        except DataFormatError as err:
+            reader.report(err)
+            if bad_ids is not None and isinstance(img, dict) and isinstance(img.get("id"), int):
+                bad_ids.add(img["id"])
+            continue
+        images[image_id] = ImageInfo(str(image_dir / name), h, w, image_id)
+    return images
+
+
+def _fast_caption(ann: Any) -> tuple[int, int, str] | None:
+    """``(image_id, id, caption)`` of a well-formed caption annotation, else ``None`` (no message)."""
+    if type(ann) is dict:
+        image_id, cap_id, text = ann.get("image_id"), ann.get("id"), ann.get("caption")
+        if type(image_id) is int and type(cap_id) is int and type(text) is str:
+            return image_id, cap_id, text
+    return None
+
+
+def _fast_annotation(ann: Any) -> tuple[int, int, int, Any] | None:
+    """``(image_id, category_id, id, bbox)`` of a well-formed annotation, else ``None`` (no message)."""
+    if type(ann) is dict:
+        image_id, cat_id, ann_id, bbox = (
+            ann.get("image_id"),
+            ann.get("category_id"),
+            ann.get("id"),
+            ann.get("bbox"),
+        )
+        if type(image_id) is int and type(cat_id) is int and type(ann_id) is int and type(bbox) is list:
+            return image_id, cat_id, ann_id, bbox
+    return None
+
+
+class CocoReader(Reader):
+    """Reads COCO annotation files into :class:`CocoRecord` s (see the module docstring).
+
+    Args:
+        root: The COCO folder.
+        tasks: Which tasks to yield.
+        image_dir: Folder of the split's images, with ``{split}`` replaced (default: ``root/{split}``, else
+            ``root/images/{split}``).
+        caption_unit: One captioning sample per ``"caption"`` (GPV-1) or per ``"image"``.
+        include_crowd: Keep ``iscrowd=1`` instances in localization and classification (GPV-1 does).
+        sce: Use the COCO-SCE splits ``train``/``val``/``test``.
+        sce_definition: JSON defining another SCE category split (default: the paper's Table 9).
+        sce_image_split: JSON ``{"train": [...], "val": [...]}`` image ids overriding the hash partition.
+        sce_val_fraction: Share of ``train2014`` images in SCE ``val``.
+        sce_seed: Seed of the hash partition.
+        on_bad_sample: ``"raise"`` or ``"skip"`` bad records.
+    """
+
+    name = "coco"
+
+    def __init__(
+        self,
+        root: str | Path,
+        tasks: tuple[str, ...] = ("captioning", "localization", "classification"),
+        image_dir: str | None = None,
+        caption_unit: Literal["caption", "image"] = "caption",
+        include_crowd: bool = True,
+        sce: bool = False,
+        sce_definition: str | None = None,
+        sce_image_split: str | None = None,
+        sce_val_fraction: float = 0.2,
+        sce_seed: int = 0,
+        on_bad_sample: OnBadSample = "raise",
+    ) -> None:
+        super().__init__(root, on_bad_sample)
+        allowed = {"captioning", "localization", "classification"}
+        if not tasks or set(tasks) - allowed:
+            raise ValueError(f"tasks must be a non-empty subset of {sorted(allowed)}, got {list(tasks)}")
+        if caption_unit not in ("caption", "image"):
+            raise ValueError(f"caption_unit must be 'caption' or 'image', got {caption_unit!r}")
+        self.tasks = tuple(Task(t) for t in tasks)
+        self.image_dir = image_dir
+        self.caption_unit = caption_unit
+        self.include_crowd = include_crowd
+        self.sce = (
+            SceProtocol(load_sce_split(sce_definition), sce_val_fraction, sce_seed, sce_image_split)
+            if sce
+            else None
+        )
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.sce is not None else COCO_SPLITS
+
+    def annotation_file(self, kind: str, split: str) -> Path:
+        """``root/annotations/{kind}_{split}.json`` (or ``root/{kind}_{split}.json`` if only that exists)."""
+        name = f"{kind}_{split}.json"
+        for p in (self.root / "annotations" / name, self.root / name):
+            if p.is_file():
+                return p
+        return self.root / "annotations" / name
+
+    def images_folder(self, split: str) -> Path:
+        """Where the images of a COCO split are."""
+        if self.image_dir is not None:
+            return Path(self.image_dir.format(split=split)).expanduser()
+        return first_existing(coco_image_dirs(self.root, split), f"image folder of {split}", self.root)
+
+    def read(self, split: str, *, train: bool) -> list[CocoRecord]:
+        self.check_split(split)
+        source = self.sce.source_split(split) if self.sce is not None else split
+        records: list[CocoRecord] = []
+        if Task.CAPTIONING in self.tasks:
+            records += self._captions(split, source, train)
+        if Task.LOCALIZATION in self.tasks or Task.CLASSIFICATION in self.tasks:
+            records += self._instances(split, source)
+        return records
+
+    def _images(
+        self, split: str, source: str, data: dict[str, Any], path: Path
+    ) -> tuple[dict[int, ImageInfo], set[int]]:
+        """The images of ``split`` and the ids of every image the file describes (bad ones included)."""
+        bad: set[int] = set()
+        images = read_images(data, path, self.images_folder(source), self, bad)
+        known = set(images) | bad
+        if self.sce is not None:
+            ids = list(images)
+            mask = self.sce.image_mask(split, ids)
+            images = {i: images[i] for i, keep in zip(ids, mask) if keep}
+        return images, known
+
+    def _unknown_image(self, image_id: int, known: set[int], path: Path, where: str) -> None:
+        if image_id not in known:
+            self.report(DataFormatError(path, f"{where}.image_id", f"unknown image id {image_id}"))
+
+    def _sce_meta(self, split: str, task: Task, concepts: set[str]) -> dict[str, Any] | None | bool:
+        """SCE tags, ``False`` to drop, ``None`` without SCE."""
+        if self.sce is None:
+            return None
+        meta = self.sce.judge(split, task, concepts)
+        return False if meta is None else meta
+
+    def _captions(self, split: str, source: str, train: bool) -> list[CocoRecord]:
+        path = self.annotation_file("captions", source)
+        if not path.is_file() and source.startswith("test"):
+            path = self.annotation_file("image_info", source)
+        data = read_json(path, dict)
+        images, known = self._images(split, source, data, path)
+        caps: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for i, ann in enumerate(data.get("annotations", []) if "captions" in path.name else []):
+            fast = _fast_caption(ann)
+            if fast is None:
+                where = f"annotations[{i}]"
+                try:
+                    fast = (
+                        field(ann, "image_id", int, path, where),
+                        field(ann, "id", int, path, where),
+                        field(ann, "caption", str, path, where),
+                    )
+                except DataFormatError as err:
+                    self.report(err)
+                    continue
+            image_id, cap_id, text = fast
+            if image_id in images:
+                caps[image_id].append((cap_id, text.strip()))
+            else:
+                self._unknown_image(image_id, known, path, f"annotations[{i}]")
+        records: list[CocoRecord] = []
+        for image_id, img in images.items():
+            found = sorted(caps.get(image_id, []))
+            refs = tuple(c for _, c in found)
+            if not found:  # test split: one sample per image, no target
+                records.append(CocoRecord(Task.CAPTIONING, img, f"cap-img{image_id}"))
+                continue
+            units = [(cid, c) for cid, c in found] if self.caption_unit == "caption" else [(None, refs[0])]
+            for cap_id, text in units:
+                meta = self._sce_meta(
+                    split, Task.CAPTIONING, self._concepts([text] if cap_id is not None else refs)
+                )
+                if meta is False:
+                    continue
+                sid = f"cap-{cap_id}" if cap_id is not None else f"cap-img{image_id}"
+                md = {"cap_id": cap_id, **(meta or {})}
+                records.append(CocoRecord(Task.CAPTIONING, img, sid, text, refs, metadata=md))
+        return records
+
+    def _concepts(self, texts: tuple[str, ...] | list[str]) -> set[str]:
+        return self.sce.split.concepts(texts) if self.sce is not None else set()
+
+    def _instances(self, split: str, source: str) -> list[CocoRecord]:
+        path = self.annotation_file("instances", source)
+        data = read_json(path, dict)
+        images, known = self._images(split, source, data, path)
+        categories: dict[int, str] = {}
+        for i, cat in enumerate(field(data, "categories", list, path, "")):
+            categories[field(cat, "id", int, path, f"categories[{i}]")] = field(
+                cat, "name", str, path, f"categories[{i}]"
+            )
+        rows: list[tuple[int, int, int, int]] = []  # (image id, category id, annotation id, index in file)
+        bboxes: list[Any] = []
+        for i, ann in enumerate(field(data, "annotations", list, path, "")):
+            fast = _fast_annotation(ann)
+            if fast is None or fast[1] not in categories:
+                try:
+                    fast = self._checked_annotation(ann, path, f"annotations[{i}]", categories)
+                except DataFormatError as err:
+                    self.report(err)
+                    continue
+            if not self.include_crowd and ann.get("iscrowd", 0):
+                continue
+            rows.append((*fast[:3], i))
+            bboxes.append(fast[3])
+        boxes, errors = xywh_boxes(bboxes, path, lambda k: f"annotations[{rows[k][3]}].bbox")
+        table = np.array([r[:3] for r in rows], dtype=np.int64).reshape(-1, 3)  # image, category, ann id
+        valid = np.isin(table[:, 0], np.fromiter(images, dtype=np.int64, count=len(images)))
+        for k in np.flatnonzero(~valid).tolist() + sorted(errors):
+            if k in errors:
+                self.report(errors[k])
+            else:
+                self._unknown_image(rows[k][0], known, path, f"annotations[{rows[k][3]}]")
+        valid[list(errors)] = False
+        # Sort by (image, category, annotation id): each image x category group is a contiguous run.
+        keep = np.flatnonzero(valid)
+        keep = keep[np.lexsort((table[keep, 2], table[keep, 1], table[keep, 0]))]
+        table, boxes = table[keep], boxes[keep]
+        starts = np.flatnonzero(np.r_[True, (np.diff(table[:, 0]) != 0) | (np.diff(table[:, 1]) != 0)])
+        ends = np.r_[starts[1:], len(table)]
+        records: list[CocoRecord] = []
+        want_loc, want_cls = Task.LOCALIZATION in self.tasks, Task.CLASSIFICATION in self.tasks
+        ann_ids = table[:, 2].tolist()
+        for a, b, image_id, cat_id in zip(starts.tolist(), ends.tolist(), *table[starts, :2].T.tolist()):
+            img, name = images[image_id], categories[cat_id]
+            meta = self._sce_meta(split, Task.LOCALIZATION, {name})
+            if meta is False:
+                continue
+            ids = tuple(ann_ids[a:b])
+            if want_loc:
+                sid = f"loc-{image_id}-{cat_id}"
+                records.append(
+                    CocoRecord(Task.LOCALIZATION, img, sid, None, (), name, cat_id, boxes[a:b], ids, meta)
+                )
+            if want_cls:
+                sid = f"cls-{ids[0]}"
+                records.append(
+                    CocoRecord(
+                        Task.CLASSIFICATION,
+                        img,
+                        sid,
+                        name,
+                        (name,),
+                        name,
+                        cat_id,
+                        boxes[a : a + 1],
+                        ids[:1],
+                        meta,
+                    )
+                )
+        return records
+
+    @staticmethod
+    def _checked_annotation(
+        ann: Any, path: Path, where: str, categories: dict[int, str]
+    ) -> tuple[int, int, int, Any]:
+        """The slow path of :func:`_fast_annotation`: the same values, or the error naming the field."""
+        image_id = field(ann, "image_id", int, path, where)
+        cat_id = field(ann, "category_id", int, path, where)
+        ann_id = field(ann, "id", int, path, where)
+        bbox = field(ann, "bbox", list, path, where)
+        if cat_id not in categories:
+            raise DataFormatError(path, f"{where}.category_id", f"unknown category id {cat_id}")
+        return image_id, cat_id, ann_id, bbox
+
+    def sample(self, record: CocoRecord, *, train: bool) -> TaskSample:
+        img = record.image
+        common = {
+            "image_sizes": [(img.height, img.width)],
+            "sample_id": record.sample_id,
+            "image_ids": [img.image_id],
+        }
+        meta = dict(record.metadata or {})
+        if record.task == Task.CAPTIONING:
+            target = Target(text=record.text, answers=list(record.answers))
+            return TaskSample(Task.CAPTIONING, [img.path], target, metadata=meta, **common)
+        meta["ann_ids"] = list(record.ann_ids)
+        meta["category_id"] = record.category_id
+        if record.task == Task.LOCALIZATION:
+            target = Target(boxes=record.boxes.copy())  # records share one array: never hand it out
+            return TaskSample(
+                Task.LOCALIZATION, [img.path], target, category=record.category, metadata=meta, **common
+            )
+        box = record.boxes[0]
+        region = expand_box(box, img.width, img.height, ratio=0.2)
+        meta["instance_box"] = box.copy()
+        target = Target(text=record.text, answers=list(record.answers))
+        return TaskSample(Task.CLASSIFICATION, [img.path], target, region=region, metadata=meta, **common)
+
+
+class CocoDataModule(TaskDataModule):
+    """COCO captioning, localization and classification (GPV-1 sample construction), original split.
+
+    Args:
+        root: The COCO folder (``annotations/`` and one image folder per split).
+        tasks: Tasks to yield, any of ``captioning``, ``localization``, ``classification`` (default all).
+        train_split: E.g. ``train2014``.
+        val_split: E.g. ``val2014``.
+        test_split: E.g. ``test2014`` (captioning only: ``image_info_test2014.json``, no targets).
+        image_dir: Image folder pattern with ``{split}`` (default: ``root/{split}``, ``root/images/{split}``).
+        caption_unit: One captioning sample per ``"caption"`` (GPV-1, also for evaluation) or per ``"image"``.
+        include_crowd: Keep ``iscrowd`` instances as localization targets and classification crops.
+        **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`
+            (``batch_size``, ``num_workers``, ``processor``, ``on_bad_sample``, ...).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        tasks: list[CocoTask] | None = None,
+        train_split: str | None = "train2014",
+        val_split: str | None = "val2014",
+        test_split: str | None = None,
+        image_dir: str | None = None,
+        caption_unit: Literal["caption", "image"] = "caption",
+        include_crowd: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, train_split, val_split, test_split, **kwargs)
+        self.tasks = list(tasks or ["captioning", "localization", "classification"])
+        self.image_dir = image_dir
+        self.caption_unit = caption_unit
+        self.include_crowd = include_crowd
+        self._reader = self.make_reader()  # validates the options now
+
+    def make_reader(self) -> CocoReader:
+        return CocoReader(
+            self.root,
+            tuple(self.tasks),
+            self.image_dir,
+            self.caption_unit,
+            self.include_crowd,
+            on_bad_sample=self.on_bad_sample,
+        )
+
+
+class CocoSceDataModule(CocoDataModule):
+    """COCO on the COCO-SCE split (GPV-1 Sec. 4): splits ``train``, ``val`` (from ``train2014``), ``test``
+    (``val2014``); train/val drop samples mentioning a concept held out for their task, test samples are
+    tagged ``metadata["sce"]`` = ``"seen"`` or ``"unseen"`` (and ``metadata["coco_categories"]``).
+
+    Args:
+        root: The COCO folder.
+        tasks: As :class:`CocoDataModule`.
+        train_split: ``train``.
+        val_split: ``val``.
+        test_split: ``test``.
+        sce_definition: JSON file defining another category split (e.g. ShapesWorld's); default Table 9.
+        sce_image_split: JSON ``{"train": [ids], "val": [ids]}`` to reproduce GPV-1's image partition.
+        sce_val_fraction: Share of ``train2014`` images in SCE ``val`` (hash partition).
+        sce_seed: Seed of the hash partition.
+        **kwargs: The other options of :class:`CocoDataModule` and :class:`~datamodules.base.TaskDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        tasks: list[CocoTask] | None = None,
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        test_split: str | None = "test",
+        sce_definition: str | None = None,
+        sce_image_split: str | None = None,
+        sce_val_fraction: float = 0.2,
+        sce_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.sce_definition = sce_definition
+        self.sce_image_split = sce_image_split
+        self.sce_val_fraction = sce_val_fraction
+        self.sce_seed = sce_seed
+        super().__init__(root, tasks, train_split, val_split, test_split, **kwargs)
+
+    def make_reader(self) -> CocoReader:
+        return CocoReader(
+            self.root,
+            tuple(self.tasks),
+            self.image_dir,
+            self.caption_unit,
+            self.include_crowd,
+            sce=True,
+            sce_definition=self.sce_definition,
+            sce_image_split=self.sce_image_split,
+            sce_val_fraction=self.sce_val_fraction,
+            sce_seed=self.sce_seed,
+            on_bad_sample=self.on_bad_sample,
+        )

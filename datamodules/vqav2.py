@@ -1,0 +1,294 @@
+"""VQAv2 (official JSON files), on the original or the COCO-SCE split.
+
+Files (``root`` is the VQAv2 folder; each file is also found under ``root/questions/`` or
+``root/annotations/``)::
+
+    root/v2_OpenEnded_mscoco_{split}_questions.json   {questions: [{image_id, question, question_id}]}
+    root/v2_mscoco_{split}_annotations.json           {annotations: [{question_id, image_id, answers: [10 x
+                                                       {answer, answer_confidence, answer_id}],
+                                                       multiple_choice_answer, question_type, answer_type}]}
+    root/images/{image_split}/COCO_{image_split}_{image_id:012d}.jpg   (also root/{image_split}/...)
+
+Test splits (``test-dev2015``, ``test2015``) have no annotation file: samples have no target. Their images are
+in ``test2015``.
+
+Training target (GPV-1 ``CocoVqa.__getitem__``): drawn at every ``__getitem__`` among the raw answers given by
+more than 2 annotators, with probability proportional to their count; the ``multiple_choice_answer`` when
+none is. The draw uses Python's ``random`` module, which PyTorch reseeds in every loader worker. Evaluation
+samples use the ``multiple_choice_answer``. ``target.answers`` always holds the 10 raw answers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from datamodules.base import Reader, TaskDataModule
+from datamodules.errors import DataFormatError, OnBadSample
+from datamodules.io import coco_image_dirs, field, first_existing, read_json
+from datamodules.sce import SceProtocol, load_sce_split
+from lightning_gpv.tasks.catalogue import Task
+from lightning_gpv.tasks.samples import Target, TaskSample
+
+VQA_SPLITS: tuple[str, ...] = ("train2014", "val2014", "test-dev2015", "test2015")
+_IMAGE_SPLIT = {"test-dev2015": "test2015"}
+
+
+class VqaRecord(NamedTuple):
+    """One question: ``answers`` are the raw human answers (empty on test splits)."""
+
+    image_path: str
+    image_id: int
+    question_id: int
+    question: str
+    answers: tuple[str, ...] = ()
+    mc_answer: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def training_answer(
+    answers: tuple[str, ...] | list[str], fallback: str | None, rng: random.Random | None = None
+) -> str | None:
+    """GPV-1's training target: a raw answer given by more than 2 annotators, drawn ∝ its count.
+
+    Returns ``fallback`` (the multiple-choice answer) when no answer has more than 2 votes.
+    """
+    counts = Counter(answers)
+    frequent = [(a, c) for a, c in counts.items() if c > 2]
+    if not frequent:
+        return fallback
+    choice = (rng or random).choices([a for a, _ in frequent], weights=[c for _, c in frequent], k=1)
+    return choice[0]
+
+
+class VQAv2Reader(Reader):
+    """Reads VQAv2 question and annotation files into :class:`VqaRecord` s.
+
+    Args:
+        root: The VQAv2 folder.
+        image_dir: Image folder pattern with ``{split}`` (the COCO image split, e.g. ``train2014``).
+        sce: Use the COCO-SCE splits ``train``/``val``/``test``.
+        sce_definition: JSON defining another SCE category split.
+        sce_image_split: JSON image-id partition overriding the hash partition.
+        sce_val_fraction: Share of ``train2014`` images in SCE ``val``.
+        sce_seed: Seed of the hash partition.
+        on_bad_sample: ``"raise"`` or ``"skip"`` bad records.
+    """
+
+    name = "vqav2"
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_dir: str | None = None,
+        sce: bool = False,
+        sce_definition: str | None = None,
+        sce_image_split: str | None = None,
+        sce_val_fraction: float = 0.2,
+        sce_seed: int = 0,
+        on_bad_sample: OnBadSample = "raise",
+    ) -> None:
+        super().__init__(root, on_bad_sample)
+        self.image_dir = image_dir
+        self.sce = (
+            SceProtocol(load_sce_split(sce_definition), sce_val_fraction, sce_seed, sce_image_split)
+            if sce
+            else None
+        )
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.sce is not None else VQA_SPLITS
+
+    def _file(self, name: str) -> Path:
+        for sub in ("", "questions", "annotations"):
+            p = self.root / sub / name
+            if p.is_file():
+                return p
+        return self.root / name
+
+    def question_file(self, split: str) -> Path:
+        return self._file(f"v2_OpenEnded_mscoco_{split}_questions.json")
+
+    def annotation_file(self, split: str) -> Path:
+        return self._file(f"v2_mscoco_{split}_annotations.json")
+
+    def images_folder(self, image_split: str) -> Path:
+        if self.image_dir is not None:
+            return Path(self.image_dir.format(split=image_split)).expanduser()
+        return first_existing(
+            coco_image_dirs(self.root, image_split), f"image folder of {image_split}", self.root
+        )
+
+    def read(self, split: str, *, train: bool) -> list[VqaRecord]:
+        self.check_split(split)
+        source = self.sce.source_split(split) if self.sce is not None else split
+        qpath = self.question_file(source)
+        questions = field(read_json(qpath, dict), "questions", list, qpath, "")
+        annotations = self._annotations(source)
+        image_split = _IMAGE_SPLIT.get(source, source)
+        folder = self.images_folder(image_split)
+        parsed: list[tuple[int, int, str]] = []
+        for i, q in enumerate(questions):
+            where = f"questions[{i}]"
+            try:
+                parsed.append(
+                    (
+                        field(q, "image_id", int, qpath, where),
+                        field(q, "question_id", int, qpath, where),
+                        field(q, "question", str, qpath, where),
+                    )
+                )
+            except DataFormatError as err:
+                self.report(err)
+        keep = self.sce.image_mask(split, [p[0] for p in parsed]) if self.sce is not None else None
+        records: list[VqaRecord] = []
+        for k, (image_id, qid, question) in enumerate(parsed):
+            if keep is not None and not keep[k]:
+                continue
+            answers: tuple[str, ...] = ()
+            mc: str | None = None
+            meta: dict[str, Any] = {"question_id": qid}
+            if annotations is not None:
+                if qid not in annotations:
+                    self.report(
+                        DataFormatError(
+                            self.annotation_file(source),
+                            "annotations",
+                            f"no annotation for question_id {qid}",
+                        )
+                    )
+                    continue
+                answers, mc, extra = annotations[qid]
+                meta.update(extra)
+            if self.sce is not None:
+                texts = [question, mc or "", *(a for a, c in Counter(answers).items() if c > 2)]
+                judged = self.sce.judge(split, Task.VQA, self.sce.split.concepts(texts))
+                if judged is None:
+                    continue
+                meta.update(judged)
+            name = f"COCO_{image_split}_{image_id:012d}.jpg"
+            records.append(VqaRecord(str(folder / name), image_id, qid, question, answers, mc, meta))
+        return records
+
+    def _annotations(self, split: str) -> dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] | None:
+        path = self.annotation_file(split)
+        if split.startswith("test") and not path.is_file():
+            return None
+        anns = field(read_json(path, dict), "annotations", list, path, "")
+        out: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {}
+        for i, ann in enumerate(anns):
+            where = f"annotations[{i}]"
+            try:
+                qid = field(ann, "question_id", int, path, where)
+                raw = field(ann, "answers", list, path, where)
+                answers = tuple(
+                    field(a, "answer", str, path, f"{where}.answers[{j}]") for j, a in enumerate(raw)
+                )
+                mc = field(ann, "multiple_choice_answer", str, path, where)
+            except DataFormatError as err:
+                self.report(err)
+                continue
+            extra = {k: ann[k] for k in ("question_type", "answer_type") if isinstance(ann.get(k), str)}
+            out[qid] = (answers, mc, extra)
+        return out
+
+    def sample(self, record: VqaRecord, *, train: bool) -> TaskSample:
+        if record.mc_answer is None:
+            target = Target()
+        else:
+            text = training_answer(record.answers, record.mc_answer) if train else record.mc_answer
+            target = Target(text=text, answers=list(record.answers))
+        meta = dict(record.metadata or {})
+        if record.mc_answer is not None:
+            meta["multiple_choice_answer"] = record.mc_answer
+        return TaskSample(
+            Task.VQA,
+            [record.image_path],
+            target,
+            question=record.question,
+            sample_id=f"vqa-{record.question_id}",
+            image_ids=[record.image_id],
+            metadata=meta,
+        )
+
+
+class VQAv2DataModule(TaskDataModule):
+    """VQAv2 on its official splits (``train2014``, ``val2014``, ``test-dev2015``, ``test2015``).
+
+    Args:
+        root: The VQAv2 folder (question/annotation JSON files and ``images/{split}``).
+        train_split: E.g. ``train2014``.
+        val_split: E.g. ``val2014``.
+        test_split: E.g. ``test-dev2015`` (no targets).
+        image_dir: Image folder pattern with ``{split}`` (default: ``root/images/{split}``, ``root/{split}``,
+            or the sibling ``../coco/images/{split}``).
+        **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_split: str | None = "train2014",
+        val_split: str | None = "val2014",
+        test_split: str | None = None,
+        image_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(root, train_split, val_split, test_split, **kwargs)
+        self.image_dir = image_dir
+        self._reader = self.make_reader()  # validates the options now
+
+    def make_reader(self) -> VQAv2Reader:
+        return VQAv2Reader(self.root, self.image_dir, on_bad_sample=self.on_bad_sample)
+
+
+class VQAv2SceDataModule(VQAv2DataModule):
+    """VQAv2 on COCO-SCE: ``train``/``val`` from ``train2014`` questions (same image partition as
+    :class:`~datamodules.coco.CocoSceDataModule`), ``test`` = ``val2014``; a question whose text,
+    multiple-choice answer or any answer given by more than 2 annotators mentions a concept of ``H_vqa,cap``
+    is dropped from train/val and tagged ``unseen`` in test.
+
+    Args:
+        root: The VQAv2 folder.
+        train_split: ``train``.
+        val_split: ``val``.
+        test_split: ``test``.
+        sce_definition: JSON file defining another category split; default Table 9.
+        sce_image_split: JSON ``{"train": [ids], "val": [ids]}`` image partition.
+        sce_val_fraction: Share of ``train2014`` images in SCE ``val`` (hash partition).
+        sce_seed: Seed of the hash partition.
+        **kwargs: The other options of :class:`VQAv2DataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_split: str | None = "train",
+        val_split: str | None = "val",
+        test_split: str | None = "test",
+        sce_definition: str | None = None,
+        sce_image_split: str | None = None,
+        sce_val_fraction: float = 0.2,
+        sce_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        self.sce_definition = sce_definition
+        self.sce_image_split = sce_image_split
+        self.sce_val_fraction = sce_val_fraction
+        self.sce_seed = sce_seed
+        super().__init__(root, train_split, val_split, test_split, **kwargs)
+
+    def make_reader(self) -> VQAv2Reader:
+        return VQAv2Reader(
+            self.root,
+            self.image_dir,
+            sce=True,
+            sce_definition=self.sce_definition,
+            sce_image_split=self.sce_image_split,
+            sce_val_fraction=self.sce_val_fraction,
+            sce_seed=self.sce_seed,
+            on_bad_sample=self.on_bad_sample,
+        )

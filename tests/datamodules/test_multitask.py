@@ -1,0 +1,68 @@
+"""Mixing data modules: GPV-1's uniform concatenation and weighted mixing, deterministic given a seed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.coco import CocoDataModule
+from datamodules.multitask import MultiTaskDataModule, mixing_weights
+from datamodules.nlvr2 import Nlvr2DataModule
+from datamodules.vqav2 import VQAv2DataModule
+from lightning_gpv.tasks.catalogue import Task
+
+
+def children(coco_root: Path, vqa_root: Path) -> list:  # type: ignore[type-arg]
+    return [CocoDataModule(str(coco_root)), VQAv2DataModule(str(vqa_root))]
+
+
+def test_uniform_concatenation(coco_root: Path, vqa_root: Path) -> None:
+    dm = MultiTaskDataModule(children(coco_root, vqa_root), batch_size=4, seed=3)
+    dm.setup("fit")
+    ids = [s.sample_id for b in dm.train_dataloader() for s in b]
+    assert len(ids) == len(set(ids)) == 15 + 4  # every sample once per epoch (COCO 15, VQA 4)
+    again = MultiTaskDataModule(children(coco_root, vqa_root), batch_size=4, seed=3)
+    assert [s.sample_id for b in again.train_dataloader() for s in b] == ids
+    other = MultiTaskDataModule(children(coco_root, vqa_root), batch_size=4, seed=4)
+    assert [s.sample_id for b in other.train_dataloader() for s in b] != ids
+    vals = dm.val_dataloader()
+    assert len(vals) == 2 and dm.loader_names() == ["CocoDataModule[0]:val2014", "VQAv2DataModule[1]:val2014"]
+    assert {s.task for b in vals[1] for s in b} == {Task.VQA}
+
+
+def test_weighted_mixing(coco_root: Path, vqa_root: Path) -> None:
+    dm = MultiTaskDataModule(
+        children(coco_root, vqa_root), weights=[1.0, 3.0], samples_per_epoch=4000, batch_size=100
+    )
+    got = Counter(s.task == Task.VQA for b in dm.train_dataloader() for s in b)
+    assert sum(got.values()) == 4000
+    assert got[True] / 4000 == pytest.approx(0.75, abs=0.03)
+    w = mixing_weights([15, 4], None)
+    assert torch.allclose(w, torch.ones(19, dtype=torch.float64))
+    with pytest.raises(ValueError, match="weights"):
+        mixing_weights([3, 4], [0.0, 0.0])
+    with pytest.raises(ValueError, match="2 weights for 1"):
+        MultiTaskDataModule([CocoDataModule(str(coco_root))], weights=[1, 2])
+
+
+def test_processor_reaches_every_child(coco_root: Path, nlvr2_root: Path) -> None:
+    class P:
+        def encode(self, sample, *, train):  # type: ignore[no-untyped-def]
+            return (sample.task.value, train)
+
+        def collate(self, items):  # type: ignore[no-untyped-def]
+            return items
+
+    kids = [
+        CocoDataModule(str(coco_root), tasks=["captioning"]),
+        Nlvr2DataModule(str(nlvr2_root), val_split=None),
+    ]
+    dm = MultiTaskDataModule(kids, batch_size=64)
+    dm.connect(P())
+    (batch,) = list(dm.train_dataloader())
+    assert Counter(batch) == {("captioning", True): 5, ("nlvr2", True): 2}
+    assert len(dm.val_dataloader()) == 1 and dm.loader_names("validate") == ["CocoDataModule[0]:val2014"]
+    assert dm.num_skipped == 0
