@@ -46,8 +46,10 @@ format: $(STAMP) ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Run the CPU benchmarks (figures go to docs/benchmarks.md by hand)
+bench: $(STAMP) ## Run the CPU benchmarks (record the figures in docs/benchmarks.md)
 	$(BIN)/python benchmarks/contour_sampling.py
+	$(BIN)/python benchmarks/data_throughput.py
+	$(BIN)/python benchmarks/metrics_speed.py
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
