@@ -25,7 +25,7 @@ from datamodules.base import Reader, TaskDataModule
 from datamodules.coco import ImageInfo
 from datamodules.coseg import load_binary_mask
 from datamodules.errors import DataFormatError, OnBadSample
-from datamodules.io import field, read_json, xywh_box
+from datamodules.io import coco_mask, field, read_json, xywh_box
 from lightning_gpv.geometry.masks import Mask
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -43,6 +43,12 @@ class AttCosegRecord(NamedTuple):
     segmentations: tuple[Any, ...]
     mask_files: tuple[str | None, ...]
     attributes: dict[str, Any]
+    source: str = ""
+    ann_ids: tuple[int, ...] = ()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class AttCosegReader(Reader):
@@ -107,6 +113,10 @@ class AttCosegReader(Reader):
     ) -> AttCosegRecord:
         gid = field(group, "id", int, path, where)
         image_ids = field(group, "image_ids", list, path, where)
+        if not all(_is_int(i) for i in image_ids):
+            raise DataFormatError(
+                path, f"{where}.image_ids", f"expected a list of integers, got {image_ids!r:.60}"
+            )
         if missing := [i for i in image_ids if i not in images]:
             raise DataFormatError(path, f"{where}.image_ids", f"unknown image ids {missing}")
         if len(image_ids) < 2:
@@ -115,6 +125,10 @@ class AttCosegReader(Reader):
         if not all(isinstance(p, int) and 0 <= p < len(image_ids) for p in pos):
             raise DataFormatError(path, f"{where}.positive_indices", f"indices out of range: {pos}")
         ann_ids = group.get("ann_ids") or []
+        if not isinstance(ann_ids, list) or not all(_is_int(a) for a in ann_ids):
+            raise DataFormatError(
+                path, f"{where}.ann_ids", f"expected a list of integers, got {ann_ids!r:.60}"
+            )
         if ann_ids and (len(ann_ids) != len(pos) or any(a not in anns for a in ann_ids)):
             raise DataFormatError(
                 path, f"{where}.ann_ids", "needs one known annotation id per positive image"
@@ -134,14 +148,17 @@ class AttCosegReader(Reader):
             tuple(anns[a][1] for a in ann_ids),
             mask_files,
             attrs,
+            str(path),
+            tuple(ann_ids),
         )
 
     def sample(self, record: AttCosegRecord, *, train: bool) -> TaskSample:
         imgs = record.images
         masks = []
         if record.segmentations:
-            for p, seg in zip(record.positives, record.segmentations):
-                masks.append(Mask.from_coco(seg, imgs[p].height, imgs[p].width))
+            for p, seg, a in zip(record.positives, record.segmentations, record.ann_ids):
+                where = f"annotations[id={a}].segmentation"
+                masks.append(coco_mask(seg, imgs[p].height, imgs[p].width, record.source, where))
         else:
             masks = [Mask.from_array(load_binary_mask(f)) for f in record.mask_files if f is not None]
         pos = np.asarray(record.positives, dtype=np.int64)

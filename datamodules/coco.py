@@ -230,7 +230,10 @@ class CocoReader(Reader):
         data = read_json(path, dict)
         images, known = self._images(split, source, data, path)
         caps: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for i, ann in enumerate(data.get("annotations", []) if "captions" in path.name else []):
+        # A captions file must have its annotations (image_info_* test files have none); a captions file
+        # without them would otherwise turn every image into a target-less sample.
+        anns = field(data, "annotations", list, path, "") if "captions" in path.name else []
+        for i, ann in enumerate(anns):
             fast = _fast_caption(ann)
             if fast is None:
                 where = f"annotations[{i}]"

@@ -21,10 +21,9 @@ import numpy as np
 from datamodules.base import Reader, TaskDataModule
 from datamodules.coco import ImageInfo
 from datamodules.errors import DataFormatError, OnBadSample, UnknownSplitError
-from datamodules.io import coco_image_dirs, field, first_existing, read_json
+from datamodules.io import coco_image_dirs, coco_mask, field, first_existing, read_json
 from datamodules.refcoco import Instance, read_instances, sentences_of
 from datamodules.safe_pickle import safe_load_pickle
-from lightning_gpv.geometry.masks import Mask
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
 
@@ -151,7 +150,11 @@ class GRefCocoReader(Reader):
         )
         masks = []
         if record.task == Task.GRES:
-            masks = [Mask.from_coco(i.segmentation, img.height, img.width) for i in record.instances]
+            path = self.root / "instances.json"
+            masks = [
+                coco_mask(i.segmentation, img.height, img.width, path, f"annotations[id={a}].segmentation")
+                for i, a in zip(record.instances, record.ann_ids)
+            ]
         meta = {
             "ref_id": record.ref_id,
             "ann_ids": list(record.ann_ids),

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from datamodules.errors import DataFormatError
+from lightning_gpv.geometry.masks import Mask
 
 T = TypeVar("T")
 
@@ -178,3 +179,15 @@ def xywh_boxes(
     out = arr.astype(np.float32)
     out[:, 2:] += out[:, :2]
     return out, errors
+
+
+def coco_mask(segmentation: Any, height: int, width: int, path: str | Path, name: str) -> Mask:
+    """A COCO ``segmentation`` (flat polygons or RLE) of an ``height x width`` image as a :class:`Mask`.
+
+    Segmentations are converted lazily (in ``__getitem__``), so a malformed one surfaces there: as a
+    :class:`DataFormatError` naming the annotation file and the field, which ``on_bad_sample="skip"`` skips.
+    """
+    try:
+        return Mask.from_coco(segmentation, height, width)
+    except (ValueError, TypeError, KeyError) as err:
+        raise DataFormatError(path, name, f"invalid segmentation: {err}") from err

@@ -27,9 +27,8 @@ import numpy as np
 from datamodules.base import Reader, TaskDataModule
 from datamodules.coco import ImageInfo, read_images
 from datamodules.errors import DataFormatError, OnBadSample, UnknownSplitError
-from datamodules.io import coco_image_dirs, field, first_existing, read_json, xywh_box
+from datamodules.io import coco_image_dirs, coco_mask, field, first_existing, read_json, xywh_box
 from datamodules.safe_pickle import safe_load_pickle
-from lightning_gpv.geometry.masks import Mask
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
 
@@ -232,7 +231,12 @@ class RefCocoReader(Reader):
         if record.task == Task.REG:
             target = Target(text=record.sentences[0], answers=list(record.sentences))
             return TaskSample(Task.REG, [img.path], target, region=inst.box.copy(), **common)
-        masks = [Mask.from_coco(inst.segmentation, img.height, img.width)] if record.task == Task.RES else []
+        masks = []
+        if record.task == Task.RES:
+            where = f"annotations[id={record.ann_id}].segmentation"
+            masks = [
+                coco_mask(inst.segmentation, img.height, img.width, self.folder / "instances.json", where)
+            ]
         target = Target(boxes=inst.box[None].copy(), masks=masks)
         return TaskSample(record.task, [img.path], target, expression=record.sentences[0], **common)
 

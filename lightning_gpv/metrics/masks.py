@@ -46,6 +46,12 @@ def _polygon_list(obj: MaskLike) -> list[np.ndarray]:
     """Normalize polygon input to a list of ``(P, 2)`` float64 arrays."""
     if isinstance(obj, (Tensor, np.ndarray)):
         arr = np.asarray(obj.detach().cpu() if isinstance(obj, Tensor) else obj, dtype=np.float64)
+        if arr.ndim > 2 or (arr.ndim == 2 and arr.shape[1] != 2) or arr.size % 2:
+            # e.g. an H x W mask of another dtype than bool/uint8: never read it as coordinates.
+            raise ValueError(
+                f"A polygon must be (P, 2) or flat [x0, y0, ...], got shape {tuple(arr.shape)}; "
+                "masks must be bool or uint8 H x W."
+            )
         return [arr.reshape(-1, 2)]
     polygons = []
     for poly in obj:  # type: ignore[union-attr]

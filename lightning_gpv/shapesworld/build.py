@@ -241,6 +241,10 @@ def make_shapes(
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
+        # mkdtemp makes the folder private (0700); the finished set gets a normal folder's mode instead.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         counts = generate(tmp, num_images, seed, progress)
         manifest = {
             "counts": counts,

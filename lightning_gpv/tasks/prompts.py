@@ -38,6 +38,7 @@ SLOT_MARKERS: dict[str, tuple[str, ...]] = {
 """Slot name (the keyword argument of :meth:`PromptBank.render`) to the markers it fills."""
 
 _ANY_MARKER = re.compile("|".join(re.escape(m) for ms in SLOT_MARKERS.values() for m in ms))
+_SLOT_OF_MARKER = {m: name for name, ms in SLOT_MARKERS.items() for m in ms}
 
 Generator = random.Random | np.random.Generator
 
@@ -106,14 +107,18 @@ class PromptBank:
         if not 0 <= index < len(templates):
             raise ValueError(f"template index {index} out of range for {len(templates)} templates")
         text = templates[index]
-        for name, markers in SLOT_MARKERS.items():
-            for marker in markers:
-                if marker not in text:
-                    continue
-                if slots.get(name) is None:
-                    raise ValueError(f"template {text!r} needs slot {name!r} ({marker})")
-                text = text.replace(marker, slots[name])
-        return _place_images(text, num_images) if self.family is Family.VISTALLM else text
+        # Images first and slots in one pass over the template: a slot value that itself contains a marker
+        # (an expression mentioning "<image>" or "[OBJECT]") is inserted verbatim, never re-expanded.
+        if self.family is Family.VISTALLM:
+            text = _place_images(text, num_images)
+
+        def fill(match: re.Match[str]) -> str:
+            name = _SLOT_OF_MARKER[match.group()]
+            if slots.get(name) is None:
+                raise ValueError(f"template {templates[index]!r} needs slot {name!r} ({match.group()})")
+            return slots[name]
+
+        return _ANY_MARKER.sub(fill, text)
 
     def slots_of(self, task: Task | str) -> set[str]:
         """The slot names any template of ``task`` uses."""

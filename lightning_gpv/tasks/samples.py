@@ -126,8 +126,10 @@ class TaskSample:
 
     def __post_init__(self) -> None:
         self.task = task_spec(self.task).task
-        if not isinstance(self.images, list):
-            self.images = [self.images]
+        if isinstance(self.images, tuple):
+            self.images = list(self.images)
+        elif not isinstance(self.images, list):
+            self.images = [self.images]  # one path or one array
         spec = task_spec(self.task)
         if not spec.accepts_num_images(len(self.images)):
             raise ValueError(

@@ -113,6 +113,17 @@ def test_truncated_and_malformed_annotation_files(coco_root: Path) -> None:
         CocoDataModule(str(coco_root), tasks=["localization"]).dataset("train2014")
 
 
+def test_captions_file_without_annotations_raises(coco_root: Path) -> None:
+    path = coco_root / "annotations" / "captions_train2014.json"
+    data = json.loads(path.read_text())
+    del data["annotations"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(
+        DataFormatError, match=r"captions_train2014\.json: field 'annotations': missing field"
+    ):
+        CocoDataModule(str(coco_root), tasks=["captioning"]).dataset("train2014")
+
+
 def test_missing_and_bad_fields_raise_or_skip(coco_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = coco_root / "annotations" / "instances_train2014.json"
     data = json.loads(path.read_text())

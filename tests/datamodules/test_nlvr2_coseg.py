@@ -133,6 +133,11 @@ def test_attcoseg_mask_files_and_bad_groups(tmp_path: Path, build) -> None:  # t
         AttCosegDataModule(str(root)).dataset("train")
     dm = AttCosegDataModule(str(root), on_bad_sample="skip")
     assert len(dm.dataset("train")) == 1 and dm.num_skipped == 1
+    doc["groups"][0]["positive_indices"] = [0, 1]
+    doc["groups"][0]["ann_ids"] = 5  # not a list: a clear error, not a TypeError
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataFormatError, match=r"field 'groups\[0\]\.ann_ids': expected a list of integers"):
+        AttCosegDataModule(str(root)).dataset("train")
 
 
 def test_shapesworld_attcoseg(shapes_root: Path) -> None:

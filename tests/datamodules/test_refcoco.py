@@ -70,6 +70,26 @@ def test_bad_refs(refcoco_root: Path) -> None:
     assert len(dm.dataset("train")) == 0 and dm.num_skipped == 2
 
 
+def test_bad_segmentation_names_file_and_field(refcoco_root: Path) -> None:
+    """Segmentations are decoded in __getitem__: a malformed one names instances.json and can be skipped."""
+    path = refcoco_root / "refcoco" / "instances.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["segmentation"] = [[1, 2, 3]]  # odd number of coordinates
+    bad_id = data["annotations"][0]["id"]
+    path.write_text(json.dumps(data))
+    ds = RefCocoDataModule(str(refcoco_root), tasks=["res"]).dataset("train")
+    bad = [i for i in range(len(ds)) if ds.records[i].ann_id == bad_id]
+    assert bad
+    with pytest.raises(
+        DataFormatError, match=rf"instances\.json: field 'annotations\[id={bad_id}\]\.segmentation'"
+    ):
+        ds[bad[0]]
+    dm = RefCocoDataModule(str(refcoco_root), tasks=["res"], on_bad_sample="skip")
+    ds = dm.dataset("train")
+    got = [ds[i] for i in range(len(ds))]
+    assert all(s.metadata["ann_id"] != bad_id for s in got) and dm.num_skipped == len(bad)
+
+
 def test_shapesworld_refcoco_family(shapes_root: Path) -> None:
     root = str(shapes_root / "refcoco")
     for dataset, split_by, test in [("refcoco", "unc", "testB"), ("refcoco", "google", "test"),

@@ -148,3 +148,10 @@ def test_polygon_resolution_rules() -> None:
     assert canvas.compute()["mIoU"].item() == 1.0
     with pytest.raises(ValueError, match="differ"):
         MaskIoU().update([_mask(5, 5, [])], [gt])
+    with pytest.raises(ValueError, match="bool or uint8"):  # a 0/1 float mask is not read as coordinates
+        MaskIoU().update([gt.float()], [gt])
+    points = MaskIoU()
+    points.update(
+        [torch.tensor([[2.0, 2.0], [8.0, 2.0], [8.0, 8.0], [2.0, 8.0]])], [gt]
+    )  # one (P, 2) polygon
+    assert points.compute()["mIoU"].item() > 0.7

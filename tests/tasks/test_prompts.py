@@ -109,3 +109,11 @@ def test_render_errors_name_the_problem():
         GPV1_PROMPTS.render(Task.CLASSIFICATION, index=4)
     with pytest.raises(ValueError, match="not both"):
         GPV1_PROMPTS.render(Task.CLASSIFICATION, index=0, rng=random.Random(0))
+
+
+def test_slot_values_are_inserted_verbatim():
+    """A question or expression that contains a marker is not expanded again (nor counted as an image)."""
+    text = VISTALLM_PROMPTS.render(Task.VQA, index=0, question="is the [OBJECT] next to <expr>?")
+    assert text.endswith("is the [OBJECT] next to <expr>?") and text.count(IMAGE_TOKEN) == 1
+    nlvr = VISTALLM_PROMPTS.render(Task.NLVR2, index=0, num_images=2, question="the <image> tag")
+    assert nlvr.count(IMAGE_TOKEN) == 3 and "the <image> tag" in nlvr

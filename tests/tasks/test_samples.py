@@ -29,6 +29,11 @@ def test_sample_normalizes_fields():
     assert "the left circle" in text
 
 
+def test_images_as_a_tuple_are_several_images():
+    s = TaskSample(task=Task.NLVR2, images=("left.png", "right.png"), question="both are red")
+    assert s.images == ["left.png", "right.png"] and s.num_images == 2
+
+
 def test_no_target_is_valid():
     s = TaskSample(task=Task.GREC, images=["a.jpg"], expression="the purple star", target=Target())
     assert s.target.boxes.shape == (0, 4)
