@@ -11,43 +11,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_gpv.geometry.boxes import box_iou, generalized_box_iou
 from lightning_gpv.metrics._sync import DedupMetric, SampleIds
 
-__all__ = ["GRECScore", "LocalizationAP", "ReferringAccuracy", "box_iou", "generalized_box_iou", "query_ap"]
+__all__ = ["GRECScore", "LocalizationAP", "ReferringAccuracy", "query_ap"]
 
 
 def _as_boxes(boxes: Tensor | Sequence[Sequence[float]]) -> Tensor:
     out = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
     return out.cpu()
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU matrix ``(len(a), len(b))`` of xyxy boxes (continuous coordinates; 0 when the union is 0)."""
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    return torch.where(union > 0, inter / torch.where(union > 0, union, 1.0), 0.0)
-
-
-def generalized_box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Generalized IoU matrix of xyxy boxes (as ``torchvision.ops.generalized_box_iou``)."""
-    iou = box_iou(a, b)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area_a[:, None] + area_b[None, :] - inter
-    hull_wh = (
-        torch.maximum(a[:, None, 2:], b[None, :, 2:]) - torch.minimum(a[:, None, :2], b[None, :, :2])
-    ).clamp(min=0)
-    hull = hull_wh[..., 0] * hull_wh[..., 1]
-    return iou - torch.where(hull > 0, (hull - union) / torch.where(hull > 0, hull, 1.0), 0.0)
 
 
 def _paired_iou(a: Tensor, b: Tensor, generalized: bool = False) -> Tensor:

@@ -10,8 +10,9 @@ import torch
 from torchvision.ops import box_iou as tv_box_iou
 from torchvision.ops import generalized_box_iou as tv_giou
 
+from lightning_gpv.geometry.boxes import box_iou, generalized_box_iou
 from lightning_gpv.metrics import GRECScore, LocalizationAP, ReferringAccuracy
-from lightning_gpv.metrics.grounding import _gpv1_legacy_boxes, box_iou, generalized_box_iou
+from lightning_gpv.metrics.grounding import _gpv1_legacy_boxes
 
 
 def _boxes(rows: list[list[float]]) -> torch.Tensor:
