@@ -1,0 +1,329 @@
+"""``GPV1Module``: training, evaluation and prediction of GPV-1 with Lightning.
+
+* Batches (:class:`~lightning_gpv.models.gpv1.processor.GPV1Batch`) mix tasks; the loss is
+  :class:`~lightning_gpv.models.gpv1.losses.GPV1Criterion` (text NLL per task, Hungarian loss on box
+  tasks), logged per task (``train/loss_text/vqa``, ``train/loss_bbox``, ...).
+* Optimization as the paper: AdamW (lr 1e-4, ResNet 1e-5, weight decay 1e-4), linear warm-up over the
+  first ``warmup_fraction`` of the steps then linear decay to 0, stepped per batch; DETR frozen for the
+  first ``frozen_epochs`` epochs, then fine-tuned; gradient-norm clipping (0.1) of the visual
+  parameters only (``configure_gradient_clipping``; a Trainer ``gradient_clip_val`` clips everything
+  on top). Freezing changes ``requires_grad`` during training: under DDP use
+  ``strategy="ddp_find_unused_parameters_true"`` (the reference did the same).
+* Validation/test: greedy (or beam) decoding, the K-way restriction for classification, ranked boxes;
+  metrics per task, and per COCO-SCE subset when samples carry ``metadata["sce"]``
+  (``val/vqa_seen``, ``val/vqa_unseen``).
+* ``predict_step`` returns :class:`~lightning_gpv.tasks.samples.Prediction` objects.
+
+The answer vocabulary (folder made by :func:`~lightning_gpv.models.gpv1.text.build_vocabulary`) is
+read at construction; its words are also stored in every checkpoint, so a checkpoint is self-contained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from functools import partial
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torch.optim import AdamW, Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric, Metric
+
+from lightning_gpv.metrics import CIDErD, ClassificationAccuracy, LocalizationAP, VQAAccuracy
+from lightning_gpv.models.gpv1.config import GPV1Config
+from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
+from lightning_gpv.models.gpv1.model import GPV1, GPV1Encoding
+from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch, GPV1Processor
+from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
+from lightning_gpv.tasks.catalogue import Family, Task, tasks_of
+from lightning_gpv.tasks.samples import Prediction, TaskSample
+
+_VOCAB_KEY = "gpv1_answer_vocabulary"
+DEFAULT_EVAL_ANSWER_LEN = {"vqa": 5, "classification": 5, "rec": 5, "captioning": 20, "localization": 20}
+"""Decoding length per task at evaluation (the reference's ``eval.sh``), ``__cls__`` included."""
+
+
+class GPV1Module(LightningModule):
+    """GPV-1 as a LightningModule.
+
+    Args:
+        config: The model (``GPV1Config.paper()`` when None).
+        vocab_path: Folder of the answer vocabulary and its vectors (``vocab.json`` + ``embeddings.pt``).
+            None builds a placeholder vocabulary of ``config.vocab_size`` words (memory planning, or
+            loading a checkpoint, which restores the real words and vectors:
+            ``GPV1Module.load_from_checkpoint(path, vocab_path=None)`` when the folder is gone).
+        loss: Loss weights and matcher costs (the paper's when None).
+        lr: Peak learning rate.
+        backbone_lr: Peak learning rate of the ResNet.
+        weight_decay: AdamW weight decay (applied to every parameter, as the reference).
+        warmup_fraction: Fraction of the training steps spent warming up (4 of 40 epochs in the paper).
+        frozen_epochs: Epochs with DETR frozen (10 in the paper).
+        visual_grad_clip: Max gradient norm of the visual parameters (0 disables).
+        num_beams: Beam size at evaluation and prediction (1 = greedy, the paper's).
+        eval_answer_len: Decoding length per task name (defaults: :data:`DEFAULT_EVAL_ANSWER_LEN`).
+        classification_labels: The K class names of the K-way classification evaluation; None
+            decodes classification over the whole vocabulary.
+        vqa_metric: ``"official"`` VQA accuracy or GPV-1's lower-case-only ``"gpv1"`` variant.
+        seed: Seeds the processor's training-time prompt choice.
+    """
+
+    def __init__(
+        self,
+        config: GPV1Config | None = None,
+        vocab_path: str | None = None,
+        loss: GPV1LossConfig | None = None,
+        lr: float = 1e-4,
+        backbone_lr: float = 1e-5,
+        weight_decay: float = 1e-4,
+        warmup_fraction: float = 0.1,
+        frozen_epochs: int = 10,
+        visual_grad_clip: float = 0.1,
+        num_beams: int = 1,
+        eval_answer_len: dict[str, int] | None = None,
+        classification_labels: list[str] | None = None,
+        vqa_metric: Literal["official", "gpv1"] = "official",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        # Checkpoints store the configs as plain dicts (loadable with torch.load(weights_only=True)).
+        config = GPV1Config(**config) if isinstance(config, dict) else (config or GPV1Config.paper())
+        loss = GPV1LossConfig(**loss) if isinstance(loss, dict) else loss
+        vectors = None
+        if vocab_path is not None:
+            vocab, vectors = AnswerVocabulary.load(vocab_path)
+            if vectors is None:
+                raise ValueError(f"the answer vocabulary at {vocab_path} has no embeddings.pt")
+            config = replace(config, vocab_size=len(vocab))
+        else:
+            words = [
+                *SPECIAL_TOKENS,
+                *(f"__word{i}__" for i in range(config.vocab_size - len(SPECIAL_TOKENS))),
+            ]
+            vocab = AnswerVocabulary(words)
+        self.save_hyperparameters()
+        self.hparams["config"] = asdict(config)
+        self.hparams["loss"] = asdict(loss) if loss is not None else None
+        self.config = config
+        self.model = GPV1(config, answer_vectors=vectors)
+        self.processor = GPV1Processor.from_config(config, vocab, seed=seed)
+        self.criterion = GPV1Criterion(loss)
+        self.eval_answer_len = {**DEFAULT_EVAL_ANSWER_LEN, **(eval_answer_len or {})}
+        self.classification_labels = classification_labels
+        self.val_metrics = self._make_metrics(vqa_metric)
+        self.test_metrics = self._make_metrics(vqa_metric)
+        self.val_losses = self._make_loss_means()
+        self.test_losses = self._make_loss_means()
+        self._updated: dict[str, set[str]] = {"val": set(), "test": set()}
+
+    # ------------------------------------------------------------------ metrics
+    @staticmethod
+    def _task_metric(task: Task, vqa_metric: str) -> Metric:
+        """VQA accuracy, CIDEr-D, classification accuracy, or GPV-1's per-query AP@0.5 (localization and
+        referring expressions, which GPV-1 scores like localization over its ranked boxes)."""
+        if task == Task.VQA:
+            return VQAAccuracy(variant=vqa_metric)
+        if task == Task.CAPTIONING:
+            return CIDErD()
+        if task == Task.CLASSIFICATION:
+            return ClassificationAccuracy()
+        return LocalizationAP()
+
+    def _make_metrics(self, vqa_metric: str) -> nn.ModuleDict:
+        metrics = {}
+        for task in tasks_of(Family.GPV1):
+            for suffix in ("", "_seen", "_unseen"):
+                metrics[f"{task.value}{suffix}"] = self._task_metric(task, vqa_metric)
+        return nn.ModuleDict(metrics)
+
+    @staticmethod
+    def _update_metric(metric: Metric, prediction: Prediction, sample: TaskSample) -> None:
+        target, ids = sample.target, [sample.sample_id]
+        if sample.task == Task.CLASSIFICATION:
+            metric.update([prediction.text], [target.text or ""], ids=ids)
+        elif sample.task in TEXT_TASKS:
+            metric.update([prediction.text], [target.answers or [target.text or ""]], ids=ids)
+        else:
+            boxes, scores = torch.from_numpy(prediction.boxes), torch.from_numpy(prediction.scores)
+            metric.update([boxes], [scores], [torch.from_numpy(target.boxes)], ids=ids)
+
+    @staticmethod
+    def _make_loss_means() -> nn.ModuleDict:
+        """Running means of the evaluation losses (one key across all evaluation dataloaders)."""
+        names = ["loss", "loss_ce", "loss_bbox", "loss_giou"]
+        names += [f"loss_text/{t.value}" for t in tasks_of(Family.GPV1)]
+        return nn.ModuleDict({n.replace("/", "__"): MeanMetric() for n in names})
+
+    def _update_metrics(self, stage: str, batch: GPV1Batch, predictions: list[Prediction]) -> None:
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for sample, pred in zip(batch.samples, predictions):
+            keys = [sample.task.value]
+            sce = sample.metadata.get("sce")
+            if sce in ("seen", "unseen"):
+                keys.append(f"{sample.task.value}_{sce}")
+            for key in keys:
+                self._update_metric(metrics[key], pred, sample)
+                self._updated[stage].add(key)
+
+    def _log_metrics(self, stage: str) -> None:
+        losses = self.val_losses if stage == "val" else self.test_losses
+        for key, mean in losses.items():
+            if mean.update_called:
+                self.log(f"{stage}/{key.replace('__', '/')}", mean.compute())
+            mean.reset()
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for key in sorted(self._updated[stage]):
+            value = metrics[key].compute()
+            if isinstance(value, dict):
+                value = next(iter(value.values()))
+            self.log(f"{stage}/{key}", float(value), sync_dist=False)
+            metrics[key].reset()
+        self._updated[stage].clear()
+
+    # ----------------------------------------------------------------- training
+    def forward(self, batch: GPV1Batch) -> Any:
+        """Teacher-forced outputs of a batch (:class:`~lightning_gpv.models.gpv1.model.GPV1Output`)."""
+        answers = batch.answer_ids if bool(batch.has_text.any()) else None
+        return self.model(batch.pixel_values, batch.input_ids, batch.attention_mask, answers)
+
+    def _losses(self, batch: GPV1Batch, out: Any) -> dict[str, torch.Tensor]:
+        return self.criterion(
+            tasks=[t.value for t in batch.tasks],
+            answer_logits=out.answer_logits,
+            answer_ids=batch.answer_ids,
+            has_text=batch.has_text,
+            relevance_logits=out.relevance_logits,
+            boxes=out.boxes,
+            target_boxes=batch.target_boxes,
+            has_boxes=batch.has_boxes,
+        )
+
+    def training_step(self, batch: GPV1Batch, batch_idx: int) -> torch.Tensor:
+        losses = self._losses(batch, self(batch))
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=len(batch), prog_bar=name == "loss")
+        return losses["loss"]
+
+    def on_train_epoch_start(self) -> None:
+        self.model.visual.set_detr_frozen(self.current_epoch < self.hparams.frozen_epochs)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the visual parameters' gradient norm (as DETR), then apply any Trainer-level clipping."""
+        if self.hparams.visual_grad_clip > 0:
+            params = [p for p in self.model.visual_parameters() if p.grad is not None]
+            if params:
+                torch.nn.utils.clip_grad_norm_(params, self.hparams.visual_grad_clip)
+        if gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: the ResNet (``backbone_lr``), then everything else that trains (``lr``).
+
+        DETR's parameters are included even while frozen (they join the optimization when unfrozen);
+        the frozen text encoder and the ResNet stem/stage 1 are left out.
+        """
+        visual = self.model.visual
+        detr_trainable = {f"visual.{n}" for n in visual._trainable_detr}
+        backbone, rest = [], []
+        for name, param in self.model.named_parameters():
+            if not (param.requires_grad or name in detr_trainable):
+                continue
+            (backbone if name.startswith("visual.detr.backbone.") else rest).append(param)
+        groups = [{"params": rest, "lr": self.hparams.lr, "name": "main"}]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"})
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = AdamW(self.parameter_groups(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(self.hparams.warmup_fraction * total)
+        scheduler = LambdaLR(optimizer, partial(warmup_linear_factor, warmup=warmup, total=total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --------------------------------------------------------------- evaluation
+    def _allowed_tokens(self, batch: GPV1Batch) -> torch.Tensor | None:
+        if not self.classification_labels or Task.CLASSIFICATION not in batch.tasks:
+            return None
+        vocab = self.processor.vocab
+        allowed = torch.ones(len(batch), len(vocab), dtype=torch.bool)
+        allowed[:, : len(SPECIAL_TOKENS)] = False
+        k_way = vocab.allowed_mask(self.classification_labels)
+        for row, task in enumerate(batch.tasks):
+            if task == Task.CLASSIFICATION:
+                allowed[row] = k_way
+        return allowed.to(self.device)
+
+    @torch.no_grad()
+    def decode(
+        self, batch: GPV1Batch, encoding: GPV1Encoding, tasks: Sequence[Task] | None = None
+    ) -> torch.Tensor:
+        """Generated answer ids ``(B, L)`` (each sample cut to its task's decoding length)."""
+        tasks = batch.tasks if tasks is None else tasks
+        lengths = [self.eval_answer_len.get(t.value, self.config.decoder.max_answer_len) for t in tasks]
+        tokens, _ = self.model.generate(
+            encoding,
+            max_len=max(lengths),
+            num_beams=self.hparams.num_beams,
+            allowed=self._allowed_tokens(batch),
+        )
+        for row, length in enumerate(lengths):
+            tokens[row, length:] = 0
+        return tokens
+
+    def _predict(self, batch: GPV1Batch, text_for_all: bool) -> tuple[list[Prediction], GPV1Encoding]:
+        enc = self.model.encode(batch.pixel_values, batch.input_ids, batch.attention_mask)
+        tokens = None
+        if text_for_all or any(t in TEXT_TASKS for t in batch.tasks):
+            tokens = self.decode(batch, enc)
+        return self.processor.predictions(batch, enc.boxes, enc.relevance, tokens), enc
+
+    def _eval_step(self, stage: str, batch: GPV1Batch) -> None:
+        predictions, _ = self._predict(batch, text_for_all=False)
+        means = self.val_losses if stage == "val" else self.test_losses
+        for name, value in self._losses(batch, self(batch)).items():
+            means[name.replace("/", "__")].update(value.detach(), weight=len(batch))
+        self._update_metrics(stage, batch, predictions)
+
+    def validation_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def test_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def predict_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
+        """Ranked boxes with relevance scores and decoded text, one :class:`Prediction` per sample."""
+        return self._predict(batch, text_for_all=True)[0]
+
+    # -------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        vocab = self.processor.vocab
+        checkpoint[_VOCAB_KEY] = {"words": list(vocab.words), "min_count": vocab.min_count}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(_VOCAB_KEY)
+        if saved is not None:
+            self.processor.vocab = AnswerVocabulary(saved["words"], min_count=int(saved["min_count"]))
+
+
+def warmup_linear_factor(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor: linear warm-up to 1 over ``warmup`` steps, linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(total - warmup, 1))
+
+
+__all__ = ["DEFAULT_EVAL_ANSWER_LEN", "GPV1Module", "warmup_linear_factor"]

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lightning_gpv.models.gpv1 import GPV1Config
+from lightning_gpv.models.gpv1.detr import DetrRegionEncoder, build_detr
+
+
+def _encoder(**visual: object) -> DetrRegionEncoder:
+    torch.manual_seed(0)
+    return DetrRegionEncoder(GPV1Config.tiny(visual=visual).visual, hidden_size=24).eval()
+
+
+def test_region_shapes_and_box_range() -> None:
+    enc = _encoder()
+    out = enc(torch.randn(2, 3, 64, 96))
+    assert out.features.shape == (2, 10, 24)
+    assert out.detr_features.shape == (2, 10, 32)
+    assert out.objectness_logits.shape == (2, 10, 2)
+    assert out.boxes.shape == (2, 10, 4) and out.boxes.min() >= 0 and out.boxes.max() <= 1
+    assert enc.region_proj.in_features == 32 + 64  # decoder features + RoI-pooled C5 channels
+
+
+def test_without_roi_features() -> None:
+    enc = _encoder(use_roi_features=False)
+    assert enc.region_proj.in_features == 32
+    assert enc(torch.randn(1, 3, 64, 64)).features.shape == (1, 10, 24)
+
+
+def test_roi_features_are_layer_normed_means() -> None:
+    enc = _encoder()
+    fmap = torch.randn(1, 64, 4, 4)
+    whole = torch.tensor([[[0.5, 0.5, 1.0, 1.0]]])
+    feats = enc.roi_features(fmap, whole)
+    assert feats.shape == (1, 1, 64)
+    torch.testing.assert_close(feats.mean(-1), torch.zeros(1, 1), atol=1e-5, rtol=0)
+    # A box over the whole map pools (about) the channel means.
+    expected = torch.nn.functional.layer_norm(fmap.mean(dim=(-2, -1)), (64,))
+    assert torch.nn.functional.cosine_similarity(feats[0], expected).item() > 0.95
+
+
+def test_backbone_stem_and_first_stage_stay_frozen() -> None:
+    enc = _encoder()
+    names = {n: p.requires_grad for n, p in enc.detr.backbone.named_parameters()}
+    assert not any(v for n, v in names.items() if "embedder" in n or "stages.0." in n)
+    assert all(v for n, v in names.items() if "stages.3." in n)
+    enc.set_detr_frozen(True)
+    assert not any(p.requires_grad for p in enc.detr_parameters())
+    assert all(p.requires_grad for p in enc.objectness.parameters())
+    assert all(p.requires_grad for p in enc.region_proj.parameters())
+    enc.set_detr_frozen(False)
+    names_after = {n: p.requires_grad for n, p in enc.detr.backbone.named_parameters()}
+    assert names_after == names
+
+
+def test_gradients_reach_detr() -> None:
+    enc = _encoder()
+    enc.train()
+    out = enc(torch.randn(1, 3, 64, 64))
+    (out.features.sum() + out.boxes.sum()).backward()
+    assert enc.detr.input_projection.weight.grad is not None
+    assert enc.box_head.layers[0].weight.grad is not None
+
+
+def test_pretrained_detr_loads_from_local_folder(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = GPV1Config.tiny().visual
+    build_detr(config).save_pretrained(tmp_path / "detr")
+    a = DetrRegionEncoder(config.__class__(**{**vars(config), "name_or_path": str(tmp_path / "detr")}), 24)
+    reference = build_detr(config.__class__(**{**vars(config), "name_or_path": str(tmp_path / "detr")}))
+    torch.testing.assert_close(a.detr.input_projection.weight, reference.model.input_projection.weight)
+    torch.testing.assert_close(a.box_head.layers[0].weight, reference.bbox_predictor.layers[0].weight)
