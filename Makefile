@@ -50,6 +50,7 @@ bench: $(STAMP) ## Run the CPU benchmarks (record the figures in docs/benchmarks
 	$(BIN)/python benchmarks/contour_sampling.py
 	$(BIN)/python benchmarks/data_throughput.py
 	$(BIN)/python benchmarks/metrics_speed.py
+	$(BIN)/python benchmarks/gpv1_throughput.py
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
