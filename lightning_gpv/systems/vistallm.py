@@ -1,0 +1,183 @@
+"""``VistaLLMModule``: training, evaluation and prediction of VistaLLM (``lightning_gpv.models.vistallm``).
+
+* Optimisation (the paper's §5.2): AdamW, peak learning rate 2e-5, linear warmup over the first 3% of the
+  steps then a cosine decay; only the parameters of the chosen stage train (:meth:`freeze_for_stage`).
+* Loss: next-token cross-entropy on the answer tokens only (the processor sets the labels).
+* Validation and test: teacher-forced loss, then greedy generation, parsing into
+  :class:`~lightning_gpv.tasks.samples.Prediction` and one metric per task (:class:`TaskMetrics`), one
+  metric set per stage.
+* ``predict_step`` returns the ``Prediction`` objects of a batch.
+
+The module exposes its :class:`~lightning_gpv.models.vistallm.processor.VistaLLMProcessor` as
+``self.processor``; a data module with ``connect`` gets it in :meth:`setup` when it has none.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torch.optim.lr_scheduler import LambdaLR
+
+from lightning_gpv.models.vistallm.config import VistaLLMConfig
+from lightning_gpv.models.vistallm.evaluation import TaskMetrics
+from lightning_gpv.models.vistallm.model import VistaLLM
+from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
+from lightning_gpv.models.vistallm.tokenization import load_llm_tokenizer, load_qformer_tokenizer
+from lightning_gpv.tasks.catalogue import Task
+from lightning_gpv.tasks.samples import Prediction
+
+
+def warmup_cosine(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
+    """Learning-rate factor: linear up to 1 over ``warmup_steps``, then a cosine down to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class VistaLLMModule(LightningModule):
+    """VistaLLM as a LightningModule.
+
+    Args:
+        config: The model config (default: :meth:`VistaLLMConfig.tiny`).
+        stage: 1 trains everything but the image encoder (single-image tasks); 2 trains only the
+            instruction-guided tokenizer (multi-image tasks).
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_ratio: Share of the training steps with a linear warmup.
+        min_lr_ratio: Final learning rate over the peak one at the end of the cosine.
+        max_new_tokens: Generation budget in evaluation (default ``config.max_new_tokens``).
+        load_weights: Load the pretrained weights the config names (``False``: random init, no download).
+        eval_template: Instruction template used in evaluation.
+    """
+
+    def __init__(
+        self,
+        config: VistaLLMConfig | None = None,
+        stage: Literal[1, 2] = 1,
+        lr: float = 2e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_ratio: float = 0.03,
+        min_lr_ratio: float = 0.0,
+        max_new_tokens: int | None = None,
+        load_weights: bool = True,
+        eval_template: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = config if config is not None else VistaLLMConfig.tiny()
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        tokenizer = load_llm_tokenizer(self.config.llm, self.config.num_bins)
+        qformer_tokenizer = load_qformer_tokenizer(self.config.qformer, self.config.llm)
+        self.processor = VistaLLMProcessor(
+            self.config, tokenizer, qformer_tokenizer, eval_template=eval_template
+        )
+        self.model = VistaLLM.from_config(self.config, tokenizer=tokenizer, load_weights=load_weights)
+        self.stage = stage
+        self.freeze_for_stage()
+        self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
+        self.val_metrics = TaskMetrics(self.config)
+        self.test_metrics = TaskMetrics(self.config)
+
+    # ------------------------------------------------------------------------------------------------
+    # Model
+
+    def freeze_for_stage(self) -> None:
+        """Set what trains in ``self.stage`` (see :meth:`VistaLLM.set_stage`)."""
+        self.model.set_stage(self.stage)
+
+    def forward(self, batch: VistaLLMBatch) -> Any:
+        """Teacher-forced pass; ``.loss`` is the answer-token cross-entropy."""
+        return self.model(**batch.model_inputs())
+
+    def generate(self, batch: VistaLLMBatch, max_new_tokens: int | None = None) -> torch.Tensor:
+        """``(B, T_new)`` greedy continuations of the batch's prompts."""
+        tokenizer = self.processor.tokenizer
+        return self.model.generate(
+            **batch.generation_inputs(),
+            max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            eos_token_id=int(tokenizer.eos_token_id),
+            pad_token_id=int(tokenizer.pad_token_id),
+        )
+
+    def predict_batch(self, batch: VistaLLMBatch, max_new_tokens: int | None = None) -> list[Prediction]:
+        """Generate, decode and parse: one :class:`Prediction` per sample."""
+        return self.processor.decode(self.generate(batch, max_new_tokens), batch)
+
+    # ------------------------------------------------------------------------------------------------
+    # Lightning hooks
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if (
+            datamodule is not None
+            and hasattr(datamodule, "connect")
+            and getattr(datamodule, "processor", None) is None
+        ):
+            datamodule.connect(self.processor)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, VistaLLMBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def training_step(self, batch: VistaLLMBatch, batch_idx: int) -> torch.Tensor:
+        loss = self(batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def test_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    def predict_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
+        return self.predict_batch(batch)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = math.ceil(hp.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            return warmup_cosine(step, total_steps=total, warmup_steps=warmup, min_ratio=hp.min_lr_ratio)
+
+        scheduler = LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------------------
+    # Evaluation
+
+    def _evaluate(self, batch: VistaLLMBatch, metrics: TaskMetrics, prefix: str) -> list[Prediction]:
+        if bool((batch.labels != -100).any()):
+            loss = self(batch).loss
+            self.log(f"{prefix}/loss", loss, batch_size=len(batch), add_dataloader_idx=False, sync_dist=True)
+        predictions = self.predict_batch(batch)
+        metrics.update(predictions, batch.targets, batch.image_sizes)
+        return predictions
+
+    def _log_metrics(self, metrics: TaskMetrics, prefix: str) -> None:
+        for name, value in metrics.compute().items():
+            self.log(f"{prefix}/{name}", value, sync_dist=False)
+        metrics.reset()
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """Tasks with an evaluation metric."""
+        return self.val_metrics.tasks

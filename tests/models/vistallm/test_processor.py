@@ -1,0 +1,156 @@
+"""VistaLLMProcessor: images, instructions, targets, labels, padding; parsing generated text."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_gpv.geometry import Mask, mask_iou
+from lightning_gpv.models.vistallm.generation import decode_generated, parse_prediction, serialize_answer
+from lightning_gpv.models.vistallm.processor import IGNORE_INDEX, VistaLLMProcessor
+from lightning_gpv.tasks import IMAGE_TOKEN, Target, Task, TaskSample
+from lightning_gpv.tasks.coordinates import max_quantization_error
+
+
+def test_labels_cover_only_the_answer_and_its_end(
+    tiny_processor: VistaLLMProcessor, samples: dict[str, TaskSample]
+) -> None:
+    tok = tiny_processor.tokenizer
+    for key, sample in samples.items():
+        item = tiny_processor.encode(sample, train=True)
+        p = item.prompt_length
+        assert (item.labels[:p] == IGNORE_INDEX).all(), key
+        assert torch.equal(item.labels[p:], item.input_ids[p:]), key
+        assert int(item.input_ids[-1]) == tok.eos_token_id, key
+        answer = tok.decode(item.input_ids[p:-1], skip_special_tokens=False)
+        expected = serialize_answer(sample.task, sample.target, item.image_sizes, style="tokens")
+        assert answer.replace(" ", "") == expected.replace(" ", ""), key
+        assert (item.input_ids[:p] == tiny_processor.image_token_id).sum() == 8 * sample.num_images
+
+
+def test_images_are_resized_without_crop_or_flip(tiny_processor: VistaLLMProcessor) -> None:
+    image = np.zeros((40, 120, 3), dtype=np.uint8)
+    image[:, :60] = 255  # left half white
+    sample = TaskSample(Task.REC, [image], Target(boxes=[[0, 0, 60, 40]]), expression="the white half")
+    item = tiny_processor.encode(sample, train=True)
+    pixels = item.pixel_values[0]
+    assert pixels.shape == (3, 64, 64)
+    assert pixels[:, :, :28].mean() > pixels[:, :, 36:].mean() + 1.0  # still white on the left
+    assert item.image_sizes == [(40, 120)]
+    # Coordinates are relative to the original 120 x 40 image: [0, 0, 60, 40] -> bins 0, 0, 500, 999.
+    answer = tiny_processor.tokenizer.decode(
+        item.input_ids[item.prompt_length : -1], skip_special_tokens=False
+    )
+    assert answer.replace(" ", "") == "[<c0><c0><c500><c999>]"
+
+
+def test_regions_are_tokens_for_the_llm_and_numbers_for_the_qformer(
+    tiny_processor: VistaLLMProcessor, samples: dict[str, TaskSample]
+) -> None:
+    item = tiny_processor.encode(samples["reg"], train=False)
+    prompt = tiny_processor.tokenizer.decode(item.input_ids[: item.prompt_length], skip_special_tokens=False)
+    assert "<c200>" in prompt and "[200, 125, 700, 625]" in item.instruction
+    qformer_text = tiny_processor.qformer_tokenizer.decode(item.instruction_ids)
+    assert "200" in qformer_text and "<c200>" not in qformer_text and IMAGE_TOKEN not in qformer_text
+
+
+def test_evaluation_uses_a_fixed_template_and_training_varies_it(
+    tiny_processor: VistaLLMProcessor, samples: dict[str, TaskSample]
+) -> None:
+    fixed = {tiny_processor.encode(samples["vqa"], train=False).instruction for _ in range(5)}
+    torch.manual_seed(0)
+    varied = {tiny_processor.encode(samples["vqa"], train=True).instruction for _ in range(20)}
+    assert len(fixed) == 1 and len(varied) > 1
+
+
+def test_collate_pads_sequences_right_and_prompts_left(
+    tiny_processor: VistaLLMProcessor, samples: dict[str, TaskSample]
+) -> None:
+    items = [tiny_processor.encode(samples[k], train=True) for k in ("vqa", "attcoseg")]
+    batch = tiny_processor.collate(items)
+    assert batch.pixel_values.shape == (5, 3, 64, 64) and batch.image_counts.tolist() == [1, 4]
+    lengths = [len(it.input_ids) for it in items]
+    assert batch.attention_mask.sum(1).tolist() == lengths
+    assert batch.attention_mask[0, : lengths[0]].all() and not batch.attention_mask[0, lengths[0] :].any()
+    assert (batch.labels[0, lengths[0] :] == IGNORE_INDEX).all()
+    prompt_lengths = [it.prompt_length for it in items]
+    assert batch.prompt_mask.sum(1).tolist() == prompt_lengths
+    assert batch.prompt_mask[:, -1].all()  # left padding: every prompt ends at the last column
+    assert torch.equal(batch.prompt_ids[0, -prompt_lengths[0] :], items[0].input_ids[: prompt_lengths[0]])
+    assert batch.targets[1].selected_images == [1, 3]
+    moved = batch.to(torch.device("cpu"))
+    assert moved.targets is batch.targets
+
+
+def test_processor_pickles(tiny_processor: VistaLLMProcessor, samples: dict[str, TaskSample]) -> None:
+    clone = pickle.loads(pickle.dumps(tiny_processor))
+    a = clone.encode(samples["rec"], train=False)
+    b = tiny_processor.encode(samples["rec"], train=False)
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.pixel_values, b.pixel_values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers and parsing
+
+
+def test_box_and_mask_answers_round_trip(samples: dict[str, TaskSample]) -> None:
+    sizes = [(80, 100)]
+    rec = samples["rec"]
+    text = serialize_answer(Task.REC, rec.target, sizes)
+    pred = parse_prediction(Task.REC, text, sizes, sample_id="x")
+    assert pred.sample_id == "x" and pred.dropped == []
+    np.testing.assert_allclose(pred.boxes, rec.target.boxes, atol=max_quantization_error(100) + 1e-4)
+    res = samples["res"]
+    pred = parse_prediction(Task.RES, serialize_answer(Task.RES, res.target, sizes), sizes)
+    assert len(pred.masks) == 1 and len(pred.masks[0].polygons[0]) == 32
+    assert mask_iou(pred.masks[0].to_array(), res.target.masks[0].to_array()) > 0.9
+
+
+def test_multi_image_masks_go_to_their_images(samples: dict[str, TaskSample]) -> None:
+    sizes = [(80, 100), (40, 50), (80, 100), (160, 200)]
+    target = samples["attcoseg"].target
+    scaled = [Mask.from_array(np.kron(m.to_array(), np.ones((2, 2), bool))) for m in target.masks]
+    target = Target(masks=[target.masks[0], scaled[1]], mask_image=[1, 3], selected_images=[1, 3])
+    sizes = [(80, 100), (80, 100), (80, 100), (160, 200)]
+    text = serialize_answer(Task.ATTCOSEG, target, sizes)
+    assert text.startswith("Images 2 and 4: ")
+    pred = parse_prediction(Task.ATTCOSEG, text, sizes)
+    assert pred.selected_images == [1, 3] and pred.mask_image.tolist() == [1, 3]
+    assert (pred.masks[1].height, pred.masks[1].width) == (160, 200)
+    assert mask_iou(pred.masks[1].to_array(), scaled[1].to_array()) > 0.9
+    coseg = samples["coseg"]
+    pred = parse_prediction(
+        Task.COSEG, serialize_answer(Task.COSEG, coseg.target, [(80, 100)] * 4), [(80, 100)] * 4
+    )
+    assert pred.mask_image.tolist() == [0, 1, 2, 3]
+
+
+def test_empty_grec_answer_means_no_target() -> None:
+    text = serialize_answer(Task.GREC, Target(), [(10, 10)])
+    assert text == ""
+    assert parse_prediction(Task.GREC, text, [(10, 10)]).boxes.shape == (0, 4)
+
+
+@pytest.mark.parametrize("task", [t for t in Task])
+def test_parsing_never_crashes_on_garbage(tiny_processor: VistaLLMProcessor, task: Task) -> None:
+    tok = tiny_processor.tokenizer
+    rng = np.random.default_rng(int.from_bytes(task.value.encode(), "little") % 2**32)
+    texts = [
+        "",
+        "[",
+        "]]][[",
+        "[<c1><c2>",
+        "Images 9 and 0: [<c5>]<msep>[1, 2, 3]",
+        "[<c1>]" * 50,
+        "\x00\uffff",
+    ]
+    for _ in range(20):
+        ids = torch.from_numpy(rng.integers(-5, len(tok) + 5, size=int(rng.integers(0, 60))))
+        texts.append(decode_generated(tok, ids))
+    for text in texts:
+        pred = parse_prediction(task, text, [(30, 40), (50, 60)])
+        assert pred.task is task
+        assert all(0 <= i < 2 for i in pred.mask_image.tolist())

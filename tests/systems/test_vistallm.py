@@ -1,0 +1,118 @@
+"""VistaLLMModule: optimisation, stages, evaluation, prediction, checkpoints, and learning on ShapesWorld."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from torch.utils.data import DataLoader
+
+from lightning_gpv.geometry import Mask
+from lightning_gpv.systems.vistallm import VistaLLMModule, warmup_cosine
+from lightning_gpv.tasks import Prediction, Target, Task, TaskSample
+
+
+def _samples(n: int, seed: int = 0) -> list[TaskSample]:
+    rng = np.random.default_rng(seed)
+    out: list[TaskSample] = []
+    for i in range(n):
+        image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        mask = np.zeros((48, 64), dtype=bool)
+        mask[8:30, 10:40] = True
+        kind = i % 4
+        if kind == 0:
+            out.append(TaskSample(Task.REC, [image], Target(boxes=[[10, 8, 40, 30]]), expression="the square",
+                                  sample_id=f"rec-{i}"))  # fmt: skip
+        elif kind == 1:
+            out.append(TaskSample(Task.VQA, [image], Target(text="red", answers=["red"] * 10),
+                                  question="What color is it?", sample_id=f"vqa-{i}"))  # fmt: skip
+        elif kind == 2:
+            out.append(TaskSample(Task.RES, [image], Target(masks=[Mask.from_array(mask)]), expression="it",
+                                  sample_id=f"res-{i}"))  # fmt: skip
+        else:
+            out.append(TaskSample(Task.NLVR2, [image, image], Target(text="True"), question="Same?",
+                                  sample_id=f"nlvr2-{i}"))  # fmt: skip
+    return out
+
+
+class _Data:
+    """Minimal loaders of encoded samples."""
+
+    def __init__(self, module: VistaLLMModule, n: int = 8, batch_size: int = 4) -> None:
+        proc = module.processor
+        self.train = [proc.encode(s, train=True) for s in _samples(n)]
+        self.eval = [proc.encode(s, train=False) for s in _samples(n)]
+        self.collate, self.batch_size = proc.collate, batch_size
+
+    def loader(self, items: list) -> DataLoader:
+        return DataLoader(items, batch_size=self.batch_size, collate_fn=self.collate)
+
+
+def _trainer(**kwargs) -> Trainer:
+    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    return Trainer(**{**defaults, **kwargs})
+
+
+@pytest.fixture
+def module() -> VistaLLMModule:
+    seed_everything(0)
+    return VistaLLMModule(load_weights=False, lr=1e-3, max_new_tokens=8)
+
+
+def test_warmup_then_cosine() -> None:
+    values = [warmup_cosine(s, total_steps=100, warmup_steps=3, min_ratio=0.0) for s in range(100)]
+    assert (
+        values[0] == pytest.approx(1 / 3)
+        and values[2] == pytest.approx(1.0)
+        and values[3] == pytest.approx(1.0)
+    )
+    assert all(a >= b for a, b in zip(values[3:], values[4:]))
+    assert values[51] == pytest.approx(0.5 * (1 + math.cos(math.pi * 48 / 97)))
+    assert warmup_cosine(100, total_steps=100, warmup_steps=3, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_module_exposes_processor_and_stage_freezing(module: VistaLLMModule) -> None:
+    assert module.processor.tokenizer is not None and module.hparams.stage == 1
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in module.named_parameters() if not n.startswith("model.vision.")}
+    stage2 = VistaLLMModule(load_weights=False, stage=2)
+    trainable = {n for n, p in stage2.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in stage2.named_parameters() if n.startswith("model.tokenizer.")}
+
+
+def test_fit_validate_predict_and_checkpoint_round_trip(module: VistaLLMModule, tmp_path: Path) -> None:
+    data = _Data(module)
+    trainer = _trainer(max_steps=4, limit_val_batches=1, num_sanity_val_steps=0)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    trainer.fit(module, data.loader(data.train), data.loader(data.eval))
+    after = dict(module.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("model.vision."))
+    assert not torch.equal(before["model.tokenizer.query_tokens"], after["model.tokenizer.query_tokens"])
+    # AdamW with the scheduled learning rate: 3% warmup of 4 steps = 1 step, then cosine to 0.
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
+    assert isinstance(trainer.optimizers[0], torch.optim.AdamW)
+    logged = trainer.callback_metrics
+    assert {"val/loss", "val/vqa/accuracy", "val/rec/well_formed", "val/res/well_formed"} <= set(logged)
+
+    predictions = trainer.predict(module, data.loader(data.eval))
+    flat = [p for batch in predictions for p in batch]
+    assert len(flat) == 8 and all(isinstance(p, Prediction) for p in flat)
+    assert [p.sample_id for p in flat] == [s.sample_id for s in _samples(8)]
+
+    path = tmp_path / "vistallm.ckpt"
+    trainer.save_checkpoint(path)
+    restored = VistaLLMModule.load_from_checkpoint(path)
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, restored.state_dict()[name]), name
+    batch = module.processor.collate(data.eval[:4])
+    module.eval()
+    restored.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(module(batch).logits, restored(batch).logits)
+    assert [p.text for p in module.predict_batch(batch)] == [p.text for p in restored.predict_batch(batch)]

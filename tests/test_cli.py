@@ -1,0 +1,106 @@
+"""``lightning-gpv``: make-shapes and build-vocab through ``cli.main``; an interrupted fit resumes exactly."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lightning_gpv.cli import main  # noqa: E402
+from lightning_gpv.demo import make_cli, tiny_recipe  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """ShapesWorld (20 images) and GPV-1's vocabularies, both made through ``cli.main``."""
+    work = tmp_path_factory.mktemp("cli")
+    data, vocab = work / "data", work / "vocab"
+    with pytest.raises(SystemExit) as exit_:
+        main(["make-shapes", "--root", str(data), "--num-images", "20", "--seed", "0", "--no-progress"])
+    assert exit_.value.code == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["build-vocab", "--coco-root", str(data / "coco"), "--vqa-root", str(data / "vqav2"),
+              "--out", str(vocab), "--tiny"])  # fmt: skip
+    assert exit_.value.code == 0
+    return data, vocab
+
+
+def test_make_shapes_and_build_vocab_through_main(shapes: tuple[Path, Path]) -> None:
+    data, vocab = shapes
+    assert (data / "coco" / "annotations").is_dir() and (data / "vqav2").is_dir()
+    assert (vocab / "vocab.txt").is_file() and (vocab / "answers" / "embeddings.pt").is_file()
+    with pytest.raises(SystemExit) as exit_:  # never silently overwritten
+        main(["make-shapes", "--root", str(data), "--num-images", "20", "--no-progress"])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["build-vocab", "--coco-root", str(data / "coco"), "--out", str(vocab), "--tiny"])
+    assert exit_.value.code == 2
+
+
+class _RecordRestored(L.Callback):
+    """Copies the step, optimizer and scheduler state as training (re)starts."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.global_step = trainer.global_step
+        self.optimizer = copy.deepcopy(trainer.optimizers[0].state_dict())
+        self.scheduler = copy.deepcopy(trainer.lr_scheduler_configs[0].scheduler.state_dict())
+
+
+def test_interrupted_fit_resumes_with_the_same_state(shapes: tuple[Path, Path], tmp_path: Path) -> None:
+    data, vocab = shapes
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
+    ckpt_dir = tmp_path / "ckpt"
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(f"""
+trainer:
+  default_root_dir: {tmp_path.as_posix()}
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args:
+        dirpath: {ckpt_dir.as_posix()}
+        save_last: true
+        save_top_k: -1
+        every_n_train_steps: 2
+data:
+  init_args:
+    samples_per_epoch: 64
+""")
+    # The interrupted run: stops at step 4 (checkpoints at steps 2 and 4, last.ckpt = step 4).
+    make_cli(["fit", "-c", str(recipe), "-c", str(extra), "--trainer.max_steps=4"])
+    last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4
+
+    resumed = make_cli(["-c", str(recipe), "-c", str(extra), "--trainer.max_steps=6"], run=False)
+    record = _RecordRestored()
+    resumed.trainer.callbacks.append(record)
+    resumed.trainer.fit(resumed.model, datamodule=resumed.datamodule, ckpt_path="last")
+
+    assert record.global_step == 4
+    saved_opt = last["optimizer_states"][0]
+    assert record.optimizer["param_groups"] == saved_opt["param_groups"]
+    assert record.optimizer["state"].keys() == saved_opt["state"].keys()
+    for key, state in saved_opt["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(record.optimizer["state"][key][name]), torch.as_tensor(value))
+    saved_sched = last["lr_schedulers"][0]
+    for name in ("last_epoch", "_step_count", "base_lrs", "_last_lr"):
+        assert record.scheduler[name] == saved_sched[name], name
+    assert resumed.trainer.global_step == 6
+    assert torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6

@@ -1,0 +1,36 @@
+"""``make demo`` (``python -m lightning_gpv.demo``) in its ``--quick`` setting: outputs and their layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_gpv.demo import GPV1_METRICS, main
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    threads = torch.get_num_threads()
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier run")
+    try:
+        assert main(["--quick", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
+    assert len(moved) == 1 and (moved[0] / "earlier.txt").is_file()  # never silently overwritten
+    assert f"moved to {moved[0]}" in printed
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"gpv1"} and set(metrics["gpv1"]) == {"trained", "untrained"}
+    for run in metrics["gpv1"].values():
+        assert set(run) == set(GPV1_METRICS)
+        assert all(isinstance(v, float) and 0.0 <= v <= 10.0 for v in run.values())
+    assert "localization_ap" in printed and "trained" in printed
+    pictures = list((out / "pictures" / "gpv1").glob("*.png"))
+    assert {p.name.split("_")[0] for p in pictures} >= {"localization", "vqa", "classification", "captioning"}
