@@ -279,8 +279,8 @@ class TaskDataModule(LightningDataModule, ABC):
     def connect(self, processor: SampleProcessor | None) -> None:
         """Hand the model's processor to the data module (and to the datasets already built).
 
-        Call it before the loaders are created (the Lightning CLI does it when linking
-        ``model.processor`` to ``data.processor``; a LightningModule may also call
+        Call it before the loaders are created (the Lightning CLI calls it once model and data module
+        are instantiated; a LightningModule may also call
         ``self.trainer.datamodule.connect(self.processor)`` in its ``setup``).
         """
         if processor is not None and not isinstance(processor, SampleProcessor):
