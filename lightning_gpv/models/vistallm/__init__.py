@@ -1,0 +1,1 @@
+"""VistaLLM: EVA-CLIP encoder, instruction-guided QFormer tokenizer, causal LM writing coordinates."""
