@@ -169,7 +169,7 @@ class VistaLLMModule(LightningModule):
             loss = self(batch).loss
             self.log(f"{prefix}/loss", loss, batch_size=len(batch), add_dataloader_idx=False, sync_dist=True)
         predictions = self.predict_batch(batch)
-        metrics.update(predictions, batch.targets, batch.image_sizes)
+        metrics.update(predictions, batch.targets, batch.image_sizes, batch.metadata)
         return predictions
 
     def _log_metrics(self, metrics: TaskMetrics, prefix: str) -> None:

@@ -117,6 +117,8 @@ class QFormerConfig:
         max_position_embeddings: QFormer position embeddings (queries have none; instruction tokens do).
         cross_attention_frequency: A cross-attention to the image every this many layers.
         max_text_length: Instruction tokens fed to the QFormer (longer instructions are cut on the right).
+        initializer_range: Std of the random init (BERT's 0.02; tiny widths need about ``hidden ** -0.5``,
+            or attention logits start near zero and learning crawls).
         checkpoint: InstructBLIP checkpoint (hub name or local folder) to load the QFormer, the queries,
             the vision LayerNorm and, when widths agree, the projection from; ``None`` keeps the random init.
         tokenizer: Tokenizer of the QFormer's instruction text (hub name or local folder); ``None`` with a
@@ -133,6 +135,7 @@ class QFormerConfig:
     max_position_embeddings: int = 512
     cross_attention_frequency: int = 2
     max_text_length: int = 128
+    initializer_range: float = 0.02
     checkpoint: str | None = "Salesforce/instructblip-vicuna-7b"
     tokenizer: str | None = "Salesforce/instructblip-vicuna-7b"
     tokenizer_subfolder: str | None = "qformer_tokenizer"
@@ -181,6 +184,7 @@ class LLMConfig:
         rms_norm_eps: RMSNorm epsilon.
         rope_theta: RoPE base.
         tie_word_embeddings: Tie input and output embeddings (Vicuna: no).
+        initializer_range: Std of the random init (Llama's 0.02; tiny widths need about ``hidden ** -0.5``).
         lora: LoRA adapters; ``None`` trains the LLM in full.
         gradient_checkpointing: Recompute activations of the LLM and the QFormer in the backward pass.
     """
@@ -200,6 +204,7 @@ class LLMConfig:
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
     tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
 

@@ -9,37 +9,123 @@ for the tasks that received predictions since the last ``reset()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric
 
-from lightning_gpv.metrics.captioning import CIDErD
-from lightning_gpv.metrics.vqa import VQAAccuracy
+from lightning_gpv.geometry import Mask
+from lightning_gpv.metrics import (
+    CIDErD,
+    CoSegScore,
+    GRECScore,
+    GRESScore,
+    MaskIoU,
+    NLVRScore,
+    ReferringAccuracy,
+    VQAAccuracy,
+)
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Prediction, Target
 
-Update = Callable[[Metric, Sequence[Prediction], Sequence[Target], Sequence[Sequence[tuple[int, int]]]], None]
+Sizes = Sequence[tuple[int, int]]
+Preds = Sequence[Prediction]
+Targets = Sequence[Target]
+SizeRows = Sequence[Sizes]
+Metas = Sequence[dict[str, Any]]
+Update = Callable[[Metric, Preds, Targets, SizeRows, Metas], None]
+"""``update(metric, predictions, targets, image sizes per sample, metadata per sample)`` of one task."""
 
 
 def _references(target: Target) -> list[str]:
     return list(target.answers) or ([target.text] if target.text else [""])
 
 
-def _update_text(metric: Metric, preds: Sequence[Prediction], targets: Sequence[Target],
-                 sizes: Sequence[Sequence[tuple[int, int]]]) -> None:  # fmt: skip
-    metric.update(
-        [p.text for p in preds], [_references(t) for t in targets], ids=[p.sample_id for p in preds]
+def _ids(preds: Sequence[Prediction]) -> list[str]:
+    return [p.sample_id for p in preds]
+
+
+def _union(masks: Sequence[Mask], size: tuple[int, int]) -> torch.Tensor | None:
+    """Union of masks as an ``(H, W)`` bool tensor, or ``None`` when there is none."""
+    if not masks:
+        return None
+    out = np.zeros(size, dtype=bool)
+    for mask in masks:
+        out |= mask.to_array()
+    return torch.from_numpy(out)
+
+
+def _per_image(
+    masks: Sequence[Mask], owners: np.ndarray, image: int, size: tuple[int, int]
+) -> torch.Tensor | None:
+    return _union([m for m, o in zip(masks, owners) if int(o) == image], size)
+
+
+def _update_text(metric: Metric, preds: Preds, targets: Targets, sizes: SizeRows, meta: Metas) -> None:
+    metric.update([p.text for p in preds], [_references(t) for t in targets], ids=_ids(preds))
+
+
+def _update_rec(metric: Metric, preds: Preds, targets: Targets, sizes: SizeRows, meta: Metas) -> None:
+    """Top-1 box against the target box; no parsed box counts as a miss (an empty box)."""
+    pred = torch.tensor(np.stack([p.boxes[0] if len(p.boxes) else np.zeros(4, np.float32) for p in preds]))
+    target = torch.tensor(
+        np.stack([t.boxes[0] if len(t.boxes) else np.zeros(4, np.float32) for t in targets])
     )
+    metric.update(pred, target, ids=_ids(preds))
+
+
+def _update_grec(metric: Metric, preds: Preds, targets: Targets, sizes: SizeRows, meta: Metas) -> None:
+    metric.update([torch.from_numpy(p.boxes) for p in preds], [torch.from_numpy(t.boxes) for t in targets],
+                  ids=_ids(preds))  # fmt: skip
+
+
+def _update_res(metric: Metric, preds: Preds, targets: Targets, sizes: SizeRows, meta: Metas) -> None:
+    """Union of the predicted masks against the union of the target masks, at the original resolution."""
+    metric.update([_union(p.masks, s[0]) for p, s in zip(preds, sizes)],
+                  [_union(t.masks, s[0]) for t, s in zip(targets, sizes)], ids=_ids(preds))  # fmt: skip
+
+
+def _update_nlvr(metric: Metric, preds: Preds, targets: Targets, sizes: SizeRows, meta: Metas) -> None:
+    identifiers = []
+    for p, m in zip(preds, meta):
+        identifier = str(m.get("identifier", ""))
+        if len(identifier.split("-")) != 4:  # not an NLVR2 identifier: one sentence group per sample
+            identifier = "x-" + p.sample_id.replace("-", "_") + "-0-0"
+        identifiers.append(identifier)
+    metric.update([p.text.strip().rstrip(".") for p in preds], [t.text or "" for t in targets], identifiers)
+
+
+def _update_coseg(metric: Metric, preds: Preds, targets: Targets, sizes: SizeRows, meta: Metas) -> None:
+    """One row per input image; CoSeg groups by object class, AttCoSeg by sample."""
+    pred_masks, target_masks, groups, ids = [], [], [], []
+    for p, t, image_sizes, m in zip(preds, targets, sizes, meta):
+        group = str(m.get("group", m.get("group_id", p.sample_id)))
+        for i, size in enumerate(image_sizes):
+            pred_masks.append(_per_image(p.masks, p.mask_image, i, size))
+            target = _per_image(t.masks, t.mask_image, i, size)
+            target_masks.append(target if target is not None else torch.zeros(size, dtype=torch.bool))
+            groups.append(group)
+            ids.append(f"{p.sample_id}/{i}")
+    metric.update(pred_masks, target_masks, groups, ids=ids)
 
 
 METRICS: dict[Task, tuple[str, Callable[[], Metric], Update]] = {
     Task.CAPTIONING: ("cider", CIDErD, _update_text),
     Task.VQA: ("accuracy", VQAAccuracy, _update_text),
+    Task.REC: ("acc@0.5", ReferringAccuracy, _update_rec),
+    Task.RES: ("miou", MaskIoU, _update_res),
+    Task.GREC: ("grec", GRECScore, _update_grec),
+    Task.GRES: ("gres", GRESScore, _update_res),
+    Task.NLVR2: ("nlvr2", NLVRScore, _update_nlvr),
+    Task.COSEG: ("coseg", CoSegScore, _update_coseg),
+    Task.ATTCOSEG: ("coseg", CoSegScore, _update_coseg),
 }
-"""Task -> (logged name, metric factory, update function)."""
+"""Task -> (logged name of a scalar metric, metric factory, update function). Metrics returning a dict
+are logged under their own keys (``res/mIoU``, ``grec/precision``, ``coseg/jaccard``, ...)."""
 
 
 def well_formed(prediction: Prediction, num_points: int) -> bool:
@@ -89,9 +175,12 @@ class TaskMetrics(nn.Module):
         self,
         predictions: Sequence[Prediction],
         targets: Sequence[Target],
-        image_sizes: Sequence[Sequence[tuple[int, int]]],
+        image_sizes: Sequence[Sizes],
+        metadata: Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        """Add a batch: predictions, their targets and the ``(height, width)`` of each sample's images."""
+        """Add a batch: predictions, their targets, the ``(height, width)`` of each sample's images and the
+        samples' metadata (NLVR2 ``identifier``, CoSeg ``group``)."""
+        meta = list(metadata) if metadata is not None else [{} for _ in predictions]
         by_task: dict[Task, list[int]] = {}
         for i, prediction in enumerate(predictions):
             by_task.setdefault(prediction.task, []).append(i)
@@ -107,6 +196,7 @@ class TaskMetrics(nn.Module):
                     preds,
                     [targets[i] for i in index],
                     [image_sizes[i] for i in index],
+                    [meta[i] for i in index],
                 )
 
     def compute(self) -> dict[str, torch.Tensor]:

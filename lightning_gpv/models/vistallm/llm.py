@@ -28,8 +28,12 @@ def build_llama(
     rms_norm_eps: float,
     rope_theta: float,
     tie_word_embeddings: bool,
+    initializer_range: float = 0.02,
 ) -> LlamaForCausalLM:
-    """A randomly initialised Llama (Vicuna-7B: 32000, 4096, 11008, 32, 32, 32, 2048, 1e-6, 1e4, False)."""
+    """A randomly initialised Llama (Vicuna-7B: 32000, 4096, 11008, 32, 32, 32, 2048, 1e-6, 1e4, False).
+
+    ``initializer_range`` is the std of the normal init of the linear and embedding weights.
+    """
     config = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -41,6 +45,7 @@ def build_llama(
         rms_norm_eps=rms_norm_eps,
         rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
         tie_word_embeddings=tie_word_embeddings,
+        initializer_range=initializer_range,
     )
     return LlamaForCausalLM(config)
 

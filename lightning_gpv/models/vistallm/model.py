@@ -117,6 +117,7 @@ class VistaLLM(nn.Module):
                 rms_norm_eps=lc.rms_norm_eps,
                 rope_theta=lc.rope_theta,
                 tie_word_embeddings=lc.tie_word_embeddings,
+                initializer_range=lc.initializer_range,
             )
         embeddings = llm.get_input_embeddings().weight
         base_size, llm_width = embeddings.shape
@@ -142,6 +143,7 @@ class VistaLLM(nn.Module):
             vocab_size=q.vocab_size,
             max_position_embeddings=q.max_position_embeddings,
             cross_attention_frequency=q.cross_attention_frequency,
+            initializer_range=q.initializer_range,
         )
         if load_weights and q.checkpoint:
             image_tokenizer.load_instructblip(q.checkpoint)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ class VistaLLMItem:
         image_sizes: ``(height, width)`` of each original image.
         target: The sample's target (for metrics).
         instruction: The rendered instruction (human-readable coordinates).
+        metadata: The sample's metadata (NLVR2 identifier, co-segmentation group, ...).
     """
 
     pixel_values: torch.Tensor
@@ -61,6 +63,7 @@ class VistaLLMItem:
     image_sizes: list[tuple[int, int]]
     target: Target
     instruction: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,7 +80,7 @@ class VistaLLMBatch:
         prompt_mask: ``(B, T_p)``.
         instruction_ids: ``(B, T_q)`` right-padded QFormer instructions.
         instruction_mask: ``(B, T_q)``.
-        tasks, sample_ids, image_sizes, targets: per-sample bookkeeping (not tensors).
+        tasks, sample_ids, image_sizes, targets, metadata: per-sample bookkeeping (not tensors).
     """
 
     pixel_values: torch.Tensor
@@ -93,6 +96,7 @@ class VistaLLMBatch:
     sample_ids: list[str] = field(default_factory=list)
     image_sizes: list[list[tuple[int, int]]] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -243,6 +247,7 @@ class VistaLLMProcessor:
             image_sizes=sizes,
             target=sample.target,
             instruction=human_instruction,
+            metadata=dict(sample.metadata),
         )
 
     def collate(self, items: list[VistaLLMItem]) -> VistaLLMBatch:
@@ -267,6 +272,7 @@ class VistaLLMProcessor:
             sample_ids=[it.sample_id for it in items],
             image_sizes=[it.image_sizes for it in items],
             targets=[it.target for it in items],
+            metadata=[it.metadata for it in items],
         )
 
     # ------------------------------------------------------------------------------------------------

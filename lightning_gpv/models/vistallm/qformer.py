@@ -42,6 +42,7 @@ class InstructionGuidedTokenizer(nn.Module):
         vocab_size: QFormer word-embedding rows (the instruction tokenizer's vocabulary).
         max_position_embeddings: Longest instruction the QFormer embeds.
         cross_attention_frequency: Cross-attention to the image every this many layers.
+        initializer_range: Std of the normal init of the QFormer weights and the queries.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class InstructionGuidedTokenizer(nn.Module):
         vocab_size: int,
         max_position_embeddings: int,
         cross_attention_frequency: int,
+        initializer_range: float = 0.02,
     ) -> None:
         super().__init__()
         config = InstructBlipQFormerConfig(
@@ -68,6 +70,7 @@ class InstructionGuidedTokenizer(nn.Module):
             max_position_embeddings=max_position_embeddings,
             cross_attention_frequency=cross_attention_frequency,
             encoder_hidden_size=vision_width,
+            initializer_range=initializer_range,
         )
         self.num_queries = num_queries
         self.ln_vision = nn.LayerNorm(vision_width, eps=1e-6)
@@ -75,7 +78,7 @@ class InstructionGuidedTokenizer(nn.Module):
         self.query_tokens = nn.Parameter(torch.empty(1, num_queries, hidden_size))
         self.projection = nn.Linear(hidden_size, llm_width)
         if self.query_tokens.device.type != "meta":
-            nn.init.normal_(self.query_tokens, std=0.02)
+            nn.init.normal_(self.query_tokens, std=initializer_range)
 
     def forward(
         self,

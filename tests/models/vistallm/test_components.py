@@ -19,7 +19,12 @@ from transformers import (
 from lightning_gpv.models.vistallm.llm import build_llama, resize_with_mean
 from lightning_gpv.models.vistallm.qformer import InstructionGuidedTokenizer
 from lightning_gpv.models.vistallm.tokenization import added_tokens, build_word_tokenizer
-from lightning_gpv.models.vistallm.vision import EvaFeatures, build_eva_trunk
+from lightning_gpv.models.vistallm.vision import (
+    EvaFeatures,
+    build_eva_trunk,
+    sincos_position_table,
+    use_sincos_positions,
+)
 
 
 def _trunk(depth: int = 3) -> torch.nn.Module:
@@ -166,3 +171,13 @@ def test_word_tokenizer_keeps_added_tokens_whole_and_covers_ascii() -> None:
     assert tokens.count("<c5>") == 1 and len([t for t in tokens if t.startswith("<c")]) == 4
     decoded = tokenizer.decode(ids[1:], skip_special_tokens=False)
     assert "xyzzy" in decoded and "<c999>" in decoded
+
+
+def test_sincos_positions_replace_the_patch_table() -> None:
+    trunk = _trunk()
+    use_sincos_positions(trunk)
+    table = trunk.pos_embed[0].detach()
+    assert torch.count_nonzero(table[0]) == 0  # CLS position
+    torch.testing.assert_close(table[1:], sincos_position_table(4, 32))
+    assert table[1:].abs().max() <= 1.0 and float(table[1:].pow(2).mean()) == pytest.approx(0.5)
+    assert len({tuple(row.tolist()) for row in table[1:]}) == 16  # every patch position differs

@@ -187,3 +187,23 @@ def test_generation_matches_teacher_forcing_under_left_padding(
             next_id = logits[0, -1].argmax()
             assert int(generated[i, step]) == int(next_id)
             ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
+
+
+def test_answer_span_loss_equals_the_full_sequence_loss(
+    tiny_model: VistaLLM, tiny_processor: VistaLLMProcessor, samples: dict[str, TaskSample]
+) -> None:
+    tiny_model.eval()
+    batch = tiny_processor.collate(
+        [tiny_processor.encode(samples[k], train=False) for k in ("vqa", "res", "rec")]
+    )
+    with torch.no_grad():
+        out = tiny_model(**batch.model_inputs())
+        inputs = {k: v for k, v in batch.model_inputs().items() if k != "labels"}
+        full = tiny_model(**inputs).logits
+    expected = torch.nn.functional.cross_entropy(
+        full[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(), ignore_index=-100
+    )
+    torch.testing.assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
+    first = int((batch.labels != -100).any(0).nonzero()[0]) - 1
+    assert out.logits.shape[1] < full.shape[1]
+    torch.testing.assert_close(out.logits[:, 0], full[:, first], atol=1e-5, rtol=1e-5)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from lightning_gpv.geometry import Mask, mask_iou
+from lightning_gpv.models.vistallm.config import VistaLLMConfig
+from lightning_gpv.models.vistallm.evaluation import TaskMetrics
 from lightning_gpv.models.vistallm.generation import decode_generated, parse_prediction, serialize_answer
 from lightning_gpv.models.vistallm.processor import IGNORE_INDEX, VistaLLMProcessor
 from lightning_gpv.tasks import IMAGE_TOKEN, Target, Task, TaskSample
@@ -154,3 +156,32 @@ def test_parsing_never_crashes_on_garbage(tiny_processor: VistaLLMProcessor, tas
         pred = parse_prediction(task, text, [(30, 40), (50, 60)])
         assert pred.task is task
         assert all(0 <= i < 2 for i in pred.mask_image.tolist())
+
+
+def test_task_metrics_score_perfect_and_garbage_answers(
+    tiny_config: VistaLLMConfig, samples: dict[str, TaskSample]
+) -> None:
+    keys = ("rec", "res", "vqa", "nlvr2", "coseg", "attcoseg")
+    sizes = {k: [(80, 100)] * samples[k].num_images for k in keys}
+    sizes["vqa"], sizes["nlvr2"] = [(60, 90)], [(80, 100), (50, 70)]
+    targets = [samples[k].target for k in keys]
+    meta = [{"identifier": "dev-1-0-0"} if k == "nlvr2" else {} for k in keys]
+    answers = {k: serialize_answer(samples[k].task, samples[k].target, sizes[k]) for k in keys}
+    perfect = [
+        parse_prediction(samples[k].task, answers[k], sizes[k], sample_id=samples[k].sample_id) for k in keys
+    ]
+    metrics = TaskMetrics(tiny_config)
+    metrics.update(perfect, targets, [sizes[k] for k in keys], meta)
+    good = metrics.compute()
+    assert good["rec/acc@0.5"] == 1.0 and good["vqa/accuracy"] == 1.0 and good["nlvr2/accuracy"] == 1.0
+    assert good["res/mIoU"] > 0.9 and good["coseg/jaccard"] > 0.9 and good["attcoseg/jaccard"] > 0.9
+    assert all(good[f"{k}/well_formed"] == 1.0 for k in keys)
+    metrics.reset()
+    garbage = [
+        parse_prediction(samples[k].task, "[<c3>", sizes[k], sample_id=samples[k].sample_id) for k in keys
+    ]
+    metrics.update(garbage, targets, [sizes[k] for k in keys], meta)
+    bad = metrics.compute()
+    assert bad["rec/acc@0.5"] == 0.0 and bad["res/mIoU"] == 0.0 and bad["vqa/accuracy"] == 0.0
+    assert bad["coseg/jaccard"] == 0.0
+    assert all(bad[f"{k}/well_formed"] == 0.0 for k in ("rec", "res", "coseg", "attcoseg"))
