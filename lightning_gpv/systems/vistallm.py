@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics.aggregation import MeanMetric
 
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.evaluation import TaskMetrics
@@ -85,6 +86,10 @@ class VistaLLMModule(LightningModule):
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
         self.val_metrics = TaskMetrics(self.config)
         self.test_metrics = TaskMetrics(self.config)
+        # One mean over every evaluation loader: logging a loss per batch under one key from several
+        # dataloaders is refused by Lightning, and per-loader keys would split it by task.
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
 
     # ------------------------------------------------------------------------------------------------
     # Model
@@ -134,16 +139,16 @@ class VistaLLMModule(LightningModule):
         return loss
 
     def validation_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self.val_metrics, "val")
+        self._evaluate(batch, self.val_metrics, self.val_loss)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics(self.val_metrics, "val")
+        self._log_metrics(self.val_metrics, self.val_loss, "val")
 
     def test_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self.test_metrics, "test")
+        self._evaluate(batch, self.test_metrics, self.test_loss)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics(self.test_metrics, "test")
+        self._log_metrics(self.test_metrics, self.test_loss, "test")
 
     def predict_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
         return self.predict_batch(batch)
@@ -164,18 +169,23 @@ class VistaLLMModule(LightningModule):
     # ------------------------------------------------------------------------------------------------
     # Evaluation
 
-    def _evaluate(self, batch: VistaLLMBatch, metrics: TaskMetrics, prefix: str) -> list[Prediction]:
+    def _evaluate(self, batch: VistaLLMBatch, metrics: TaskMetrics, losses: MeanMetric) -> list[Prediction]:
         if bool((batch.labels != -100).any()):
-            loss = self(batch).loss
-            self.log(f"{prefix}/loss", loss, batch_size=len(batch), add_dataloader_idx=False, sync_dist=True)
+            losses.update(self(batch).loss.detach().float(), weight=len(batch))
         predictions = self.predict_batch(batch)
         metrics.update(predictions, batch.targets, batch.image_sizes, batch.metadata)
         return predictions
 
-    def _log_metrics(self, metrics: TaskMetrics, prefix: str) -> None:
+    def _log_metrics(self, metrics: TaskMetrics, losses: MeanMetric, prefix: str) -> None:
+        # The metrics sync themselves across processes (hence sync_dist=False); every process computes
+        # the loss, which is NaN only when no process saw a labelled batch.
+        loss = losses.compute() if losses.update_called or torch.distributed.is_initialized() else None
+        if loss is not None and bool(torch.isfinite(loss)):
+            self.log(f"{prefix}/loss", loss, sync_dist=False)
         for name, value in metrics.compute().items():
             self.log(f"{prefix}/{name}", value, sync_dist=False)
         metrics.reset()
+        losses.reset()
 
     @property
     def tasks(self) -> tuple[Task, ...]:

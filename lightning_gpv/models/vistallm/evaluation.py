@@ -152,6 +152,23 @@ def well_formed(prediction: Prediction, num_points: int) -> bool:
     return bool(prediction.text.strip())
 
 
+class TaskCounts(Metric):
+    """Samples seen per task, summed over processes (which tasks to compute is decided on every rank)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("counts", default=torch.zeros(len(Task), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            self.counts[list(Task).index(task)] += 1
+
+    def compute(self) -> torch.Tensor:
+        return self.counts
+
+
 class TaskMetrics(nn.Module):
     """The metrics of every task VistaLLM evaluates, for one stage (validation or test).
 
@@ -164,7 +181,7 @@ class TaskMetrics(nn.Module):
         self.num_points = config.num_mask_points
         self.metrics = nn.ModuleDict({task.value: factory() for task, (_, factory, _) in METRICS.items()})
         self.well_formed = nn.ModuleDict({task.value: MeanMetric() for task in Task})
-        self._seen: set[Task] = set()
+        self.counts = TaskCounts()
 
     @property
     def tasks(self) -> tuple[Task, ...]:
@@ -184,8 +201,8 @@ class TaskMetrics(nn.Module):
         by_task: dict[Task, list[int]] = {}
         for i, prediction in enumerate(predictions):
             by_task.setdefault(prediction.task, []).append(i)
+        self.counts.update([p.task for p in predictions])
         for task, index in by_task.items():
-            self._seen.add(task)
             preds = [predictions[i] for i in index]
             ok = torch.tensor([float(well_formed(p, self.num_points)) for p in preds])
             self.well_formed[task.value].update(ok)
@@ -200,9 +217,15 @@ class TaskMetrics(nn.Module):
                 )
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """``{"<task>/<metric>": value, "<task>/well_formed": rate}`` for the tasks seen since ``reset``."""
+        """``{"<task>/<metric>": value, "<task>/well_formed": rate}`` for the tasks seen since ``reset``.
+
+        Under DDP the tasks are those any process saw, so every process computes (and syncs) the same
+        metrics; a process that saw none of a task's samples contributes empty states.
+        """
         out: dict[str, torch.Tensor] = {}
-        for task in sorted(self._seen, key=lambda t: t.value):
+        counts = self.counts.compute()
+        seen = [task for task, n in zip(Task, counts.tolist()) if n > 0]
+        for task in sorted(seen, key=lambda t: t.value):
             if task in METRICS:
                 name = METRICS[task][0]
                 value = self.metrics[task.value].compute()
@@ -213,6 +236,5 @@ class TaskMetrics(nn.Module):
 
     def reset(self) -> None:
         """Forget every update."""
-        for metric in [*self.metrics.values(), *self.well_formed.values()]:
+        for metric in [*self.metrics.values(), *self.well_formed.values(), self.counts]:
             metric.reset()
-        self._seen.clear()

@@ -14,6 +14,7 @@ tokenizer (LayerNorm on the image tokens, QFormer, queries, projection).
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -310,6 +311,7 @@ class VistaLLM(nn.Module):
         max_new_tokens: int,
         eos_token_id: int,
         pad_token_id: int,
+        synced_ranks: bool | None = None,
     ) -> torch.Tensor:
         """Greedy decoding with a key/value cache.
 
@@ -320,10 +322,15 @@ class VistaLLM(nn.Module):
             max_new_tokens: Most tokens generated per sample.
             eos_token_id: Ends a sample (kept in the output).
             pad_token_id: Fills a sample after its end.
+            synced_ranks: Stop only when every process is done (an all-reduce per step). Needed under FSDP
+                and any sharded model, where each forward is a collective: a process stopping early leaves
+                the others waiting forever. ``None``: when ``torch.distributed`` runs more than one process.
 
         Returns:
             ``(B, T_new)`` generated ids, ``T_new <= max_new_tokens``.
         """
+        if synced_ranks is None:
+            synced_ranks = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         batch = prompt_ids.shape[0]
         if max_new_tokens <= 0:
             return prompt_ids.new_zeros(batch, 0)
@@ -345,7 +352,7 @@ class VistaLLM(nn.Module):
             token = torch.where(done, torch.full_like(token, pad_token_id), token)
             generated.append(token)
             done |= token == eos_token_id
-            if bool(done.all()) or len(generated) == max_new_tokens:
+            if len(generated) == max_new_tokens or _all_done(done, synced_ranks):
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
             positions = positions[:, -1:] + 1
@@ -357,3 +364,11 @@ class VistaLLM(nn.Module):
                 use_cache=True,
             )
         return torch.stack(generated, dim=1)
+
+
+def _all_done(done: torch.Tensor, synced_ranks: bool) -> bool:
+    """Whether every sample has ended: on this process, or on all of them when ``synced_ranks``."""
+    flag = done.all().to(torch.int32)
+    if synced_ranks:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)

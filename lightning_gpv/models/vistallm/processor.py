@@ -16,6 +16,7 @@ left. :meth:`VistaLLMProcessor.decode` turns generated ids into :class:`Predicti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -28,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.generation import decode_generated, parse_prediction, serialize_answer
 from lightning_gpv.models.vistallm.model import IGNORE_INDEX
+from lightning_gpv.models.vistallm.tokenization import added_tokens
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, Task
 from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.prompts import VISTALLM_PROMPTS
@@ -172,6 +174,9 @@ class VistaLLMProcessor:
         self.num_queries = config.qformer.num_queries
         self.mean = torch.tensor(config.vision.mean).view(3, 1, 1)
         self.std = torch.tensor(config.vision.std).view(3, 1, 1)
+        self._added = re.compile(
+            "|".join(re.escape(t) for t in sorted(added_tokens(config.num_bins), key=len, reverse=True))
+        )
 
     # ------------------------------------------------------------------------------------------------
     # Pieces
@@ -188,12 +193,20 @@ class VistaLLMProcessor:
     ) -> str:
         """The rendered instruction with regions and points written in ``style``."""
         height, width = sizes[0]
-        slots = sample.prompt_slots()
+        slots = {key: self.plain_text(value) for key, value in sample.prompt_slots().items()}
         if sample.region is not None:
             slots["region"] = format_boxes(sample.region, width, height, style, self.config.num_bins)
         if sample.point is not None:
             slots["point"] = format_points(sample.point, width, height, style, self.config.num_bins)
         return VISTALLM_PROMPTS.render(sample.task, index=index, num_images=sample.num_images, **slots)
+
+    def plain_text(self, text: str) -> str:
+        """User text with every added token written apart (``<image>`` -> ``< image>``), so that an
+        expression or question mentioning ``<image>`` or ``<c5>`` is read as words: it can neither add
+        visual tokens nor coordinates."""
+        if "<" not in text:
+            return text
+        return self._added.sub(lambda m: f"{m.group()[0]} {m.group()[1:]}", text)
 
     def _prompt_ids(self, instruction: str, num_images: int) -> list[int]:
         text = self.config.prompt_template.format(instruction=instruction)

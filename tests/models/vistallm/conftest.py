@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,11 @@ from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMProcessor
 from lightning_gpv.models.vistallm.tokenization import load_llm_tokenizer, load_qformer_tokenizer
 from lightning_gpv.tasks import Target, Task, TaskSample
+
+# ``_generation_ddp`` must be importable by spawned processes (the suite uses --import-mode=importlib).
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 
 @pytest.fixture(scope="session")

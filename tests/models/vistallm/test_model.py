@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,23 @@ def test_answer_span_loss_equals_the_full_sequence_loss(
     first = int((batch.labels != -100).any(0).nonzero()[0]) - 1
     assert out.logits.shape[1] < full.shape[1]
     torch.testing.assert_close(out.logits[:, 0], full[:, first], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+@pytest.mark.parametrize("synced", [True, False])
+def test_generation_stops_together_across_processes(tmp_path: Path, synced: bool) -> None:
+    """Two gloo processes: rank 0's sample ends at once, rank 1's never. Synced (the default under
+    torch.distributed), both run the same number of LLM forwards, as FSDP's collectives require."""
+    import torch.multiprocessing as mp
+    from _generation_ddp import MAX_NEW_TOKENS, worker
+
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path), synced), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert rank1["forwards"] == MAX_NEW_TOKENS and rank1["ids"].shape == (1, MAX_NEW_TOKENS)
+    assert int(rank0["ids"][0, 0]) == rank0["eos"]
+    if synced:
+        assert rank0["forwards"] == rank1["forwards"]
+        assert rank0["ids"].shape == (1, MAX_NEW_TOKENS) and rank0["ids"][0, 1:].eq(0).all()
+    else:
+        assert rank0["forwards"] == 1 and rank0["ids"].shape == (1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -185,3 +186,17 @@ def test_task_metrics_score_perfect_and_garbage_answers(
     assert bad["rec/acc@0.5"] == 0.0 and bad["res/mIoU"] == 0.0 and bad["vqa/accuracy"] == 0.0
     assert bad["coseg/jaccard"] == 0.0
     assert all(bad[f"{k}/well_formed"] == 0.0 for k in ("rec", "res", "coseg", "attcoseg"))
+
+
+def test_added_tokens_in_user_text_are_read_as_words(
+    tiny_processor: VistaLLMProcessor, samples: dict[str, TaskSample]
+) -> None:
+    base = samples["rec"]
+    tricky = dataclasses.replace(base, expression="the <image> circle at <c5> <bsep>")
+    plain, item = (tiny_processor.encode(s, train=False) for s in (base, tricky))
+    image_id = tiny_processor.image_token_id
+    queries = tiny_processor.num_queries
+    assert int((item.input_ids == image_id).sum()) == int((plain.input_ids == image_id).sum()) == queries
+    coordinate_ids = set(tiny_processor.tokenizer.convert_tokens_to_ids(["<c5>", "<bsep>"]))
+    assert not coordinate_ids & set(item.input_ids[: item.prompt_length].tolist())
+    assert "image" in item.instruction and "circle" in item.instruction
