@@ -12,6 +12,7 @@ from datamodules.base import TaskDataModule, TaskDataset
 from datamodules.coco import CocoDataModule, CocoSceDataModule
 from datamodules.coseg import CosegDataModule
 from datamodules.errors import DataFormatError, UnknownSplitError
+from datamodules.folder import ImageFolderDataModule
 from datamodules.grefcoco import GRefCocoDataModule
 from datamodules.hf import HFDataModule
 from datamodules.multitask import MultiTaskDataModule
@@ -28,6 +29,7 @@ __all__ = [
     "DataFormatError",
     "GRefCocoDataModule",
     "HFDataModule",
+    "ImageFolderDataModule",
     "MultiTaskDataModule",
     "Nlvr2DataModule",
     "RefCocoDataModule",

@@ -100,8 +100,6 @@ def test_tiny_gpv1_recipe_fast_dev_run(shapes: tuple[Path, Path], tmp_path: Path
         ["fit", "-c", str(recipe), "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path}"]
     )
     assert cli.trainer.global_step == 2
-    logged = cli.trainer.logged_metrics
-    assert torch.isfinite(logged["val/loss"]) and "val/captioning/cider" in logged
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
 
 

@@ -1,0 +1,265 @@
+"""``ImageFolderDataModule``: any folder of images plus one prompt, for ``lightning-gpv predict``.
+
+Every image file of ``folder`` (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.webp``, any case; hidden files
+skipped; subfolders too with ``recursive=True``), sorted by its path relative to ``folder``, becomes one
+:class:`~lightning_gpv.tasks.samples.TaskSample` of ``task`` without a target (multi-image tasks take
+``images_per_sample`` consecutive images instead). The model's processor renders its usual instruction
+for the task (GPV-1's Table 7 prompt, VistaLLM's template ``eval_template``), so ``prompt`` fills the one
+text slot of that instruction:
+
+========================================  ==================================================
+task                                      ``prompt`` is
+========================================  ==================================================
+``vqa``, ``nlvr2``                        the question (NLVR2: the statement), required
+``rec``, ``res``, ``grec``, ``gres``      the referring expression, required
+``localization``                          the category name (GPV-1's ``[OBJECT]``), required
+``captioning``, ``classification``,       not allowed: the instruction has no slot (the model's
+``coseg``, ``attcoseg``,                  fixed template is used)
+``spot_captioning``
+``reg``, ``box_qa``, ``point_qa``         not supported: they need an input region or point
+========================================  ==================================================
+
+``sample_id`` is the image's path relative to ``folder`` (POSIX separators; images of one multi-image
+sample joined by ``+``); ``metadata`` holds ``image_paths`` (absolute) and ``prompt``, which travel with
+every processor's batch (VistaLLM's ``VistaLLMBatch.metadata`` too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from torch.utils.data import DataLoader
+
+from datamodules.base import Reader, TaskDataModule
+from datamodules.errors import DataFormatError, OnBadSample
+from lightning_gpv.tasks.catalogue import Task, task_spec
+from lightning_gpv.tasks.samples import TaskSample
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+"""File suffixes read as images (compared lower-case)."""
+
+PREDICT_SPLIT = "predict"
+"""The only split of a folder."""
+
+PROMPT_SLOTS: dict[Task, str] = {
+    Task.VQA: "question",
+    Task.NLVR2: "question",
+    Task.REC: "expression",
+    Task.RES: "expression",
+    Task.GREC: "expression",
+    Task.GRES: "expression",
+    Task.LOCALIZATION: "category",
+}
+"""Task to the :class:`TaskSample` field that ``prompt`` fills (the other tasks take no prompt)."""
+
+UNSUPPORTED: dict[Task, str] = {
+    Task.REG: "an input region (box)",
+    Task.BOX_QA: "an input region (box)",
+    Task.POINT_QA: "an input point",
+}
+"""Tasks a folder cannot feed, with what they would need."""
+
+
+class FolderRecord(NamedTuple):
+    """One sample: absolute image paths and the sample id (relative paths joined by ``+``)."""
+
+    images: tuple[str, ...]
+    sample_id: str
+
+
+def list_images(folder: Path, recursive: bool) -> list[Path]:
+    """Image files of ``folder`` (:data:`IMAGE_SUFFIXES`, no hidden files), sorted by relative path."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    found = []
+    for path in candidates:
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def check_task_and_prompt(
+    task: str | Task, prompt: str | None, images_per_sample: int | None
+) -> tuple[Task, int]:
+    """Validate the options of a folder; returns the task and the images per sample (``0``: all).
+
+    Raises:
+        ValueError: Unknown or unsupported task, a missing or superfluous prompt, or an
+            ``images_per_sample`` the task cannot take; the message names the argument.
+    """
+    try:
+        spec = task_spec(task)
+    except ValueError as err:
+        raise ValueError(f"ImageFolderDataModule: argument `task`: {err}") from None
+    task = spec.task
+    if task in UNSUPPORTED:
+        raise ValueError(
+            f"ImageFolderDataModule: argument `task`: {task.value!r} needs {UNSUPPORTED[task]} per sample, "
+            "which a folder of images cannot give"
+        )
+    slot = PROMPT_SLOTS.get(task)
+    if slot is not None and not (prompt or "").strip():
+        raise ValueError(
+            f"ImageFolderDataModule: argument `prompt` is required for task {task.value!r} (the {slot})"
+        )
+    if slot is None and prompt is not None:
+        raise ValueError(
+            f"ImageFolderDataModule: argument `prompt`: task {task.value!r} takes no prompt (the model "
+            "uses its fixed instruction for it); leave `prompt` out"
+        )
+    if images_per_sample is None:
+        images_per_sample = spec.min_images if spec.max_images is not None else 0
+    if images_per_sample < 0 or (images_per_sample and not spec.accepts_num_images(images_per_sample)):
+        most = spec.max_images if spec.max_images is not None else "any"
+        raise ValueError(
+            f"ImageFolderDataModule: argument `images_per_sample`: task {task.value!r} takes "
+            f"{spec.min_images}..{most} images per sample, got {images_per_sample}"
+            + (" (0 = all images in one sample)" if spec.max_images is None else "")
+        )
+    if images_per_sample == 0 and spec.max_images is not None:
+        raise ValueError(
+            f"ImageFolderDataModule: argument `images_per_sample`: 0 (all images in one sample) is only for "
+            f"tasks with any number of images, not {task.value!r}"
+        )
+    return task, images_per_sample
+
+
+class FolderReader(Reader):
+    """Lists the image files of a folder and builds one target-less sample per image (or group).
+
+    Args:
+        root: The folder.
+        task: The task of every sample.
+        prompt: The text slot (see the module docstring), or ``None``.
+        recursive: Include subfolders.
+        images_per_sample: Consecutive images per sample (``0``: all in one sample).
+        on_bad_sample: ``"raise"`` or ``"skip"`` unreadable images (in ``__getitem__``).
+    """
+
+    name = "folder"
+
+    def __init__(
+        self,
+        root: str | Path,
+        task: Task,
+        prompt: str | None = None,
+        recursive: bool = False,
+        images_per_sample: int = 1,
+        on_bad_sample: OnBadSample = "raise",
+    ) -> None:
+        super().__init__(root, on_bad_sample)
+        self.task = task
+        self.prompt = prompt
+        self.recursive = recursive
+        self.images_per_sample = images_per_sample
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return (PREDICT_SPLIT,)
+
+    def read(self, split: str, *, train: bool) -> list[FolderRecord]:
+        self.check_split(split)
+        folder = self.root.resolve()
+        if not folder.is_dir():
+            raise DataFormatError(self.root, None, "folder not found (argument `folder`)")
+        paths = list_images(folder, self.recursive)
+        if not paths:
+            where = "in it or its subfolders" if self.recursive else "in it (recursive=False)"
+            raise DataFormatError(
+                self.root, None, f"no image files ({', '.join(IMAGE_SUFFIXES)}) {where} (argument `folder`)"
+            )
+        size = self.images_per_sample or len(paths)
+        groups = [paths[i : i + size] for i in range(0, len(paths), size)]
+        spec = task_spec(self.task)
+        if not spec.accepts_num_images(len(groups[-1])):
+            raise DataFormatError(
+                self.root,
+                None,
+                f"{len(paths)} images do not split into samples of {size} for task {self.task.value!r}: the "
+                f"last sample would hold {len(groups[-1])} (argument `images_per_sample`)",
+            )
+        return [
+            FolderRecord(
+                tuple(str(p) for p in group), "+".join(p.relative_to(folder).as_posix() for p in group)
+            )
+            for group in groups
+        ]
+
+    def sample(self, record: FolderRecord, *, train: bool) -> TaskSample:
+        slots = {PROMPT_SLOTS[self.task]: self.prompt} if self.task in PROMPT_SLOTS else {}
+        return TaskSample(
+            self.task,
+            list(record.images),
+            sample_id=record.sample_id,
+            image_ids=record.sample_id.split("+"),
+            metadata={"image_paths": list(record.images), "prompt": self.prompt, "source": "folder"},
+            **slots,
+        )
+
+
+class ImageFolderDataModule(TaskDataModule):
+    """Every image of a folder, with one prompt, as target-less samples of one task (``predict`` only).
+
+    Args:
+        folder: The folder of images.
+        task: A task name of :class:`~lightning_gpv.tasks.catalogue.Task` (``vqa``, ``rec``, ...).
+        prompt: The question, expression or category the instruction needs (see the module docstring);
+            ``None`` for tasks without one.
+        recursive: Also read the images of subfolders (sorted by relative path).
+        images_per_sample: Consecutive images per sample for multi-image tasks (default: 1; 2 for
+            ``nlvr2``; ``0`` = the whole folder, the default of ``coseg`` and ``attcoseg``).
+        **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`
+            (``batch_size``, ``num_workers``, ``on_bad_sample``, ``verify_images``, ``max_samples``, ...).
+
+    Raises:
+        ValueError: An unknown or unsupported task, a missing or superfluous prompt, a bad
+            ``images_per_sample``, or a missing folder (a :class:`~datamodules.errors.DataFormatError`);
+            an empty folder raises at ``setup``.
+    """
+
+    def __init__(
+        self,
+        folder: str,
+        task: str,
+        prompt: str | None = None,
+        recursive: bool = False,
+        images_per_sample: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        for split in ("train_split", "val_split", "test_split"):
+            if kwargs.get(split) is not None:
+                raise ValueError(f"ImageFolderDataModule has no {split}: it serves only `predict`")
+        if kwargs.get("predict_split") not in (None, PREDICT_SPLIT):
+            raise ValueError(f"ImageFolderDataModule: predict_split must be {PREDICT_SPLIT!r} (or left out)")
+        kwargs.pop("predict_split", None)
+        super().__init__(folder, predict_split=PREDICT_SPLIT, **kwargs)
+        self.folder = folder
+        self.task, self.images_per_sample = check_task_and_prompt(task, prompt, images_per_sample)
+        self.prompt = prompt
+        self.recursive = recursive
+        if not Path(folder).expanduser().is_dir():
+            raise DataFormatError(folder, None, "folder not found (argument `folder`)")
+        self._reader = self.make_reader()
+
+    def make_reader(self) -> FolderReader:
+        return FolderReader(
+            self.root, self.task, self.prompt, self.recursive, self.images_per_sample, self.on_bad_sample
+        )
+
+    def _only_predict(self, kind: str) -> DataLoader:
+        raise ValueError(
+            f"ImageFolderDataModule has images without targets and serves only `predict`; it has no {kind} "
+            "loader (use a data set with annotations for fit, validate and test)"
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._only_predict("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._only_predict("validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._only_predict("test")

@@ -1,0 +1,239 @@
+"""PredictionWriter: JSON lines and pictures from Trainer.predict on a folder of images (tiny GPV-1 and
+VistaLLM), earlier results moved aside, DDP rank files merged, and ``lightning-gpv predict`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from datamodules.folder import ImageFolderDataModule  # noqa: E402
+from lightning_gpv.cli import main  # noqa: E402
+from lightning_gpv.demo import tiny_recipe  # noqa: E402
+from lightning_gpv.models.gpv1 import GPV1Config  # noqa: E402
+from lightning_gpv.models.gpv1.text import build_vocabulary, write_wordpiece_vocab  # noqa: E402
+from lightning_gpv.prediction_writer import PredictionWriter, merge_rank_files  # noqa: E402
+from lightning_gpv.systems.gpv1 import GPV1Module  # noqa: E402
+from lightning_gpv.systems.vistallm import VistaLLMModule  # noqa: E402
+from lightning_gpv.tasks import GPV1_PROMPTS, Task  # noqa: E402
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+QUESTION = "What color is the shape?"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _make_images(root: Path) -> Path:
+    """Three 48 x 64 pictures of a coloured square (one in a subfolder) and a text file to ignore."""
+    for k, (name, color) in enumerate(COLORS.items()):
+        image = Image.new("RGB", (64, 48), (250, 250, 250))
+        image.paste(color, (8 + 4 * k, 6, 40 + 4 * k, 38))
+        path = root / ("more" if name == "blue" else "") / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+    (root / "readme.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    return _make_images(tmp_path / "images")
+
+
+@pytest.fixture(scope="module")
+def gpv1(tmp_path_factory: pytest.TempPathFactory) -> GPV1Module:
+    """Tiny random GPV-1 with a WordPiece vocabulary of its prompts and a few answer words."""
+    work = tmp_path_factory.mktemp("gpv1")
+    texts = [GPV1_PROMPTS.render(t, index=i, category="square") for t in (Task.LOCALIZATION, Task.CAPTIONING)
+             for i in range(len(GPV1_PROMPTS.templates_for(t)))]  # fmt: skip
+    vocab_txt = write_wordpiece_vocab([*texts, QUESTION, *COLORS], work / "vocab.txt")
+    config = GPV1Config.tiny(
+        text={"tokenizer_name_or_path": str(vocab_txt), "vocab_size": len(vocab_txt.read_text().splitlines())}
+    )
+    build_vocabulary(work / "answers", lambda: [*COLORS, "square", "a red square"], config.text)
+    L.seed_everything(0)
+    return GPV1Module(config=config, vocab_path=str(work / "answers")).eval()
+
+
+def _trainer(*callbacks: L.Callback) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False,
+                     callbacks=list(callbacks))  # fmt: skip
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize(("task", "prompt"), [("vqa", QUESTION), ("localization", "square")])
+def test_gpv1_predict_writes_one_line_and_picture_per_image(
+    gpv1: GPV1Module, images: Path, tmp_path: Path, task: str, prompt: str
+) -> None:
+    out = tmp_path / "predict"
+    dm = ImageFolderDataModule(
+        str(images), task, prompt, recursive=True, batch_size=2, processor=gpv1.processor
+    )
+    _trainer(PredictionWriter(str(out), scale=2.0)).predict(gpv1, datamodule=dm, return_predictions=False)
+
+    lines = _lines(out / "predictions.jsonl")
+    assert [line["sample_id"] for line in lines] == ["green.png", "more/blue.png", "red.png"]
+    for line in lines:
+        assert line["task"] == task and line["prompt"] == prompt and isinstance(line["text"], str)
+        assert line["images"] == [str((images / line["sample_id"]).resolve())]
+        assert len(line["boxes"]) == 10 and len(line["scores"]) == 10  # GPV-1 ranks all of its regions
+        assert all(0 <= x0 <= x1 <= 64 and 0 <= y0 <= y1 <= 48 for x0, y0, x1, y1 in line["boxes"])
+        picture = out / line["picture"]
+        assert picture.is_file() and picture.parent == out / "pictures"
+        with Image.open(picture) as im:
+            assert im.width == 128 and im.height > 96  # scale 2, plus the title and text bars
+    assert [line["picture"] for line in lines] == [
+        f"pictures/{task}_{n}.png" for n in ("green", "more_blue", "red")
+    ]
+
+
+def test_earlier_predictions_are_moved_aside_never_overwritten(
+    gpv1: GPV1Module, images: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "predict"
+    dm = ImageFolderDataModule(str(images), "captioning", processor=gpv1.processor)
+    writer = PredictionWriter(str(out), pictures=False)
+    out.mkdir()
+    (out / "predictions.rank1.jsonl").write_text("{}\n")  # left over from a DDP run: moved aside too
+    _trainer(writer).predict(gpv1, datamodule=dm, return_predictions=False)
+    first = (out / "predictions.jsonl").read_text()
+    assert len(first.splitlines()) == 2 and not (out / "pictures").exists()
+    _trainer(writer).predict(gpv1, datamodule=dm, return_predictions=False)
+    (old,) = out.glob("predictions-*.jsonl")
+    assert old.read_text() == first and len(_lines(out / "predictions.jsonl")) == 2
+    assert all(line["picture"] is None and line["prompt"] is None for line in _lines(old))
+    assert (
+        len(list(out.glob("predictions.rank1-*.jsonl"))) == 1
+        and not (out / "predictions.rank1.jsonl").exists()
+    )
+
+
+@pytest.mark.slow
+def test_ddp_ranks_write_their_files_and_rank0_merges(gpv1: GPV1Module, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "predict"
+    dm = ImageFolderDataModule(
+        str(images), "vqa", QUESTION, recursive=True, batch_size=1, processor=gpv1.processor
+    )
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[PredictionWriter(str(out), scale=1.0)])  # fmt: skip
+    trainer.predict(gpv1, datamodule=dm, return_predictions=False)
+    lines = _lines(out / "predictions.jsonl")
+    assert sorted(line["sample_id"] for line in lines) == ["green.png", "more/blue.png", "red.png"]
+    assert not list(out.glob("predictions.rank*")) and len(list((out / "pictures").iterdir())) == 3
+
+
+def test_vistallm_predictions_find_their_samples(images: Path, tmp_path: Path) -> None:
+    L.seed_everything(0)
+    module = VistaLLMModule(load_weights=False, max_new_tokens=8).eval()
+    out = tmp_path / "predict"
+    dm = ImageFolderDataModule(str(images), "rec", "the red square", recursive=True, batch_size=2)
+    _trainer(PredictionWriter(str(out))).predict(module, datamodule=dm, return_predictions=False)
+
+    lines = _lines(out / "predictions.jsonl")
+    assert [line["sample_id"] for line in lines] == ["green.png", "more/blue.png", "red.png"]
+    for line in lines:  # VistaLLMBatch has no samples: they come back from the dataset by index
+        assert line["task"] == "rec" and line["prompt"] == "the red square"
+        assert line["images"] == [str((images / line["sample_id"]).resolve())]
+        with Image.open(out / line["picture"]) as im:
+            assert im.width == 256  # scale=None: a 64 px wide image is enlarged 4 times
+        assert all(len(box) == 4 for box in line.get("boxes", []))
+
+
+def test_rank_files_are_merged_in_rank_order(tmp_path: Path) -> None:
+    (tmp_path / "predictions.rank0.jsonl").write_text('{"sample_id": "a"}\n')
+    (tmp_path / "predictions.rank1.jsonl").write_text('{"sample_id": "b"}\n{"sample_id": "c"}\n')
+    assert merge_rank_files(tmp_path, 3) is None  # rank 2's file is not visible: leave everything
+    assert merge_rank_files(tmp_path, 2) == tmp_path / "predictions.jsonl"
+    assert [line["sample_id"] for line in _lines(tmp_path / "predictions.jsonl")] == ["a", "b", "c"]
+    assert not list(tmp_path.glob("predictions.rank*"))
+
+
+def test_bad_predictions_and_arguments_are_refused(gpv1: GPV1Module, images: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="scale must be positive"):
+        PredictionWriter(str(tmp_path), scale=0)
+
+    class Raw(L.LightningModule):
+        def predict_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            return [{"text": "x"} for _ in batch]
+
+    dm = ImageFolderDataModule(str(images), "captioning")
+    with pytest.raises(TypeError, match="must return a list of Prediction"):
+        _trainer(PredictionWriter(str(tmp_path / "p"))).predict(Raw(), datamodule=dm)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """ShapesWorld (10 images) and GPV-1's vocabularies, made through ``cli.main``."""
+    work = tmp_path_factory.mktemp("cli")
+    data, vocab = work / "data", work / "vocab"
+    with pytest.raises(SystemExit) as exit_:
+        main(["make-shapes", "--root", str(data), "--num-images", "10", "--seed", "0", "--no-progress"])
+    assert exit_.value.code == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["build-vocab", "--coco-root", str(data / "coco"), "--vqa-root", str(data / "vqav2"),
+              "--out", str(vocab), "--tiny"])  # fmt: skip
+    assert exit_.value.code == 0
+    return data, vocab
+
+
+def test_cli_predict_on_a_folder_from_a_checkpoint(
+    shapes: tuple[Path, Path], images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, vocab = shapes
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
+    main(["fit", "-c", str(recipe), "--trainer.max_steps=2", "--trainer.default_root_dir=run",
+          "--trainer.logger=false", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    (ckpt,) = (tmp_path / "run" / "checkpoints").glob("last.ckpt")
+    args = ["predict", "-c", str(recipe), "--ckpt_path", str(ckpt), "--trainer.default_root_dir=predict_run",
+            "--trainer.enable_progress_bar=false",
+            "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images),
+            "--data.task", "vqa", "--data.prompt", QUESTION, "--data.recursive", "true",
+            "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
+            "--trainer.callbacks.output_dir", "outputs/predict"]  # fmt: skip
+    main(args)
+    out = tmp_path / "outputs" / "predict"
+    lines = _lines(out / "predictions.jsonl")
+    assert [line["sample_id"] for line in lines] == ["green.png", "more/blue.png", "red.png"]
+    assert all(line["task"] == "vqa" and line["prompt"] == QUESTION for line in lines)
+    assert all((out / line["picture"]).is_file() for line in lines)
+
+    bad = [*args[: args.index("--data.task")], "--data.task", "detection", "--data.prompt", QUESTION]
+    with pytest.raises(ValueError, match="ImageFolderDataModule: argument `task`: unknown task 'detection'"):
+        main(bad)
+
+
+def test_cli_predict_with_vistallm(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "vistallm_shapes.yaml"
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "-c", str(recipe), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+          "--model.init_args.max_new_tokens=4",
+          "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images),
+          "--data.task", "captioning", "--data.batch_size", "2",
+          "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
+          "--trainer.callbacks.output_dir", "out", "--trainer.callbacks.scale", "2"])  # fmt: skip
+    lines = _lines(tmp_path / "out" / "predictions.jsonl")
+    assert [(line["task"], line["sample_id"], line["prompt"]) for line in lines] == [
+        ("captioning", "green.png", None),
+        ("captioning", "red.png", None),
+    ]
+    assert all((tmp_path / "out" / line["picture"]).is_file() for line in lines)
