@@ -19,6 +19,7 @@ of ``GPV1Config.tiny()`` with a ``vocab.txt`` written from the prompts, question
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -70,7 +71,14 @@ def build(
     out = Path(out)
     if (out / "answers" / "vocab.json").exists():
         raise FileExistsError(f"{out / 'answers'} already holds a vocabulary; remove it to rebuild")
-    samples = _train_samples(coco_root, vqa_root, vqa_image_dir)
+    # Training samples draw their answer with the global ``random`` (GPV-1's VQA target): seed it, so
+    # that one seed always gives one vocabulary, and give the caller's random state back afterwards.
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        samples = _train_samples(coco_root, vqa_root, vqa_image_dir)
+    finally:
+        random.setstate(state)
     answers = list(answer_texts(samples))
     if tiny:
         tasks = (Task.LOCALIZATION, Task.CLASSIFICATION, Task.CAPTIONING, Task.VQA)

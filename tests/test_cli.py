@@ -51,6 +51,40 @@ def test_make_shapes_and_build_vocab_through_main(shapes: tuple[Path, Path]) -> 
     assert exit_.value.code == 2
 
 
+def test_build_vocab_is_reproducible_whatever_the_random_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VQA training samples draw their answer with the global ``random``: ``build`` seeds that draw."""
+    import random
+
+    import numpy as np
+
+    from lightning_gpv import build_vocab
+    from lightning_gpv.tasks import Target, Task, TaskSample
+
+    def draws(*_: object) -> list[TaskSample]:  # like VQAv2's training_answer: the global random
+        image = np.zeros((4, 4, 3), np.uint8)
+        words = [f"answer{i}" for i in range(50)]
+        return [
+            TaskSample(Task.VQA, [image], Target(text=random.choice(words)), question="q?") for _ in range(5)
+        ]
+
+    monkeypatch.setattr(build_vocab, "_train_samples", draws)
+    vocabularies = []
+    for state in (1, 2, 3):
+        random.seed(state)
+        out = build_vocab.build(tmp_path / f"v{state}", coco_root="unused", tiny=True, seed=0)
+        vocabularies.append((out / "vocab.json").read_text())
+    assert vocabularies[0] == vocabularies[1] == vocabularies[2]
+    other = build_vocab.build(tmp_path / "seed1", coco_root="unused", tiny=True, seed=1)
+    assert (other / "vocab.json").read_text() != vocabularies[0]  # the seed does pick the draw
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    build_vocab.build(tmp_path / "v4", coco_root="unused", tiny=True, seed=0)
+    assert random.random() == expected  # the caller's random state is given back
+
+
 class _RecordRestored(L.Callback):
     """Copies the step, optimizer and scheduler state as training (re)starts."""
 
