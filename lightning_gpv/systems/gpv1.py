@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -44,6 +45,31 @@ from lightning_gpv.tasks.samples import Prediction, TaskSample
 _VOCAB_KEY = "gpv1_answer_vocabulary"
 DEFAULT_EVAL_ANSWER_LEN = {"vqa": 5, "classification": 5, "rec": 5, "captioning": 20, "localization": 20}
 """Decoding length per task at evaluation (the reference's ``eval.sh``), ``__cls__`` included."""
+
+
+def clip_grad_norm_subset(params: Sequence[torch.Tensor], max_norm: float, sharded: bool) -> torch.Tensor:
+    """Scale the gradients of ``params`` so that their joint 2-norm is at most ``max_norm``.
+
+    ``sharded``: each process holds only its shard of each gradient (FSDP with ``use_orig_params``;
+    ``grad`` is ``None`` or a local piece), so the squared norms are summed over processes first and every
+    process applies the same factor. ``torch.nn.utils.clip_grad_norm_`` would clip each shard by its own
+    norm. Must then be called on every process (it is a collective).
+
+    Returns:
+        The total norm before clipping (a 0-dim fp32 tensor).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    device = grads[0].device if grads else next(iter(params), torch.empty(0)).device
+    squares = torch.zeros((), dtype=torch.float32, device=device)
+    for grad in grads:
+        squares = squares + grad.detach().float().pow(2).sum()
+    if sharded:
+        torch.distributed.all_reduce(squares)
+    total = squares.sqrt()
+    factor = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(factor.to(grad.dtype))
+    return total
 
 
 class GPV1Module(LightningModule):
@@ -217,9 +243,13 @@ class GPV1Module(LightningModule):
     ) -> None:
         """Clip the visual parameters' gradient norm (as DETR), then apply any Trainer-level clipping."""
         if self.hparams.visual_grad_clip > 0:
-            params = [p for p in self.model.visual_parameters() if p.grad is not None]
-            if params:
-                torch.nn.utils.clip_grad_norm_(params, self.hparams.visual_grad_clip)
+            trainer = self._trainer  # None when called outside a Trainer (a single process)
+            sharded = (
+                trainer is not None and isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1
+            )
+            clip_grad_norm_subset(
+                list(self.model.visual_parameters()), self.hparams.visual_grad_clip, sharded
+            )
         if gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

@@ -224,3 +224,45 @@ def test_tiny_gpv1_learns_on_shapesworld(tmp_path_factory: pytest.TempPathFactor
     assert after["val/loss"] < before["val/loss"] - 1.0
     assert after["val/localization"] >= before["val/localization"] + 0.05, (before, after)
     assert after["val/vqa"] >= before["val/vqa"] + 0.05, (before, after)
+
+
+def test_subset_clipping_equals_torch_on_one_process() -> None:
+    from lightning_gpv.systems.gpv1 import clip_grad_norm_subset
+
+    generator = torch.Generator().manual_seed(0)
+    ours = [
+        torch.nn.Parameter(torch.zeros(5)),
+        torch.nn.Parameter(torch.zeros(2, 3)),
+        torch.nn.Parameter(torch.zeros(1)),
+    ]
+    theirs = [torch.nn.Parameter(torch.zeros_like(p)) for p in ours]
+    for a, b in zip(ours[:2], theirs[:2]):
+        a.grad = torch.randn(a.shape, generator=generator)
+        b.grad = a.grad.clone()
+    total = clip_grad_norm_subset(ours, 0.3, sharded=False)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 0.3)
+    torch.testing.assert_close(total, expected)
+    for a, b in zip(ours[:2], theirs[:2]):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert ours[2].grad is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_sharded_subset_clipping_uses_the_global_norm(tmp_path: Path) -> None:
+    """Two gloo processes, each with half of every gradient: both scale by the norm of the whole."""
+    import torch.multiprocessing as mp
+    from _clip_ddp import full_grads, worker
+
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    grads = [g.flatten() for g in full_grads()]
+    present = torch.cat([grads[0], grads[1][: grads[1].numel() // 2]])  # rank 1 holds no grad of param 1
+    norm = present.norm()
+    factor = min(1.0, 0.5 / (float(norm) + 1e-6))
+    assert factor < 1.0
+    for rank in ranks:
+        torch.testing.assert_close(rank["total"], norm)
+    torch.testing.assert_close(torch.cat([ranks[0]["shards"][0], ranks[1]["shards"][0]]), grads[0] * factor)
+    torch.testing.assert_close(ranks[0]["shards"][1], grads[1][:6] * factor)
+    assert ranks[1]["shards"][1] is None
