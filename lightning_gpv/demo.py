@@ -34,6 +34,14 @@ GPV1_METRICS = {
     "classification_accuracy": "test/classification",
 }
 """metrics.json name -> the logged test metric of GPV1Module."""
+VISTALLM_METRICS = {
+    "cider_d": "test/captioning/cider",
+    "vqa_accuracy": "test/vqa/accuracy",
+    "rec_acc@0.5": "test/rec/acc@0.5",
+    "res_miou": "test/res/mIoU",
+    "nlvr2_accuracy": "test/nlvr2/accuracy",
+}
+"""metrics.json name -> the logged test metric of VistaLLMModule."""
 
 
 def move_aside(out: Path) -> Path | None:
@@ -87,30 +95,57 @@ def _test(model: Any, datamodule: Any) -> dict[str, float]:
     return {k: float(v) for r in results for k, v in r.items()}
 
 
-def _pictures(model: Any, datamodule: Any, folder: Path, per_task: int, max_batches: int = 50) -> list[Path]:
-    """Draw ``per_task`` test predictions of every task (boxes, text, targets) into ``folder``."""
+def _pictures(model: Any, datamodule: Any, folder: Path, per_task: int, scan: int = 200) -> list[Path]:
+    """Draw ``per_task`` test predictions of every task (boxes, masks, text, targets) into ``folder``.
+
+    Works for any system with a ``processor`` and a ``predict_step`` returning ``Prediction`` objects:
+    samples are read from each test loader's dataset, encoded and collated by the model's processor.
+    """
     import torch
 
     from lightning_gpv.visualize import draw_prediction_for, save_image
 
     model.eval()
     paths: list[Path] = []
-    counts: dict[str, int] = {}
-    with torch.no_grad():
-        for loader in datamodule.test_dataloader():
-            for i, batch in enumerate(loader):
-                if i >= max_batches:
-                    break
-                if all(counts.get(s.task.value, 0) >= per_task for s in batch.samples):
-                    continue
-                for sample, pred in zip(batch.samples, model.predict_step(batch, 0)):
-                    task = sample.task.value
-                    if counts.get(task, 0) >= per_task:
-                        continue
-                    counts[task] = counts.get(task, 0) + 1
-                    name = f"{task}_{sample.sample_id}".replace("/", "_")
-                    paths.append(save_image(draw_prediction_for(sample, pred), folder / f"{name}.png"))
+    for loader in datamodule.test_dataloader():
+        dataset = loader.dataset
+        chosen: dict[str, list[Any]] = {}
+        for index in range(min(len(dataset), scan)):
+            sample = dataset.sample(index)
+            group = chosen.setdefault(sample.task.value, [])
+            if len(group) < per_task:
+                group.append(sample)
+        samples = [s for group in chosen.values() for s in group]
+        if not samples:
+            continue
+        processor = model.processor
+        batch = processor.collate([processor.encode(s, train=False) for s in samples])
+        with torch.no_grad():
+            predictions = model.predict_step(batch, 0)  # the demo runs on the CPU
+        for sample, prediction in zip(samples, predictions):
+            name = f"{sample.task.value}_{sample.sample_id}".replace("/", "_")
+            paths.append(save_image(draw_prediction_for(sample, prediction), folder / f"{name}.png"))
     return paths
+
+
+def fit_and_test(
+    name: str, recipe: Path, overrides: list[str], metric_names: dict[str, str], out: Path, quick: bool
+) -> dict[str, dict[str, float]]:
+    """Fit ``recipe`` with the CLI, test the trained and the untrained model (same seed and recipe), and
+    draw test predictions into ``out/pictures/<name>``; returns ``{"trained": ..., "untrained": ...}``
+    with the metrics renamed by ``metric_names`` (metrics.json name -> logged test metric)."""
+    print(f"\n== {name}: lightning-gpv fit -c {recipe} {' '.join(overrides)}")
+    untrained = make_cli(["-c", str(recipe), *[o for o in overrides if "max_steps" not in o]], run=False)
+    trained = make_cli(["fit", "-c", str(recipe), *overrides])
+    print(f"== {name}: testing the trained and the untrained model")
+    after = _test(trained.model, trained.datamodule)
+    before = _test(untrained.model, untrained.datamodule)
+    _pictures(trained.model, trained.datamodule, out / "pictures" / name, 2 if quick else 4)
+
+    def named(metrics: dict[str, float]) -> dict[str, float]:
+        return {label: metrics[key] for label, key in metric_names.items() if key in metrics}
+
+    return {"trained": named(after), "untrained": named(before)}
 
 
 def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None) -> dict[str, dict[str, float]]:
@@ -125,18 +160,21 @@ def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None) -> d
         overrides.append(f"--trainer.max_epochs={epochs}")
     if quick:
         overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32"]
-    print(f"\n== GPV-1: lightning-gpv fit -c {recipe} {' '.join(overrides)}")
-    untrained = make_cli(["-c", str(recipe), *[o for o in overrides if "max_steps" not in o]], run=False)
-    trained = make_cli(["fit", "-c", str(recipe), *overrides])
-    print("== GPV-1: testing the trained and the untrained model")
-    after = _test(trained.model, trained.datamodule)
-    before = _test(untrained.model, untrained.datamodule)
-    _pictures(trained.model, trained.datamodule, out / "pictures" / "gpv1", 2 if quick else 4)
+    return fit_and_test("gpv1", recipe, overrides, GPV1_METRICS, out, quick)
 
-    def named(metrics: dict[str, float]) -> dict[str, float]:
-        return {name: metrics[key] for name, key in GPV1_METRICS.items() if key in metrics}
 
-    return {"trained": named(after), "untrained": named(before)}
+def run_vistallm(
+    out: Path, data: Path, quick: bool, epochs: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Fit tiny VistaLLM (stage 1) with the CLI, and test the trained and untrained models."""
+    recipe = tiny_recipe("vistallm_shapes", data, None, out / "vistallm_recipe.yaml")
+    overrides = [f"--trainer.default_root_dir={out / 'vistallm'}"]
+    if epochs is not None:
+        overrides.append(f"--trainer.max_epochs={epochs}")
+    if quick:
+        overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32",
+                      "--model.init_args.max_new_tokens=24"]  # fmt: skip
+    return fit_and_test("vistallm", recipe, overrides, VISTALLM_METRICS, out, quick)
 
 
 def table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -153,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="outputs/demo", help="output folder (an earlier one is moved aside)")
     parser.add_argument("--num-images", type=int, default=300, help="ShapesWorld scenes (default 300)")
     parser.add_argument("--epochs", type=int, help="GPV-1 epochs of 300 steps (default: the recipe's 12)")
+    parser.add_argument("--vistallm-epochs", type=int, help="VistaLLM epochs (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="a few steps on 20 images (for tests)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)"
@@ -172,7 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo: the earlier run in {out} was moved to {moved}")
     out.mkdir(parents=True)
     data = make_shapes(out / "data", 20 if args.quick else args.num_images, seed=0, progress=True)
-    metrics = {"gpv1": run_gpv1(out, Path(data), args.quick, args.epochs)}
+    metrics = {
+        "gpv1": run_gpv1(out, Path(data), args.quick, args.epochs),
+        "vistallm": run_vistallm(out, Path(data), args.quick, args.vistallm_epochs),
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(f"\n{table(metrics)}\n")
     print(f"demo: metrics in {out / 'metrics.json'}, pictures in {out / 'pictures'}; "

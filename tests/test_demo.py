@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_gpv.demo import GPV1_METRICS, main
+from lightning_gpv.demo import GPV1_METRICS, VISTALLM_METRICS, main
 
 
 @pytest.mark.slow
@@ -27,10 +27,14 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
     assert f"moved to {moved[0]}" in printed
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"gpv1"} and set(metrics["gpv1"]) == {"trained", "untrained"}
-    for run in metrics["gpv1"].values():
-        assert set(run) == set(GPV1_METRICS)
-        assert all(isinstance(v, float) and 0.0 <= v <= 10.0 for v in run.values())
-    assert "localization_ap" in printed and "trained" in printed
+    assert set(metrics) == {"gpv1", "vistallm"}
+    for model, names in (("gpv1", GPV1_METRICS), ("vistallm", VISTALLM_METRICS)):
+        assert set(metrics[model]) == {"trained", "untrained"}
+        for run in metrics[model].values():
+            assert set(run) == set(names), model
+            assert all(isinstance(v, float) and 0.0 <= v <= 10.0 for v in run.values())
+    assert "localization_ap" in printed and "rec_acc@0.5" in printed and "trained" in printed
     pictures = list((out / "pictures" / "gpv1").glob("*.png"))
     assert {p.name.split("_")[0] for p in pictures} >= {"localization", "vqa", "classification", "captioning"}
+    pictures = list((out / "pictures" / "vistallm").glob("*.png"))
+    assert {p.name.split("_")[0] for p in pictures} >= {"captioning", "vqa", "rec", "res", "nlvr2"}
