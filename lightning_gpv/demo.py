@@ -1,17 +1,19 @@
-"""``make demo``: train and evaluate tiny GPV-1 on ShapesWorld through the Lightning CLI, on a CPU.
+"""``make demo``: train and evaluate tiny GPV-1 and tiny VistaLLM on ShapesWorld through the Lightning CLI,
+on a CPU.
 
 ``python -m lightning_gpv.demo [--out outputs/demo] [--quick]``:
 
 1. generate ShapesWorld into ``OUT/data`` (``make_shapes``) and GPV-1's vocabularies into ``OUT/vocab``
    (:mod:`lightning_gpv.build_vocab`);
-2. write ``OUT/gpv1_recipe.yaml`` (``recipes/tiny/gpv1_shapes.yaml`` pointed at ``OUT``) and fit it with
-   the CLI (``lightning-gpv fit -c OUT/gpv1_recipe.yaml``, run in-process);
-3. test the trained model and the untrained one (same seed, same recipe) on the test split (ShapesWorld's
-   ``val2014``), write ``OUT/metrics.json`` (``{"gpv1": {"trained": {...}, "untrained": {...}}}``),
-   print a table, and draw predictions (boxes and text) into ``OUT/pictures/``.
+2. for each model, write ``OUT/<model>_recipe.yaml`` (``recipes/tiny/gpv1_shapes.yaml``,
+   ``recipes/tiny/vistallm_shapes.yaml``, pointed at ``OUT``) and fit it with the CLI
+   (``lightning-gpv fit -c OUT/<model>_recipe.yaml``, run in-process);
+3. test the trained model and the untrained one (same seed, same recipe) on the test splits (ShapesWorld's
+   ``val2014``, RefCOCO ``testA``, NLVR2 ``test1``), write ``OUT/metrics.json``
+   (``{"gpv1": {"trained": {...}, "untrained": {...}}, "vistallm": {...}}``), print a table, and draw
+   predictions (boxes, masks and text) into ``OUT/pictures/``.
 
 An earlier ``OUT`` is never overwritten: it is moved to ``OUT-<timestamp>`` first (and the move printed).
-VistaLLM is not part of the demo yet (its system is still being finished).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
 from lightning_gpv.models.gpv1.model import GPV1, GPV1Encoding
 from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch, GPV1Processor
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
+from lightning_gpv.systems.hooks import connect_datamodule
 from lightning_gpv.tasks.catalogue import Family, Task, tasks_of
 from lightning_gpv.tasks.samples import Prediction, TaskSample
 
@@ -225,6 +226,9 @@ class GPV1Module(LightningModule):
             target_boxes=batch.target_boxes,
             has_boxes=batch.has_boxes,
         )
+
+    def setup(self, stage: str) -> None:
+        connect_datamodule(self, self.processor)
 
     def training_step(self, batch: GPV1Batch, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch, self(batch))

@@ -27,6 +27,7 @@ from lightning_gpv.models.vistallm.evaluation import TaskMetrics
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
 from lightning_gpv.models.vistallm.tokenization import load_llm_tokenizer, load_qformer_tokenizer
+from lightning_gpv.systems.hooks import connect_datamodule
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Prediction
 
@@ -120,13 +121,7 @@ class VistaLLMModule(LightningModule):
     # Lightning hooks
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if (
-            datamodule is not None
-            and hasattr(datamodule, "connect")
-            and getattr(datamodule, "processor", None) is None
-        ):
-            datamodule.connect(self.processor)
+        connect_datamodule(self, self.processor)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if isinstance(batch, VistaLLMBatch):

@@ -116,6 +116,18 @@ def test_fit_logs_per_task_losses_and_metrics(shapes) -> None:
     assert torch.isfinite(trainer.logged_metrics["train/loss"])
 
 
+def test_setup_connects_an_unconnected_datamodule_and_keeps_a_connected_one(shapes) -> None:
+    root = shapes[0]
+    module = _module(shapes)
+    dm = _datamodule(root, COCO_TASKS)
+    assert dm.processor is None
+    _trainer(max_steps=1, limit_val_batches=0).fit(module, datamodule=dm)
+    assert dm.processor is module.processor
+    other = _module(shapes)
+    _trainer(max_steps=1, limit_val_batches=0).fit(other, datamodule=dm)
+    assert dm.processor is module.processor
+
+
 def test_optimizer_groups_and_schedule(shapes) -> None:
     module = _module(shapes, lr=2e-4, backbone_lr=2e-5)
     groups = {g["name"]: g for g in module.parameter_groups()}

@@ -29,7 +29,10 @@ def test_labels_cover_only_the_answer_and_its_end(
         assert torch.equal(item.labels[p:], item.input_ids[p:]), key
         assert int(item.input_ids[-1]) == tok.eos_token_id, key
         answer = tok.decode(item.input_ids[p:-1], skip_special_tokens=False)
-        expected = serialize_answer(sample.task, sample.target, item.image_sizes, style="tokens")
+        bins = tiny_processor.config.num_bins
+        expected = serialize_answer(
+            sample.task, sample.target, item.image_sizes, style="tokens", num_bins=bins
+        )
         assert answer.replace(" ", "") == expected.replace(" ", ""), key
         assert (item.input_ids[:p] == tiny_processor.image_token_id).sum() == 8 * sample.num_images
 
@@ -43,11 +46,12 @@ def test_images_are_resized_without_crop_or_flip(tiny_processor: VistaLLMProcess
     assert pixels.shape == (3, 64, 64)
     assert pixels[:, :, :28].mean() > pixels[:, :, 36:].mean() + 1.0  # still white on the left
     assert item.image_sizes == [(40, 120)]
-    # Coordinates are relative to the original 120 x 40 image: [0, 0, 60, 40] -> bins 0, 0, 500, 999.
+    # Coordinates are relative to the original 120 x 40 image: [0, 0, 60, 40] -> bins 0, 0, 16, 31 of 32.
     answer = tiny_processor.tokenizer.decode(
         item.input_ids[item.prompt_length : -1], skip_special_tokens=False
     )
-    assert answer.replace(" ", "") == "[<c0><c0><c500><c999>]"
+    assert tiny_processor.config.num_bins == 32
+    assert answer.replace(" ", "") == "[<c0><c0><c16><c31>]"
 
 
 def test_regions_are_tokens_for_the_llm_and_numbers_for_the_qformer(
@@ -55,9 +59,9 @@ def test_regions_are_tokens_for_the_llm_and_numbers_for_the_qformer(
 ) -> None:
     item = tiny_processor.encode(samples["reg"], train=False)
     prompt = tiny_processor.tokenizer.decode(item.input_ids[: item.prompt_length], skip_special_tokens=False)
-    assert "<c200>" in prompt and "[200, 125, 700, 625]" in item.instruction
+    assert "<c6>" in prompt and "[6, 4, 22, 20]" in item.instruction  # 32 bins in the tiny config
     qformer_text = tiny_processor.qformer_tokenizer.decode(item.instruction_ids)
-    assert "200" in qformer_text and "<c200>" not in qformer_text and IMAGE_TOKEN not in qformer_text
+    assert "22" in qformer_text and "<c22>" not in qformer_text and IMAGE_TOKEN not in qformer_text
 
 
 def test_evaluation_uses_a_fixed_template_and_training_varies_it(
