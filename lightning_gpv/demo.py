@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,15 +78,21 @@ def make_cli(args: list[str], run: bool = True):
 
     from lightning_gpv.cli import GPVLightningCLI
 
-    return GPVLightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=run,
-        save_config_kwargs={"overwrite": True},
-    )
+    # LightningCLI warns when both ``args`` and ``sys.argv`` carry arguments; the demo's own flags
+    # (``--out``, ``--quick``) are not the CLI's, so hide them while it parses.
+    saved, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        return GPVLightningCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+        )
+    finally:
+        sys.argv = saved
 
 
 def _test(model: Any, datamodule: Any) -> dict[str, float]:
