@@ -17,15 +17,17 @@ from torch import nn
 from torch.distributed.fsdp import ShardingStrategy
 from torch.utils.data import DataLoader
 
-from lightning_gpv.strategies import (
+from lightning_gpv.fsdp_units import (
     GPV1_LAYER_CLASSES,
     VISTALLM_LAYER_CLASSES,
+    LayerWrapPolicy,
+    describe_units,
+)
+from lightning_gpv.strategies import (
     GPV1FSDPStrategy,
     GPVFSDPStrategy,
-    LayerWrapPolicy,
     VistaLLMFSDPStrategy,
     _NormClippingFSDPPrecision,
-    describe_units,
 )
 
 REPO = Path(__file__).resolve().parents[1]
