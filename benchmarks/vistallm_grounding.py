@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 
 from datamodules.multitask import MultiTaskDataModule
 from datamodules.refcoco import RefCocoDataModule
+from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
 from lightning_gpv.shapesworld import make_shapes
 from lightning_gpv.systems.vistallm import VistaLLMModule
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--probe-batches", type=int, default=4)
     parser.add_argument("--val-batches", type=int, default=16, help="batches of the final validation")
+    parser.add_argument("--num-queries", type=int, help="QFormer queries per image (tiny default: 8)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -87,7 +90,10 @@ def main() -> None:
     if not args.root.exists():
         make_shapes(args.root, num_images=args.num_images, seed=0, progress=True)
     seed_everything(0)
-    module = VistaLLMModule(load_weights=False, lr=args.lr)
+    config = VistaLLMConfig.tiny()
+    if args.num_queries is not None:
+        config = replace(config, qformer=replace(config.qformer, num_queries=args.num_queries))
+    module = VistaLLMModule(config, load_weights=False, lr=args.lr)
     refcoco = RefCocoDataModule(
         str(args.root / "refcoco"),
         dataset="refcoco",
