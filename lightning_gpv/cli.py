@@ -47,16 +47,33 @@ class GPVLightningCLI(LightningCLI):
             connect(processor)
 
 
-def run_lightning_cli(args: Sequence[str] | None = None) -> GPVLightningCLI:
-    """Run the Lightning CLI on ``args`` (``sys.argv[1:]`` when None)."""
-    return GPVLightningCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": False},
-    )
+def run_lightning_cli(
+    args: Sequence[str] | None = None, run: bool = True, overwrite_config: bool = False
+) -> GPVLightningCLI:
+    """Run the Lightning CLI on ``args`` (``sys.argv[1:]`` when None).
+
+    Args:
+        args: The command line without the program name, e.g. ``["fit", "-c", "recipe.yaml"]``.
+        run: ``False`` instantiates the trainer, model and data module without a subcommand.
+        overwrite_config: Replace a ``config.yaml`` already in the log folder (the demo reruns there).
+    """
+    # LightningCLI warns when both ``args`` and ``sys.argv`` carry arguments; explicit ``args`` are the
+    # whole command line (a caller's own flags in ``sys.argv``, e.g. the demo's, are not the CLI's).
+    saved = sys.argv
+    if args is not None:
+        sys.argv = saved[:1]
+    try:
+        return GPVLightningCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=None if args is None else list(args),
+            run=run,
+            save_config_kwargs={"overwrite": overwrite_config},
+        )
+    finally:
+        sys.argv = saved
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,11 +19,8 @@ An earlier ``OUT`` is never overwritten: it is moved to ``OUT-<timestamp>`` firs
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import shutil
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,16 +46,11 @@ VISTALLM_METRICS = {
 
 def move_aside(out: Path) -> Path | None:
     """Move a non-empty ``out`` to ``out-<UTC timestamp>``; return the new path (None if nothing moved)."""
+    from lightning_gpv import prediction_writer
+
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return None
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    target = out.with_name(f"{out.name}-{stamp}")
-    n = 1
-    while target.exists():
-        target = out.with_name(f"{out.name}-{stamp}-{n}")
-        n += 1
-    shutil.move(str(out), str(target))
-    return target
+    return prediction_writer.move_aside(out, prediction_writer.utc_stamp())
 
 
 def tiny_recipe(name: str, data: Path, vocab: Path | None, path: Path) -> Path:
@@ -70,29 +62,6 @@ def tiny_recipe(name: str, data: Path, vocab: Path | None, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def make_cli(args: list[str], run: bool = True):
-    """A ``GPVLightningCLI`` on ``args`` (``run=False``: instantiate the trainer, model and data only)."""
-    from lightning.pytorch import LightningDataModule, LightningModule
-
-    from lightning_gpv.cli import GPVLightningCLI
-
-    # LightningCLI warns when both ``args`` and ``sys.argv`` carry arguments; the demo's own flags
-    # (``--out``, ``--quick``) are not the CLI's, so hide them while it parses.
-    saved, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        return GPVLightningCLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            run=run,
-            save_config_kwargs={"overwrite": True},
-        )
-    finally:
-        sys.argv = saved
 
 
 def _test(model: Any, datamodule: Any) -> dict[str, float]:
@@ -144,8 +113,10 @@ def fit_and_test(
     draw test predictions into ``out/pictures/<name>``; returns ``{"trained": ..., "untrained": ...}``
     with the metrics renamed by ``metric_names`` (metrics.json name -> logged test metric)."""
     print(f"\n== {name}: lightning-gpv fit -c {recipe} {' '.join(overrides)}")
-    untrained = make_cli(["-c", str(recipe), *[o for o in overrides if "max_steps" not in o]], run=False)
-    trained = make_cli(["fit", "-c", str(recipe), *overrides])
+    from lightning_gpv.cli import run_lightning_cli
+
+    untrained = run_lightning_cli(["-c", str(recipe), *overrides], run=False, overwrite_config=True)
+    trained = run_lightning_cli(["fit", "-c", str(recipe), *overrides], overwrite_config=True)
     print(f"== {name}: testing the trained and the untrained model")
     after = _test(trained.model, trained.datamodule)
     before = _test(untrained.model, untrained.datamodule)

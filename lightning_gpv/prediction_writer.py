@@ -59,7 +59,8 @@ AUTO_SIDE = 256
 """With ``scale=None``, small images are enlarged to about this many pixels on their longer side."""
 
 
-def _stamp() -> str:
+def utc_stamp() -> str:
+    """``YYYYmmdd-HHMMSS`` in UTC, the suffix of results moved aside."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
@@ -184,7 +185,7 @@ class PredictionWriter(BasePredictionWriter):
         if stage != "predict":
             return
         if trainer.is_global_zero:
-            stamp = _stamp()
+            stamp = utc_stamp()
             for path in (self.output_dir / PREDICTIONS_FILE, self.output_dir / PICTURES_DIR):
                 moved = move_aside(path, stamp)
                 if moved is not None:

@@ -12,16 +12,13 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lightning_gpv.cli import main  # noqa: E402
-from lightning_gpv.demo import make_cli, tiny_recipe  # noqa: E402
+from lightning_gpv.cli import main, run_lightning_cli  # noqa: E402
+from lightning_gpv.demo import tiny_recipe  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one thread."""
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +114,13 @@ data:
     samples_per_epoch: 64
 """)
     # The interrupted run: stops at step 4 (checkpoints at steps 2 and 4, last.ckpt = step 4).
-    make_cli(["fit", "-c", str(recipe), "-c", str(extra), "--trainer.max_steps=4"])
+    run_lightning_cli(["fit", "-c", str(recipe), "-c", str(extra), "--trainer.max_steps=4"])
     last = torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 4
 
-    resumed = make_cli(["-c", str(recipe), "-c", str(extra), "--trainer.max_steps=6"], run=False)
+    resumed = run_lightning_cli(
+        ["-c", str(recipe), "-c", str(extra), "--trainer.max_steps=6"], run=False, overwrite_config=True
+    )
     record = _RecordRestored()
     resumed.trainer.callbacks.append(record)
     resumed.trainer.fit(resumed.model, datamodule=resumed.datamodule, ckpt_path="last")

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import pytest
-import torch
 from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,11 +28,8 @@ QUESTION = "What color is the shape?"
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one thread."""
 
 
 def _make_images(root: Path) -> Path:
@@ -180,25 +175,10 @@ def test_bad_predictions_and_arguments_are_refused(gpv1: GPV1Module, images: Pat
         _trainer(PredictionWriter(str(tmp_path / "p"))).predict(Raw(), datamodule=dm)
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """ShapesWorld (10 images) and GPV-1's vocabularies, made through ``cli.main``."""
-    work = tmp_path_factory.mktemp("cli")
-    data, vocab = work / "data", work / "vocab"
-    with pytest.raises(SystemExit) as exit_:
-        main(["make-shapes", "--root", str(data), "--num-images", "10", "--seed", "0", "--no-progress"])
-    assert exit_.value.code == 0
-    with pytest.raises(SystemExit) as exit_:
-        main(["build-vocab", "--coco-root", str(data / "coco"), "--vqa-root", str(data / "vqav2"),
-              "--out", str(vocab), "--tiny"])  # fmt: skip
-    assert exit_.value.code == 0
-    return data, vocab
-
-
 def test_cli_predict_on_a_folder_from_a_checkpoint(
-    shapes: tuple[Path, Path], images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shapes_and_vocab: tuple[Path, Path], images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data, vocab = shapes
+    data, vocab = shapes_and_vocab
     monkeypatch.chdir(tmp_path)
     recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
     main(["fit", "-c", str(recipe), "--trainer.max_steps=2", "--trainer.default_root_dir=run",

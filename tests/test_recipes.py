@@ -13,8 +13,8 @@ from lightning.pytorch import LightningDataModule, LightningModule
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lightning_gpv.cli import GPVLightningCLI  # noqa: E402
-from lightning_gpv.demo import make_cli, tiny_recipe  # noqa: E402
+from lightning_gpv.cli import GPVLightningCLI, run_lightning_cli  # noqa: E402
+from lightning_gpv.demo import tiny_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -73,50 +73,32 @@ def test_print_config_of_the_tiny_recipe() -> None:
     assert "vocab_path: data/shapesworld/gpv1_vocab/answers" in out
 
 
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from lightning_gpv.build_vocab import build
-    from lightning_gpv.shapesworld import make_shapes
-
-    work = tmp_path_factory.mktemp("recipes")
-    data = make_shapes(work / "data", num_images=20, seed=0, progress=False)
-    build(work / "vocab", coco_root=str(data / "coco"), vqa_root=str(data / "vqav2"), tiny=True)
-    return Path(data), work / "vocab"
-
-
-@pytest.fixture()
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.mark.usefixtures("_one_thread")
-def test_tiny_gpv1_recipe_fast_dev_run(shapes: tuple[Path, Path], tmp_path: Path) -> None:
-    data, vocab = shapes
+@pytest.mark.usefixtures("one_thread")
+def test_tiny_gpv1_recipe_fast_dev_run(shapes_and_vocab: tuple[Path, Path], tmp_path: Path) -> None:
+    data, vocab = shapes_and_vocab
     recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "gpv1.yaml")
-    cli = make_cli(
+    cli = run_lightning_cli(
         ["fit", "-c", str(recipe), "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path}"]
     )
     assert cli.trainer.global_step == 2
     assert torch.isfinite(cli.trainer.logged_metrics["train/loss"])
 
 
-@pytest.mark.usefixtures("_one_thread")
-def test_tiny_vistallm_recipe_trains(shapes: tuple[Path, Path], tmp_path: Path) -> None:
-    data, _ = shapes
+@pytest.mark.usefixtures("one_thread")
+def test_tiny_vistallm_recipe_trains(shapes_and_vocab: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = shapes_and_vocab
     recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "vistallm.yaml")
-    cli = make_cli(["fit", "-c", str(recipe), "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
-                "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+    args = ["fit", "-c", str(recipe), "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+            "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    cli = run_lightning_cli(args)
     assert cli.trainer.global_step == 2
 
 
-@pytest.mark.usefixtures("_one_thread")
-def test_tiny_vistallm_recipe_fast_dev_run(shapes: tuple[Path, Path], tmp_path: Path) -> None:
-    data, _ = shapes
+@pytest.mark.usefixtures("one_thread")
+def test_tiny_vistallm_recipe_fast_dev_run(shapes_and_vocab: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = shapes_and_vocab
     recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "vistallm.yaml")
-    cli = make_cli(
+    cli = run_lightning_cli(
         ["fit", "-c", str(recipe), "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path}"]
     )
     assert cli.trainer.global_step == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,9 +44,5 @@ def tiny_model(tiny_config: GPV1Config) -> GPV1:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The test machine's cores are shared: one thread is several times faster than two there.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one thread."""
