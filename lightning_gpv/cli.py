@@ -39,7 +39,7 @@ class GPVLightningCLI(LightningCLI):
         super().instantiate_classes()
         init_weights = self._get(self.config, "init_weights") if self.subcommand else None
         if init_weights:
-            checkpoint = torch.load(init_weights, map_location="cpu", weights_only=False)
+            checkpoint = torch.load(init_weights, map_location="cpu", weights_only=True)
             self.model.load_state_dict(checkpoint["state_dict"])
         processor = getattr(self.model, "processor", None)
         connect = getattr(self.datamodule, "connect", None)

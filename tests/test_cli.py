@@ -137,3 +137,21 @@ data:
         assert record.scheduler[name] == saved_sched[name], name
     assert resumed.trainer.global_step == 6
     assert torch.load(ckpt_dir / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 6
+
+
+def test_init_weights_loads_the_model_weights_of_a_checkpoint(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, vocab = shapes_and_vocab
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
+    common = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    run_lightning_cli(["fit", "-c", str(recipe), "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+                       f"--trainer.default_root_dir={tmp_path / 'a'}", *common])  # fmt: skip
+    (ckpt,) = (tmp_path / "a").rglob("last.ckpt")
+    cli = run_lightning_cli(["validate", "-c", str(recipe), "--init_weights", str(ckpt),
+                             "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path / 'b'}",
+                             *common])  # fmt: skip
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    loaded = cli.model.state_dict()
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
