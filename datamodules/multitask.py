@@ -49,7 +49,9 @@ class MultiTaskDataModule(LightningDataModule):
         datamodules: The children; each brings its own files, splits and options (their batch sizes and
             workers are not used: the mixed loaders use this module's).
         weights: One per child: its share of the training samples drawn. ``None`` = uniform over all samples.
-        samples_per_epoch: Training samples drawn per epoch with ``weights`` (default: the total size).
+        samples_per_epoch: Training samples drawn per epoch (default: the total size).
+            Without ``weights`` they are whole shuffles of all samples (the last one cut short), so no sample
+            repeats within a shuffle.
         batch_size: Samples per batch.
         num_workers: DataLoader worker processes.
         processor: The model's processor, handed to every child (also via :meth:`connect`).
@@ -123,10 +125,11 @@ class MultiTaskDataModule(LightningDataModule):
         return kids
 
     def train_sampler(self, dataset: ConcatDataset) -> Sampler[int]:
-        """Uniform shuffle (``weights=None``) or the weighted draw, seeded with ``seed``."""
+        """Uniform shuffles (``weights=None``) or the weighted draw, ``samples_per_epoch`` long, seeded with
+        ``seed``."""
         generator = torch.Generator().manual_seed(self.seed)
         if self.weights is None:
-            return RandomSampler(dataset, generator=generator)
+            return RandomSampler(dataset, num_samples=self.samples_per_epoch, generator=generator)
         kids = self._training_children()
         weights = [w for w, dm in zip(self.weights, self.datamodules) if dm in kids]
         sizes = [len(d) for d in dataset.datasets]

@@ -33,6 +33,15 @@ def test_uniform_concatenation(coco_root: Path, vqa_root: Path) -> None:
     assert {s.task for b in vals[1] for s in b} == {Task.VQA}
 
 
+def test_uniform_shuffles_honour_samples_per_epoch(coco_root: Path, vqa_root: Path) -> None:
+    dm = MultiTaskDataModule(children(coco_root, vqa_root), samples_per_epoch=50, batch_size=10, seed=1)
+    dm.setup("fit")
+    ids = [s.sample_id for b in dm.train_dataloader() for s in b]
+    assert len(ids) == 50
+    # Whole shuffles of the 19 samples first: each appears 2 or 3 times, never twice within a shuffle.
+    assert set(Counter(ids).values()) == {2, 3} and len(set(ids[:19])) == len(set(ids[19:38])) == 19
+
+
 def test_weighted_mixing(coco_root: Path, vqa_root: Path) -> None:
     dm = MultiTaskDataModule(
         children(coco_root, vqa_root), weights=[1.0, 3.0], samples_per_epoch=4000, batch_size=100
