@@ -4,14 +4,17 @@ COCO-SCE-style split. See ``docs/shapesworld.md``.
 """
 
 from lightning_gpv.shapesworld.build import MANIFEST, coco_subset, make_shapes, plan, verify
-from lightning_gpv.shapesworld.scene import COLORS, GENERATOR_VERSION, SHAPES, SIZES
+from lightning_gpv.shapesworld.sample import SceneStyle
+from lightning_gpv.shapesworld.scene import BACKGROUNDS, COLORS, GENERATOR_VERSION, SHAPES, SIZES
 
 __all__ = [
+    "BACKGROUNDS",
     "COLORS",
     "GENERATOR_VERSION",
     "MANIFEST",
     "SHAPES",
     "SIZES",
+    "SceneStyle",
     "coco_subset",
     "make_shapes",
     "plan",

@@ -27,7 +27,7 @@ from lightning_gpv.shapesworld.nlvr2 import PAIRS_PER_SET, build_nlvr2
 from lightning_gpv.shapesworld.questions import annotate, questions
 from lightning_gpv.shapesworld.refcoco import REFER_FILES, image_grefs, image_part, image_refs, split_name
 from lightning_gpv.shapesworld.render import render_record
-from lightning_gpv.shapesworld.sample import sample_scene
+from lightning_gpv.shapesworld.sample import DEFAULT_STYLE, SceneStyle, sample_scene
 from lightning_gpv.shapesworld.sce import split_categories, split_images
 from lightning_gpv.shapesworld.scene import GENERATOR_VERSION, SHAPES, STREAMS, seed_rng
 
@@ -67,10 +67,10 @@ class _Collector:
         self.index: list[tuple[int, int, str]] = []
 
 
-def _coco_image(out: Path, seed: int, i: int, col: _Collector) -> None:
+def _coco_image(out: Path, seed: int, i: int, col: _Collector, style: SceneStyle) -> None:
     """Render image ``i`` and collect its COCO, caption, VQA and referring annotations."""
     image_id, subset = i + 1, coco_subset(i)
-    image, record, _ = render_record(sample_scene(seed_rng(seed, STREAMS["scenes"], i)))
+    image, record, _ = render_record(sample_scene(seed_rng(seed, STREAMS["scenes"], i), style=style))
     entry = coco.image_entry(image_id, coco.coco_file_name(subset, image_id), record)
     write_jpeg(out / "coco" / "images" / subset / entry["file_name"], image)
     col.index.append((i, image_id, subset))
@@ -152,7 +152,9 @@ def _write_coco_family(out: Path, seed: int, col: _Collector) -> dict[str, Any]:
     return counts
 
 
-def generate(out: Path, num_images: int, seed: int, progress: bool = True) -> dict[str, Any]:
+def generate(
+    out: Path, num_images: int, seed: int, progress: bool = True, style: SceneStyle = DEFAULT_STYLE
+) -> dict[str, Any]:
     """Write every file of the data set (but not the manifest) under ``out``; return counts."""
     sizes = plan(num_images)
     total = num_images + 2 * PAIRS_PER_SET * sizes["nlvr2_sets"]
@@ -161,18 +163,18 @@ def generate(out: Path, num_images: int, seed: int, progress: bool = True) -> di
     with tqdm(total=total, desc="make-shapes", unit="item", disable=not progress, dynamic_ncols=True) as bar:
         bar.set_postfix_str("coco")
         for i in range(num_images):
-            _coco_image(out, seed, i, col)
+            _coco_image(out, seed, i, col, style)
             bar.update(1)
         counts = _write_coco_family(out, seed, col)
         bar.set_postfix_str("nlvr2")
-        counts["nlvr2"] = build_nlvr2(out / "nlvr2", seed, sizes["nlvr2_sets"], bar.update)
+        counts["nlvr2"] = build_nlvr2(out / "nlvr2", seed, sizes["nlvr2_sets"], bar.update, style)
         bar.set_postfix_str("coseg")
         counts["coseg_images"] = build_coseg(
-            out / "coseg" / "pascal", seed, sizes["coseg_per_class"], bar.update
+            out / "coseg" / "pascal", seed, sizes["coseg_per_class"], bar.update, style
         )
         bar.set_postfix_str("attcoseg")
         counts["attcoseg_groups"] = build_attcoseg(
-            out / "attcoseg", seed, sizes["attcoseg_groups"], bar.update
+            out / "attcoseg", seed, sizes["attcoseg_groups"], bar.update, style
         )
     write_json(out / "coco_sce" / "split_categories.json", split_categories())
     write_json(out / "coco_sce" / "split_images.json", split_images(col.index))
@@ -216,7 +218,12 @@ def _swap(tmp: Path, root: Path) -> None:
 
 
 def make_shapes(
-    root: str | os.PathLike[str], num_images: int, seed: int, overwrite: bool = False, progress: bool = True
+    root: str | os.PathLike[str],
+    num_images: int,
+    seed: int,
+    overwrite: bool = False,
+    progress: bool = True,
+    style: SceneStyle = DEFAULT_STYLE,
 ) -> Path:
     """Generate ShapesWorld at ``root`` and return its path.
 
@@ -224,9 +231,10 @@ def make_shapes(
         root: Output folder. It must be absent or empty unless ``overwrite`` is true.
         num_images: Number of COCO-style scenes (at least :data:`MIN_IMAGES`); NLVR2, co-seg and
             AttCoSeg sizes follow from it (see :func:`plan`).
-        seed: Non-negative seed; the same seed and ``num_images`` give byte-identical files.
+        seed: Non-negative seed; the same seed, ``num_images`` and ``style`` give byte-identical files.
         overwrite: Replace a non-empty ``root`` (only once the new set is complete).
         progress: Show a tqdm progress bar.
+        style: How cluttered the scenes are (default: the full ShapesWorld); recorded in the manifest.
 
     Raises:
         FileExistsError: ``root`` is non-empty and ``overwrite`` is false, or is a file.
@@ -245,7 +253,7 @@ def make_shapes(
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)
-        counts = generate(tmp, num_images, seed, progress)
+        counts = generate(tmp, num_images, seed, progress, style)
         manifest = {
             "counts": counts,
             "files": file_list(tmp),
@@ -254,6 +262,7 @@ def make_shapes(
             "num_images": num_images,
             "plan": plan(num_images),
             "seed": seed,
+            "style": style.to_json(),
         }
         write_json(tmp / MANIFEST, manifest)
         _swap(tmp, root)

@@ -1,4 +1,5 @@
-"""The ``make-shapes`` command: ``lightning-gpv make-shapes --root DIR --num-images N --seed S``."""
+"""The ``make-shapes`` command: ``lightning-gpv make-shapes --root DIR --num-images N --seed S``
+(``--max-objects K --backgrounds plain ...`` for sparser scenes)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 from lightning_gpv.shapesworld.build import MIN_IMAGES, make_shapes
+from lightning_gpv.shapesworld.sample import MAX_OBJECTS, SceneStyle
+from lightning_gpv.shapesworld.scene import BACKGROUNDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -20,6 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     parser.add_argument(
+        "--max-objects",
+        type=int,
+        default=MAX_OBJECTS,
+        help=f"scenes have 1 to this many objects, at most {MAX_OBJECTS} (default {MAX_OBJECTS})",
+    )
+    parser.add_argument(
+        "--backgrounds",
+        nargs="+",
+        choices=BACKGROUNDS,
+        default=list(BACKGROUNDS),
+        help="background kinds to draw from (default: all)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty root once the new set is complete"
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
@@ -29,8 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``make-shapes`` with parsed ``args``; return the process exit status."""
     try:
+        style = SceneStyle(max_objects=args.max_objects, backgrounds=tuple(args.backgrounds))
         root = make_shapes(
-            args.root, args.num_images, args.seed, overwrite=args.overwrite, progress=not args.no_progress
+            args.root,
+            args.num_images,
+            args.seed,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            style=style,
         )
     except (FileExistsError, ValueError) as err:
         print(f"make-shapes: error: {err}", file=sys.stderr)

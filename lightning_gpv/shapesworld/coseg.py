@@ -30,7 +30,7 @@ from lightning_gpv.shapesworld.coco import (
 from lightning_gpv.shapesworld.files import write_jpeg, write_json, write_png
 from lightning_gpv.shapesworld.language import pick
 from lightning_gpv.shapesworld.render import render_record
-from lightning_gpv.shapesworld.sample import ObjectSpec, sample_scene
+from lightning_gpv.shapesworld.sample import DEFAULT_STYLE, ObjectSpec, SceneStyle, sample_scene
 from lightning_gpv.shapesworld.scene import (
     COLORS,
     COLUMNS,
@@ -50,12 +50,16 @@ ATTCOSEG_SPLITS = ("train", "val", "test")
 Attrs = tuple[str, str, str, str]
 
 
-def build_coseg(root: Path, seed: int, per_class: int, tick: Callable[[int], None]) -> int:
+def build_coseg(
+    root: Path, seed: int, per_class: int, tick: Callable[[int], None], style: SceneStyle = DEFAULT_STYLE
+) -> int:
     """Write the PASCAL-layout co-segmentation set under ``root`` (``coseg/pascal``); return #images."""
     for c, shape in enumerate(SHAPES):
         for k in range(per_class):
             rng = seed_rng(seed, STREAMS["coseg"], c * 100_000 + k)
-            image, record, visible = render_record(sample_scene(rng, required=(ObjectSpec(shape=shape),)))
+            image, record, visible = render_record(
+                sample_scene(rng, required=(ObjectSpec(shape=shape),), style=style)
+            )
             gt = np.zeros((record.height, record.width), dtype=np.uint8)
             for inst, mask in zip(record.instances, visible):
                 if inst.obj.shape == shape:
@@ -124,11 +128,11 @@ class Group:
     target: Attrs
 
 
-def _draw(rng: np.random.Generator, required: tuple[ObjectSpec, ...]) -> Rendered:
-    return Rendered(*render_record(sample_scene(rng, required=required)))
+def _draw(rng: np.random.Generator, required: tuple[ObjectSpec, ...], style: SceneStyle) -> Rendered:
+    return Rendered(*render_record(sample_scene(rng, required=required, style=style)))
 
 
-def sample_group(rng: np.random.Generator, max_tries: int = 200) -> Group:
+def sample_group(rng: np.random.Generator, max_tries: int = 200, style: SceneStyle = DEFAULT_STYLE) -> Group:
     """Sample one AttCoSeg group (3 to 5 images; see the module docstring for the rules)."""
     size = int(rng.integers(3, 6))
     first, second = sorted(int(i) for i in rng.choice(size, size=2, replace=False))
@@ -144,12 +148,12 @@ def sample_group(rng: np.random.Generator, max_tries: int = 200) -> Group:
     for idx in order:
         for _ in range(max_tries):
             if idx in positives:
-                item = _draw(rng, (ObjectSpec(*target),))
+                item = _draw(rng, (ObjectSpec(*target),), style)
                 if sum(attributes(item.record, i) == target for i in item.record.instances) != 1:
                     continue
                 allowed = {target}
             else:
-                item = _draw(rng, (_hard_negative(target, rng),) if rng.random() < 0.6 else ())
+                item = _draw(rng, (_hard_negative(target, rng),) if rng.random() < 0.6 else (), style)
                 allowed = set()
             if all(_tuples(item.record) & _tuples(o.record) == allowed for o in slots if o is not None):
                 slots[idx] = item
@@ -159,7 +163,9 @@ def sample_group(rng: np.random.Generator, max_tries: int = 200) -> Group:
     return Group([m for m in slots if m is not None], positives, target)
 
 
-def build_attcoseg(root: Path, seed: int, num_groups: int, tick: Callable[[int], None]) -> dict[str, int]:
+def build_attcoseg(
+    root: Path, seed: int, num_groups: int, tick: Callable[[int], None], style: SceneStyle = DEFAULT_STYLE
+) -> dict[str, int]:
     """Write AttCoSeg under ``root`` (the ``attcoseg`` folder); return the number of groups per split."""
     data: dict[str, dict[str, list[Any]]] = {
         s: {"images": [], "annotations": [], "groups": []} for s in ATTCOSEG_SPLITS
@@ -167,7 +173,7 @@ def build_attcoseg(root: Path, seed: int, num_groups: int, tick: Callable[[int],
     for group_id in range(num_groups):
         rng = seed_rng(seed, STREAMS["attcoseg"], group_id)
         split = group_split(group_id)
-        group = sample_group(rng)
+        group = sample_group(rng, style=style)
         pos, target = group.positives, group.target
         image_ids, ann_ids = [], []
         for k, member in enumerate(group.members):

@@ -18,7 +18,7 @@ import numpy as np
 from lightning_gpv.shapesworld.files import write_jsonl, write_png
 from lightning_gpv.shapesworld.language import pick
 from lightning_gpv.shapesworld.render import render_record
-from lightning_gpv.shapesworld.sample import ObjectSpec, sample_scene
+from lightning_gpv.shapesworld.sample import DEFAULT_STYLE, ObjectSpec, SceneStyle, sample_scene
 from lightning_gpv.shapesworld.scene import SHAPES, STREAMS, Scene, seed_rng
 from lightning_gpv.shapesworld.statements import statement_for
 
@@ -42,9 +42,9 @@ def image_path(split: str, set_id: int, pair_id: int, side: int) -> str:
     return f"images/{split}/{name}"
 
 
-def _scene(rng: np.random.Generator, topic: str) -> Scene:
+def _scene(rng: np.random.Generator, topic: str, style: SceneStyle) -> Scene:
     required = (ObjectSpec(shape=topic),) if rng.random() < 0.6 else ()
-    return sample_scene(rng, required=required)
+    return sample_scene(rng, required=required, style=style)
 
 
 def _judgements(rng: np.random.Generator, label: bool, count: int) -> dict[str, str]:
@@ -55,7 +55,7 @@ def _judgements(rng: np.random.Generator, label: bool, count: int) -> dict[str, 
     return out
 
 
-def build_set(root: Path, seed: int, set_id: int) -> list[dict[str, Any]]:
+def build_set(root: Path, seed: int, set_id: int, style: SceneStyle = DEFAULT_STYLE) -> list[dict[str, Any]]:
     """Render the eight images of one set under ``root`` and return its JSON-lines rows."""
     rng = seed_rng(seed, STREAMS["nlvr2"], set_id)
     split = set_split(set_id)
@@ -64,7 +64,7 @@ def build_set(root: Path, seed: int, set_id: int) -> list[dict[str, Any]]:
     for pair_id in range(PAIRS_PER_SET):
         records = []
         for side in range(2):
-            image, record, _ = render_record(_scene(rng, topic))
+            image, record, _ = render_record(_scene(rng, topic, style))
             write_png(root / image_path(split, set_id, pair_id, side), image)
             records.append(record)
         pairs.append((records[0], records[1]))
@@ -94,11 +94,13 @@ def build_set(root: Path, seed: int, set_id: int) -> list[dict[str, Any]]:
     return rows
 
 
-def build_nlvr2(root: Path, seed: int, num_sets: int, tick: Callable[[int], None]) -> dict[str, int]:
+def build_nlvr2(
+    root: Path, seed: int, num_sets: int, tick: Callable[[int], None], style: SceneStyle = DEFAULT_STYLE
+) -> dict[str, int]:
     """Write the NLVR2 files under ``root`` (the ``nlvr2`` folder); return example counts per split."""
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for set_id in range(num_sets):
-        rows[set_split(set_id)].extend(build_set(root, seed, set_id))
+        rows[set_split(set_id)].extend(build_set(root, seed, set_id, style))
         tick(2 * PAIRS_PER_SET)
     for split, split_rows in rows.items():
         write_jsonl(root / "data" / f"{split}.json", split_rows)

@@ -19,7 +19,7 @@ from lightning_gpv.shapesworld import build as build_module
 from lightning_gpv.shapesworld.cli import main
 from lightning_gpv.shapesworld.language import captions, counted, is_extreme, relation, relation_holds, select
 from lightning_gpv.shapesworld.render import render_record
-from lightning_gpv.shapesworld.sample import ObjectSpec, sample_scene
+from lightning_gpv.shapesworld.sample import ObjectSpec, SceneStyle, sample_scene
 from lightning_gpv.shapesworld.scene import (
     MIN_VISIBLE_FRACTION,
     STREAMS,
@@ -158,6 +158,44 @@ def test_scene_invariants(index: int) -> None:
         exact = mask.astype(bool)
         assert (poly & exact).sum() / (poly | exact).sum() > 0.97
         assert poly.sum() == inst.area
+
+
+def test_scene_style_bounds_objects_and_backgrounds() -> None:
+    style = SceneStyle(max_objects=2, backgrounds=("plain", "striped"))
+    scenes = [sample_scene(seed_rng(0, STREAMS["scenes"], i), style=style) for i in range(60)]
+    assert {len(s.objects) for s in scenes} == {1, 2}
+    assert {s.background.kind for s in scenes} == {"plain", "striped"}
+    # Required objects are always placed, even beyond max_objects.
+    rng = np.random.Generator(np.random.PCG64(1))
+    required = (ObjectSpec(shape="star"), ObjectSpec(shape="heart"))
+    scene = sample_scene(rng, required=required, style=SceneStyle(max_objects=1))
+    assert sorted(o.shape for o in scene.objects) == ["heart", "star"]
+    # The default style is the full world, draw for draw.
+    default = [sample_scene(seed_rng(0, STREAMS["scenes"], i)) for i in range(5)]
+    assert default == [sample_scene(seed_rng(0, STREAMS["scenes"], i), style=SceneStyle()) for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"max_objects": 0}, "max_objects"), ({"max_objects": 7}, "max_objects"),
+     ({"backgrounds": ()}, "backgrounds"), ({"backgrounds": ("plain", "lava")}, "backgrounds")],
+)  # fmt: skip
+def test_scene_style_rejects_bad_values(kwargs: dict, field: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=field):
+        SceneStyle(**kwargs)
+
+
+def test_cli_style_reaches_every_scene_and_the_manifest(tmp_path: Path) -> None:
+    root = tmp_path / "sparse"
+    argv = ["--root", str(root), "--num-images", "12", "--max-objects", "2", "--backgrounds", "plain"]
+    assert main([*argv, "--no-progress"]) == 0
+    manifest = verify(root)
+    assert manifest["style"] == {"backgrounds": ["plain"], "max_objects": 2}
+    for subset in ("train2014", "val2014"):
+        doc = json.loads((root / "coco" / "annotations" / f"instances_{subset}.json").read_text())
+        per_image = np.bincount([a["image_id"] for a in doc["annotations"]])
+        assert per_image.max() <= 2
+    assert main(["--root", str(tmp_path / "bad"), "--max-objects", "9", "--no-progress"]) == 2
 
 
 def test_required_objects_are_on_top_and_in_place() -> None:
