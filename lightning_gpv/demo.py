@@ -21,10 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lightning_gpv.shapesworld import SceneStyle
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 GPV1_METRICS = {
@@ -42,6 +49,30 @@ VISTALLM_METRICS = {
     "nlvr2_accuracy": "test/nlvr2/accuracy",
 }
 """metrics.json name -> the logged test metric of VistaLLMModule."""
+STYLE = SceneStyle(max_objects=3, backgrounds=("plain",))
+"""The demo's ShapesWorld: up to 3 objects on plain backgrounds, where tiny models trained from scratch
+learn to localise in CPU minutes (on the full world VistaLLM's REC stays near 0 for 20 minutes of training,
+see docs/benchmarks.md)."""
+
+NUM_IMAGES = 3000
+Metrics = dict[str, dict[str, float]]
+
+# Set in a demo child process (see ``run_parallel``): where StepReporter sends (model, phase, step, total).
+_REPORT: Any = None
+_MODEL = ""
+
+
+class StepReporter(Callback):
+    """Sends the training step of a demo child process to the parent, which draws the progress bars."""
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if _REPORT is not None:
+            _REPORT.put((_MODEL, "fit", trainer.global_step, trainer.estimated_stepping_batches))
+
+
+def _report(phase: str) -> None:
+    if _REPORT is not None:
+        _REPORT.put((_MODEL, phase, 0, 0))
 
 
 def move_aside(out: Path) -> Path | None:
@@ -118,8 +149,10 @@ def fit_and_test(
     untrained = run_lightning_cli(["-c", str(recipe), *overrides], run=False, overwrite_config=True)
     trained = run_lightning_cli(["fit", "-c", str(recipe), *overrides], overwrite_config=True)
     print(f"== {name}: testing the trained and the untrained model")
+    _report("test")
     after = _test(trained.model, trained.datamodule)
     before = _test(untrained.model, untrained.datamodule)
+    _report("pictures")
     _pictures(trained.model, trained.datamodule, out / "pictures" / name, 2 if quick else 4)
 
     def named(metrics: dict[str, float]) -> dict[str, float]:
@@ -128,14 +161,23 @@ def fit_and_test(
     return {"trained": named(after), "untrained": named(before)}
 
 
-def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None) -> dict[str, dict[str, float]]:
+def _progress_overrides(bars: bool) -> list[str]:
+    """CLI overrides that replace Lightning's progress bar by :class:`StepReporter` (``bars=False``)."""
+    return (
+        []
+        if bars
+        else ["--trainer.enable_progress_bar=false", f"--trainer.callbacks+={__name__}.StepReporter"]
+    )
+
+
+def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None, bars: bool = True) -> Metrics:
     """Build the vocabularies, fit tiny GPV-1 with the CLI, and test the trained and untrained models."""
     from lightning_gpv.build_vocab import build
 
     vocab = out / "vocab"
     build(vocab, coco_root=str(data / "coco"), vqa_root=str(data / "vqav2"), tiny=True)
     recipe = tiny_recipe("gpv1_shapes", data, vocab, out / "gpv1_recipe.yaml")
-    overrides = [f"--trainer.default_root_dir={out / 'gpv1'}"]
+    overrides = [f"--trainer.default_root_dir={out / 'gpv1'}", *_progress_overrides(bars)]
     if epochs is not None:
         overrides.append(f"--trainer.max_epochs={epochs}")
     if quick:
@@ -143,12 +185,10 @@ def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None) -> d
     return fit_and_test("gpv1", recipe, overrides, GPV1_METRICS, out, quick)
 
 
-def run_vistallm(
-    out: Path, data: Path, quick: bool, epochs: int | None = None
-) -> dict[str, dict[str, float]]:
+def run_vistallm(out: Path, data: Path, quick: bool, epochs: int | None = None, bars: bool = True) -> Metrics:
     """Fit tiny VistaLLM (stage 1) with the CLI, and test the trained and untrained models."""
     recipe = tiny_recipe("vistallm_shapes", data, None, out / "vistallm_recipe.yaml")
-    overrides = [f"--trainer.default_root_dir={out / 'vistallm'}"]
+    overrides = [f"--trainer.default_root_dir={out / 'vistallm'}", *_progress_overrides(bars)]
     if epochs is not None:
         overrides.append(f"--trainer.max_epochs={epochs}")
     if quick:
@@ -157,7 +197,84 @@ def run_vistallm(
     return fit_and_test("vistallm", recipe, overrides, VISTALLM_METRICS, out, quick)
 
 
-def table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
+RUNNERS: dict[str, Callable[..., Metrics]] = {"gpv1": run_gpv1, "vistallm": run_vistallm}
+
+
+def _init_child(report: Any, threads: int) -> None:
+    global _REPORT
+    _REPORT = report
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _child(name: str, out: Path, data: Path, quick: bool, epochs: int | None) -> Metrics:
+    """One model's part in a child process; everything it prints goes to ``OUT/<name>.log``."""
+    global _MODEL
+    _MODEL = name
+    log = open(out / f"{name}.log", "w", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the process)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log.fileno(), 1)  # also what C extensions and warnings write
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    return RUNNERS[name](out, data, quick, epochs, bars=False)
+
+
+def run_parallel(
+    epochs: dict[str, int | None], out: Path, data: Path, quick: bool, threads: int
+) -> dict[str, Metrics]:
+    """Run the models of ``epochs`` (name -> epochs or None) at the same time, one process each.
+
+    The tiny models use one core each, so on a 2-core machine this halves the demo's time. Each child's
+    output goes to ``OUT/<name>.log``; here one progress bar per model shows its training steps.
+    """
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
+    print(
+        f"demo: fitting {', '.join(epochs)} in parallel; logs in "
+        + ", ".join(str(out / f"{n}.log") for n in epochs)
+    )
+    with ctx.Manager() as manager:
+        report = manager.Queue()
+        with ProcessPoolExecutor(
+            len(epochs), mp_context=ctx, initializer=_init_child, initargs=(report, threads)
+        ) as pool:
+            futures: dict[str, Future[Metrics]] = {
+                name: pool.submit(_child, name, out, data, quick, n) for name, n in epochs.items()
+            }
+            bars = {
+                name: tqdm(desc=name, position=k, unit="step", dynamic_ncols=True)
+                for k, name in enumerate(futures)
+            }
+            while not all(f.done() for f in futures.values()):
+                try:
+                    name, phase, step, total = report.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                bar = bars[name]
+                if phase == "fit":
+                    bar.total, bar.n = total, step
+                    bar.refresh()
+                else:
+                    bar.set_postfix_str(phase)
+            for bar in bars.values():
+                bar.close()
+            results = {}
+            for name, future in futures.items():
+                error = future.exception()
+                if error is not None:
+                    raise RuntimeError(
+                        f"demo: {name} failed: {error!r}; see {out / f'{name}.log'}"
+                    ) from error
+                results[name] = future.result()
+    return results
+
+
+def table(metrics: dict[str, Metrics]) -> str:
     rows = [f"{'model':<10} {'metric':<26} {'untrained':>10} {'trained':>10} {'gain':>8}"]
     for model, runs in metrics.items():
         for name, value in runs.get("trained", {}).items():
@@ -169,12 +286,21 @@ def table(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lightning_gpv.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/demo", help="output folder (an earlier one is moved aside)")
-    parser.add_argument("--num-images", type=int, default=300, help="ShapesWorld scenes (default 300)")
+    parser.add_argument(
+        "--num-images", type=int, default=NUM_IMAGES, help=f"ShapesWorld scenes (default {NUM_IMAGES})"
+    )
     parser.add_argument("--epochs", type=int, help="GPV-1 epochs of 300 steps (default: the recipe's 12)")
     parser.add_argument("--vistallm-epochs", type=int, help="VistaLLM epochs (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="a few steps on 20 images (for tests)")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)"
+        "--threads", type=int, default=1, help="torch threads per model (1 is fastest on 2 shared cores)"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=2 if (os.cpu_count() or 1) > 1 else 1,
+        help="2: fit the two models at the same time, one process each (default with 2+ cores)",
     )
     args = parser.parse_args(argv)
 
@@ -190,11 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if moved is not None:
         print(f"demo: the earlier run in {out} was moved to {moved}")
     out.mkdir(parents=True)
-    data = make_shapes(out / "data", 20 if args.quick else args.num_images, seed=0, progress=True)
-    metrics = {
-        "gpv1": run_gpv1(out, Path(data), args.quick, args.epochs),
-        "vistallm": run_vistallm(out, Path(data), args.quick, args.vistallm_epochs),
-    }
+    num_images = 20 if args.quick else args.num_images
+    data = Path(make_shapes(out / "data", num_images, seed=0, progress=True, style=STYLE))
+    epochs = {"gpv1": args.epochs, "vistallm": args.vistallm_epochs}
+    if args.jobs == 2:
+        metrics = run_parallel(epochs, out, data, args.quick, args.threads)
+    else:
+        metrics = {name: RUNNERS[name](out, data, args.quick, n) for name, n in epochs.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(f"\n{table(metrics)}\n")
     print(f"demo: metrics in {out / 'metrics.json'}, pictures in {out / 'pictures'}; "
@@ -203,4 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Through the package module, not ``__main__``: the child processes and the CLI's StepReporter must
+    # see the same module globals.
+    from lightning_gpv.demo import main as package_main
+
+    raise SystemExit(package_main())

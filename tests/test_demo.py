@@ -18,7 +18,7 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
     out.mkdir()
     (out / "earlier.txt").write_text("an earlier run")
     try:
-        assert main(["--quick", "--out", str(out)]) == 0
+        assert main(["--quick", "--out", str(out), "--jobs", "2"]) == 0
     finally:
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
@@ -34,6 +34,9 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
             assert set(run) == set(names), model
             assert all(isinstance(v, float) and 0.0 <= v <= 10.0 for v in run.values())
     assert "localization_ap" in printed and "rec_acc@0.5" in printed and "trained" in printed
+    # The two models ran in their own processes (two cores here), each logging to its file.
+    assert "Testing" in (out / "gpv1.log").read_text() and "Testing" in (out / "vistallm.log").read_text()
+    assert json.loads((out / "data" / "shapesworld.json").read_text())["style"]["backgrounds"] == ["plain"]
     pictures = list((out / "pictures" / "gpv1").glob("*.png"))
     assert {p.name.split("_")[0] for p in pictures} >= {"localization", "vqa", "classification", "captioning"}
     pictures = list((out / "pictures" / "vistallm").glob("*.png"))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from lightning_gpv.shapesworld.build import MIN_IMAGES, make_shapes
 from lightning_gpv.shapesworld.sample import MAX_OBJECTS, SceneStyle
-from lightning_gpv.shapesworld.scene import BACKGROUNDS
+from lightning_gpv.shapesworld.scene import BACKGROUNDS, SIZES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="background kinds to draw from (default: all)",
     )
     parser.add_argument(
+        "--sizes",
+        nargs="+",
+        choices=tuple(SIZES),
+        default=list(SIZES),
+        help="size classes of the objects (default: all)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace a non-empty root once the new set is complete"
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
@@ -45,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``make-shapes`` with parsed ``args``; return the process exit status."""
     try:
-        style = SceneStyle(max_objects=args.max_objects, backgrounds=tuple(args.backgrounds))
+        style = SceneStyle(args.max_objects, tuple(args.backgrounds), tuple(args.sizes))
         root = make_shapes(
             args.root,
             args.num_images,

@@ -51,10 +51,12 @@ class SceneStyle:
         max_objects: Free scenes have 1 to ``max_objects`` objects (scenes with required objects may have
             more: every required object is placed).
         backgrounds: Background kinds drawn from (uniformly), a non-empty subset of ``BACKGROUNDS``.
+        sizes: Size classes of free objects (uniformly), a non-empty subset of ``SIZES``' keys.
     """
 
     max_objects: int = MAX_OBJECTS
     backgrounds: tuple[str, ...] = BACKGROUNDS
+    sizes: tuple[str, ...] = tuple(SIZES)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_objects <= MAX_OBJECTS:
@@ -64,11 +66,19 @@ class SceneStyle:
             raise ValueError(
                 f"backgrounds must be distinct names out of {BACKGROUNDS}, got {tuple(self.backgrounds)}"
             )
+        unknown = [s for s in self.sizes if s not in SIZES]
+        if not self.sizes or unknown or len(set(self.sizes)) != len(self.sizes):
+            raise ValueError(f"sizes must be distinct names out of {tuple(SIZES)}, got {tuple(self.sizes)}")
         object.__setattr__(self, "backgrounds", tuple(self.backgrounds))
+        object.__setattr__(self, "sizes", tuple(self.sizes))
 
     def to_json(self) -> dict[str, object]:
         """The style as written into the manifest."""
-        return {"backgrounds": list(self.backgrounds), "max_objects": self.max_objects}
+        return {
+            "backgrounds": list(self.backgrounds),
+            "max_objects": self.max_objects,
+            "sizes": list(self.sizes),
+        }
 
 
 DEFAULT_STYLE = SceneStyle()
@@ -116,7 +126,12 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str
 
 
 def _sample_object(
-    rng: np.random.Generator, width: int, height: int, spec: ObjectSpec, existing: list[ShapeObject]
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    spec: ObjectSpec,
+    existing: list[ShapeObject],
+    sizes: tuple[str, ...] = tuple(SIZES),
 ) -> ShapeObject | None:
     """One candidate object (``None`` when ``spec.position`` cannot fit this size)."""
     shape = spec.shape
@@ -127,7 +142,7 @@ def _sample_object(
     if color is None:
         reuse = existing and rng.random() < 0.3
         color = existing[int(rng.integers(len(existing)))].color if reuse else _pick(rng, tuple(COLORS))
-    size = spec.size or _pick(rng, tuple(SIZES))
+    size = spec.size or _pick(rng, sizes)
     lo, hi = SIZES[size]
     radius = round(float(rng.uniform(lo, hi)) * min(width, height), 2)
     angle = float(rng.uniform(-0.35, 0.35)) if shape == "heart" else float(rng.uniform(0.0, 2 * np.pi))
@@ -220,13 +235,13 @@ def sample_scene(
         canvas = _Canvas(width, height)
         for _ in range(max(total - len(required), 0)):
             for _ in range(max_tries):
-                obj = _sample_object(rng, width, height, ObjectSpec(), canvas.objects)
+                obj = _sample_object(rng, width, height, ObjectSpec(), canvas.objects, style.sizes)
                 if obj is not None and canvas.try_add(obj):
                     break
         ok = True
         for spec in required:
             for _ in range(4 * max_tries):
-                obj = _sample_object(rng, width, height, spec, canvas.objects)
+                obj = _sample_object(rng, width, height, spec, canvas.objects, style.sizes)
                 if obj is not None and canvas.try_add(obj, pin=True):
                     break
             else:

@@ -161,10 +161,11 @@ def test_scene_invariants(index: int) -> None:
 
 
 def test_scene_style_bounds_objects_and_backgrounds() -> None:
-    style = SceneStyle(max_objects=2, backgrounds=("plain", "striped"))
+    style = SceneStyle(max_objects=2, backgrounds=("plain", "striped"), sizes=("medium", "large"))
     scenes = [sample_scene(seed_rng(0, STREAMS["scenes"], i), style=style) for i in range(60)]
     assert {len(s.objects) for s in scenes} == {1, 2}
     assert {s.background.kind for s in scenes} == {"plain", "striped"}
+    assert {o.size for s in scenes for o in s.objects} == {"medium", "large"}
     # Required objects are always placed, even beyond max_objects.
     rng = np.random.Generator(np.random.PCG64(1))
     required = (ObjectSpec(shape="star"), ObjectSpec(shape="heart"))
@@ -178,7 +179,8 @@ def test_scene_style_bounds_objects_and_backgrounds() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [({"max_objects": 0}, "max_objects"), ({"max_objects": 7}, "max_objects"),
-     ({"backgrounds": ()}, "backgrounds"), ({"backgrounds": ("plain", "lava")}, "backgrounds")],
+     ({"backgrounds": ()}, "backgrounds"), ({"backgrounds": ("plain", "lava")}, "backgrounds"),
+     ({"sizes": ("huge",)}, "sizes"), ({"sizes": ("large", "large")}, "sizes")],
 )  # fmt: skip
 def test_scene_style_rejects_bad_values(kwargs: dict, field: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError, match=field):
@@ -188,9 +190,9 @@ def test_scene_style_rejects_bad_values(kwargs: dict, field: str) -> None:  # ty
 def test_cli_style_reaches_every_scene_and_the_manifest(tmp_path: Path) -> None:
     root = tmp_path / "sparse"
     argv = ["--root", str(root), "--num-images", "12", "--max-objects", "2", "--backgrounds", "plain"]
-    assert main([*argv, "--no-progress"]) == 0
+    assert main([*argv, "--sizes", "large", "--no-progress"]) == 0
     manifest = verify(root)
-    assert manifest["style"] == {"backgrounds": ["plain"], "max_objects": 2}
+    assert manifest["style"] == {"backgrounds": ["plain"], "max_objects": 2, "sizes": ["large"]}
     for subset in ("train2014", "val2014"):
         doc = json.loads((root / "coco" / "annotations" / f"instances_{subset}.json").read_text())
         per_image = np.bincount([a["image_id"] for a in doc["annotations"]])
