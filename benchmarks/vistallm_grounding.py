@@ -13,6 +13,9 @@ Trains ``VistaLLMConfig.tiny()`` (stage 1) on ShapesWorld RefCOCO REC only and p
 It ends with the REC metrics of a validation pass (``val/rec/acc@0.5``, ``val/rec/well_formed``).
 
     .venv/bin/python benchmarks/vistallm_grounding.py --root /tmp/shapes4k --num-images 4000 --steps 4000
+
+``--max-objects``, ``--backgrounds`` and ``--sizes`` generate a sparser world (``SceneStyle``);
+``--tasks rec res`` trains (and reports) RES too.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from datamodules.multitask import MultiTaskDataModule
 from datamodules.refcoco import RefCocoDataModule
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
-from lightning_gpv.shapesworld import make_shapes
+from lightning_gpv.shapesworld import BACKGROUNDS, SIZES, SceneStyle, make_shapes
 from lightning_gpv.systems.vistallm import VistaLLMModule
 
 
@@ -84,11 +87,16 @@ def main() -> None:
     parser.add_argument("--val-batches", type=int, default=16, help="batches of the final validation")
     parser.add_argument("--num-queries", type=int, help="QFormer queries per image (tiny default: 8)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-objects", type=int, default=6, help="when generating --root")
+    parser.add_argument("--backgrounds", nargs="+", default=list(BACKGROUNDS), help="when generating --root")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="when generating --root")
+    parser.add_argument("--tasks", nargs="+", default=["rec"], choices=("rec", "res"))
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     if not args.root.exists():
-        make_shapes(args.root, num_images=args.num_images, seed=0, progress=True)
+        style = SceneStyle(args.max_objects, tuple(args.backgrounds), tuple(args.sizes))
+        make_shapes(args.root, num_images=args.num_images, seed=0, progress=True, style=style)
     seed_everything(0)
     config = VistaLLMConfig.tiny()
     if args.num_queries is not None:
@@ -98,7 +106,7 @@ def main() -> None:
         str(args.root / "refcoco"),
         dataset="refcoco",
         split_by="unc",
-        tasks=["rec"],
+        tasks=args.tasks,
         image_dir=str(args.root / "coco" / "images" / "train2014"),
     )
     data = MultiTaskDataModule(
@@ -117,7 +125,7 @@ def main() -> None:
     Trainer(max_steps=args.steps, limit_val_batches=0, callbacks=[ImageUseProbe(batches, args.eval_every)],
             **common).fit(module, datamodule=data)  # fmt: skip
     (result,) = Trainer(limit_val_batches=args.val_batches, **common).validate(module, data, verbose=False)
-    print({k: round(v, 3) for k, v in sorted(result.items()) if k.startswith("val/rec")})
+    print({k: round(v, 3) for k, v in sorted(result.items()) if k.startswith(("val/rec", "val/res"))})
 
 
 if __name__ == "__main__":
