@@ -15,7 +15,7 @@ from datamodules.multitask import MultiTaskDataModule
 from datamodules.refcoco import RefCocoDataModule
 from datamodules.vqav2 import VQAv2DataModule
 from lightning_gpv.geometry import Mask
-from lightning_gpv.shapesworld import make_shapes
+from lightning_gpv.shapesworld import SceneStyle, make_shapes
 from lightning_gpv.systems.vistallm import VistaLLMModule, warmup_cosine
 from lightning_gpv.tasks import Prediction, Target, Task, TaskSample
 
@@ -127,19 +127,30 @@ def test_fit_validate_predict_and_checkpoint_round_trip(module: VistaLLMModule, 
 
 
 def _shapesworld_data(root: Path, module: VistaLLMModule, batch_size: int, steps: int) -> MultiTaskDataModule:
-    refcoco = RefCocoDataModule(
-        str(root / "refcoco"),
-        dataset="refcoco",
-        split_by="unc",
-        tasks=["rec", "res"],
-        image_dir=str(root / "coco" / "images" / "train2014"),
-        shuffle=False,
+    """REC, RES and VQA of ShapesWorld mixed 0.7 / 0.05 / 0.25 (RES only needs to learn its format here)."""
+    images = str(root / "coco" / "images" / "train2014")
+    rec, res = (
+        RefCocoDataModule(
+            str(root / "refcoco"),
+            dataset="refcoco",
+            split_by="unc",
+            tasks=[task],
+            image_dir=images,
+            shuffle=False,
+        )  # fmt: skip
+        for task in ("rec", "res")
     )
     vqa = VQAv2DataModule(
         str(root / "vqav2"), image_dir=str(root / "coco" / "images" / "{split}"), shuffle=False
     )
-    return MultiTaskDataModule([refcoco, vqa], weights=[0.6, 0.4], samples_per_epoch=steps * batch_size,
-                               batch_size=batch_size, processor=module.processor, seed=0)  # fmt: skip
+    return MultiTaskDataModule(
+        [rec, res, vqa],
+        weights=[0.7, 0.05, 0.25],
+        samples_per_epoch=steps * batch_size,
+        batch_size=batch_size,
+        processor=module.processor,
+        seed=0,
+    )
 
 
 def _visual_spread(module: VistaLLMModule, data: MultiTaskDataModule) -> float:
@@ -162,22 +173,22 @@ def _visual_spread(module: VistaLLMModule, data: MultiTaskDataModule) -> float:
 
 @pytest.mark.slow
 def test_tiny_vistallm_learns_shapesworld(tmp_path: Path) -> None:
-    """Stage-1 training of the tiny model on ShapesWorld REC, RES and VQA (CPU, about 3 minutes).
+    """Stage-1 training of the tiny model on ShapesWorld REC, RES and VQA (CPU, about 7 minutes).
 
-    Held-out validation (RefCOCO ``val``, VQAv2 ``val2014``) before and after: VQA accuracy rises by at least
-    0.05, the model answers REC with exactly one box and RES with 32-point masks, and the visual tokens still
-    depend on the image (spread 0.035 measured; with BERT's 0.02 init in the tiny QFormer they collapse to
-    one vector for every image, spread 0.004). REC Acc@0.5 and RES mIoU are reported (both stay at 0 here)
-    and REC must not fall; grounding expressions from scratch with a random frozen encoder takes far more
-    data and steps than a CPU test affords (see the VistaLLM issue's notes), so the +0.05 REC target is not
-    asserted here.
+    The world is the demo's sparse one (1-3 medium or large objects on plain backgrounds): in the full world
+    a from-scratch tiny VistaLLM needs far more than CPU minutes to ground expressions (docs/benchmarks.md).
+    Held-out validation (RefCOCO ``val``, VQAv2 ``val2014``) before and after: REC Acc@0.5 and VQA accuracy
+    rise by at least 0.05, REC answers are exactly one box and RES answers masks of 32 points, and the visual
+    tokens still depend on the image (with BERT's 0.02 init in the tiny QFormer they collapse to one vector
+    for every image, spread 0.004).
     """
-    root = make_shapes(tmp_path / "shapes", num_images=200, seed=0, progress=False)
-    steps, batch_size = 450, 16
+    style = SceneStyle(max_objects=3, backgrounds=("plain",), sizes=("medium", "large"))
+    root = make_shapes(tmp_path / "shapes", num_images=4000, seed=0, progress=False, style=style)
+    steps, batch_size = 2500, 16
     seed_everything(0)
     module = VistaLLMModule(load_weights=False, lr=1e-3, max_new_tokens=72)
     data = _shapesworld_data(root, module, batch_size, steps)
-    kwargs = {"limit_val_batches": 4, "num_sanity_val_steps": 0}
+    kwargs = {"limit_val_batches": 16, "num_sanity_val_steps": 0}
 
     before = _trainer(**kwargs).validate(module, datamodule=data, verbose=False)
     before = {k: v for result in before for k, v in result.items()}
@@ -187,9 +198,9 @@ def test_tiny_vistallm_learns_shapesworld(tmp_path: Path) -> None:
     spread = _visual_spread(module, data)
     print({k: (round(before[k], 3), round(after[k], 3)) for k in sorted(after) if k in before}, spread)
 
+    assert after["val/rec/acc@0.5"] >= before["val/rec/acc@0.5"] + 0.05
     assert after["val/vqa/accuracy"] >= before["val/vqa/accuracy"] + 0.05
     assert after["val/rec/well_formed"] >= 0.9  # exactly one parseable box
     assert after["val/res/well_formed"] >= 0.9  # parseable masks of exactly 32 points
-    assert after["val/rec/acc@0.5"] >= before["val/rec/acc@0.5"]
     assert after["val/loss"] < before["val/loss"] - 1.0
     assert spread > 0.01
