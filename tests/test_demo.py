@@ -41,3 +41,17 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
     assert {p.name.split("_")[0] for p in pictures} >= {"localization", "vqa", "classification", "captioning"}
     pictures = list((out / "pictures" / "vistallm").glob("*.png"))
     assert {p.name.split("_")[0] for p in pictures} >= {"captioning", "vqa", "rec", "res", "nlvr2"}
+
+
+@pytest.mark.slow
+def test_quick_demo_one_job_runs_the_models_in_turn(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    out = tmp_path / "demo"
+    try:
+        assert main(["--quick", "--out", str(out), "--jobs", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    metrics = json.loads((out / "metrics.json").read_text())
+    runs = {"trained", "untrained"}
+    assert {model: set(results) for model, results in metrics.items()} == {"gpv1": runs, "vistallm": runs}
+    assert not list(out.glob("*.log"))  # in-process: Lightning's own progress bars, no child logs
