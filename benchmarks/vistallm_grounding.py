@@ -32,7 +32,8 @@ from datamodules.multitask import MultiTaskDataModule
 from datamodules.refcoco import RefCocoDataModule
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
-from lightning_gpv.shapesworld import BACKGROUNDS, SIZES, SceneStyle, make_shapes
+from lightning_gpv.shapesworld import make_shapes
+from lightning_gpv.shapesworld.cli import add_style_arguments, style_from_args
 from lightning_gpv.systems.vistallm import VistaLLMModule
 
 
@@ -87,16 +88,13 @@ def main() -> None:
     parser.add_argument("--val-batches", type=int, default=16, help="batches of the final validation")
     parser.add_argument("--num-queries", type=int, help="QFormer queries per image (tiny default: 8)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-objects", type=int, default=6, help="when generating --root")
-    parser.add_argument("--backgrounds", nargs="+", default=list(BACKGROUNDS), help="when generating --root")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="when generating --root")
+    add_style_arguments(parser)  # used when generating --root
     parser.add_argument("--tasks", nargs="+", default=["rec"], choices=("rec", "res"))
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     if not args.root.exists():
-        style = SceneStyle(args.max_objects, tuple(args.backgrounds), tuple(args.sizes))
-        make_shapes(args.root, num_images=args.num_images, seed=0, progress=True, style=style)
+        make_shapes(args.root, num_images=args.num_images, seed=0, progress=True, style=style_from_args(args))
     seed_everything(0)
     config = VistaLLMConfig.tiny()
     if args.num_queries is not None:

@@ -99,11 +99,9 @@ def tiny_recipe(name: str, data: Path, vocab: Path | None, path: Path) -> Path:
 
 
 def _test(model: Any, datamodule: Any) -> dict[str, float]:
-    import lightning as L
-
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False,
-                        limit_test_batches=-(-TEST_SAMPLES // datamodule.batch_size))  # fmt: skip
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_model_summary=False,
+                      limit_test_batches=-(-TEST_SAMPLES // datamodule.batch_size))  # fmt: skip
     results = trainer.test(model, datamodule=datamodule, verbose=False)
     return {k: float(v) for r in results for k, v in r.items()}
 

@@ -22,6 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help=f"number of COCO-style scenes, at least {MIN_IMAGES} (default 200)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
+    add_style_arguments(parser)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty root once the new set is complete"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    return parser
+
+
+def add_style_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``--max-objects``, ``--backgrounds`` and ``--sizes`` (a :class:`SceneStyle`) to ``parser``."""
     parser.add_argument(
         "--max-objects",
         type=int,
@@ -40,19 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         nargs="+",
         choices=tuple(SIZES),
         default=list(SIZES),
-        help="size classes of the objects (default: all)",
+        help="object size classes (default: all)",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty root once the new set is complete"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return parser
+
+
+def style_from_args(args: argparse.Namespace) -> SceneStyle:
+    """The :class:`SceneStyle` of arguments added by :func:`add_style_arguments`."""
+    return SceneStyle(args.max_objects, tuple(args.backgrounds), tuple(args.sizes))
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``make-shapes`` with parsed ``args``; return the process exit status."""
     try:
-        style = SceneStyle(args.max_objects, tuple(args.backgrounds), tuple(args.sizes))
+        style = style_from_args(args)
         root = make_shapes(
             args.root,
             args.num_images,

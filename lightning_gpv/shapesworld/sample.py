@@ -61,16 +61,11 @@ class SceneStyle:
     def __post_init__(self) -> None:
         if not 1 <= self.max_objects <= MAX_OBJECTS:
             raise ValueError(f"max_objects must be in 1..{MAX_OBJECTS}, got {self.max_objects}")
-        unknown = [b for b in self.backgrounds if b not in BACKGROUNDS]
-        if not self.backgrounds or unknown or len(set(self.backgrounds)) != len(self.backgrounds):
-            raise ValueError(
-                f"backgrounds must be distinct names out of {BACKGROUNDS}, got {tuple(self.backgrounds)}"
-            )
-        unknown = [s for s in self.sizes if s not in SIZES]
-        if not self.sizes or unknown or len(set(self.sizes)) != len(self.sizes):
-            raise ValueError(f"sizes must be distinct names out of {tuple(SIZES)}, got {tuple(self.sizes)}")
-        object.__setattr__(self, "backgrounds", tuple(self.backgrounds))
-        object.__setattr__(self, "sizes", tuple(self.sizes))
+        for name, allowed in (("backgrounds", BACKGROUNDS), ("sizes", tuple(SIZES))):
+            values = tuple(getattr(self, name))
+            if not values or len(set(values)) != len(values) or not set(values) <= set(allowed):
+                raise ValueError(f"{name} must be distinct names out of {allowed}, got {values}")
+            object.__setattr__(self, name, values)
 
     def to_json(self) -> dict[str, object]:
         """The style as written into the manifest."""

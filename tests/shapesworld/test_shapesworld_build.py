@@ -21,7 +21,9 @@ from lightning_gpv.shapesworld.language import captions, counted, is_extreme, re
 from lightning_gpv.shapesworld.render import render_record
 from lightning_gpv.shapesworld.sample import ObjectSpec, SceneStyle, sample_scene
 from lightning_gpv.shapesworld.scene import (
+    BACKGROUNDS,
     MIN_VISIBLE_FRACTION,
+    SIZES,
     STREAMS,
     Background,
     Instance,
@@ -171,9 +173,11 @@ def test_scene_style_bounds_objects_and_backgrounds() -> None:
     required = (ObjectSpec(shape="star"), ObjectSpec(shape="heart"))
     scene = sample_scene(rng, required=required, style=SceneStyle(max_objects=1))
     assert sorted(o.shape for o in scene.objects) == ["heart", "star"]
-    # The default style is the full world, draw for draw.
-    default = [sample_scene(seed_rng(0, STREAMS["scenes"], i)) for i in range(5)]
-    assert default == [sample_scene(seed_rng(0, STREAMS["scenes"], i), style=SceneStyle()) for i in range(5)]
+    # The default style is the full world: 1 to 6 objects, every background kind and size.
+    full = [sample_scene(seed_rng(0, STREAMS["scenes"], i)) for i in range(150)]
+    assert {len(s.objects) for s in full} == set(range(1, 7))
+    assert {s.background.kind for s in full} == set(BACKGROUNDS)
+    assert {o.size for s in full for o in s.objects} == set(SIZES)
 
 
 @pytest.mark.parametrize(
@@ -187,7 +191,7 @@ def test_scene_style_rejects_bad_values(kwargs: dict, field: str) -> None:  # ty
         SceneStyle(**kwargs)
 
 
-def test_cli_style_reaches_every_scene_and_the_manifest(tmp_path: Path) -> None:
+def test_cli_style_bounds_the_coco_scenes_and_is_in_the_manifest(tmp_path: Path) -> None:
     root = tmp_path / "sparse"
     argv = ["--root", str(root), "--num-images", "12", "--max-objects", "2", "--backgrounds", "plain"]
     assert main([*argv, "--sizes", "large", "--no-progress"]) == 0
