@@ -15,7 +15,8 @@ It ends with the REC metrics of a validation pass (``val/rec/acc@0.5``, ``val/re
     .venv/bin/python benchmarks/vistallm_grounding.py --root /tmp/shapes4k --num-images 4000 --steps 4000
 
 ``--max-objects``, ``--backgrounds`` and ``--sizes`` generate a sparser world (``SceneStyle``);
-``--tasks rec res`` trains (and reports) RES too.
+``--tasks rec res`` trains (and reports) RES too (half the samples); ``--num-bins`` changes the coordinate
+bins.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--probe-batches", type=int, default=4)
     parser.add_argument("--val-batches", type=int, default=16, help="batches of the final validation")
     parser.add_argument("--num-queries", type=int, help="QFormer queries per image (tiny default: 8)")
+    parser.add_argument("--num-bins", type=int, help="coordinate bins (tiny default: 64)")
     parser.add_argument("--threads", type=int, default=1)
     add_style_arguments(parser)  # used when generating --root
     parser.add_argument("--tasks", nargs="+", default=["rec"], choices=("rec", "res"))
@@ -99,6 +101,8 @@ def main() -> None:
     config = VistaLLMConfig.tiny()
     if args.num_queries is not None:
         config = replace(config, qformer=replace(config.qformer, num_queries=args.num_queries))
+    if args.num_bins is not None:
+        config = replace(config, num_bins=args.num_bins)
     module = VistaLLMModule(config, load_weights=False, lr=args.lr)
     refcoco = RefCocoDataModule(
         str(args.root / "refcoco"),

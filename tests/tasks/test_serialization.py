@@ -23,6 +23,7 @@ from lightning_gpv.tasks.serialization import (
     parse_masks,
     parse_points,
     special_tokens,
+    spread_repeated_points,
 )
 
 W, H = 640.0, 480.0
@@ -88,6 +89,52 @@ def test_golden_points_and_masks() -> None:
     )
     assert format_masks([], W, H) == ""
     assert format_group([1, 2], "tokens") == "[<c1><c2>]"
+
+
+def _distance_to_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Distance of each point to the closed polygon's outline."""
+    start, end = polygon, np.roll(polygon, -1, axis=0)
+    edge = end - start
+    length2 = np.maximum((edge**2).sum(1), 1e-12)
+    t = np.clip(((points[:, None] - start[None]) * edge[None]).sum(-1) / length2, 0, 1)
+    nearest = start[None] + t[..., None] * edge[None]
+    return np.linalg.norm(points[:, None] - nearest, axis=-1).min(1)
+
+
+def test_spread_repeated_points_keeps_the_polygon_without_repeats() -> None:
+    # A 32-point contour of a 10 x 6 bin rectangle: 28 points repeat their predecessor.
+    square = np.array([[3, 4], [13, 4], [13, 10], [3, 10]])
+    bins = np.repeat(square, [8, 8, 8, 8], axis=0)
+    assert (bins[1:] == bins[:-1]).all(1).sum() == 28
+    spread = spread_repeated_points(bins)
+    assert spread.shape == (32, 2) and spread.dtype == np.int64
+    assert not (spread == np.roll(spread, 1, axis=0)).all(1).any()  # no repeats, the closing edge too
+    assert (spread[0] == bins[0]).all()
+    assert _distance_to_polygon(spread.astype(float), square.astype(float)).max() <= 0.5 * 2**0.5
+    for corner in square:  # every vertex of the polygon is still there, in order
+        assert (spread == corner).all(1).any()
+    order = [int(np.flatnonzero((spread == c).all(1))[0]) for c in square]
+    assert order == sorted(order)
+
+
+def test_spread_repeated_points_leaves_distinct_contours_and_tiny_ones() -> None:
+    rng = np.random.default_rng(0)
+    distinct = rng.integers(0, 1000, (32, 2))
+    assert (spread_repeated_points(distinct) == distinct).all()
+    dot = np.full((32, 2), 7)
+    assert (spread_repeated_points(dot) == dot).all()
+    # A run at the end that equals the first point joins it; a 2 x 2 bin contour has 8 steps for 12 points.
+    ring = np.array([[0, 0], [1, 0], [2, 0], [2, 1], [2, 2], [1, 2], [0, 2], [0, 1]])
+    bins = np.concatenate([ring.repeat(1, 0), np.zeros((4, 2), int)])
+    spread = spread_repeated_points(bins)
+    assert spread.shape == (12, 2) and (spread[:8] == ring).all() and (spread[8:] == ring[-1]).all()
+
+
+def test_format_masks_spreads_repeats_unless_asked_not_to() -> None:
+    square = np.array([[1.0, 1.0], [1.0, 1.0], [5.0, 1.0], [5.0, 5.0], [1.0, 5.0], [1.0, 5.0]])
+    assert format_masks([square], 10, 10, num_bins=10) == "[1, 1, 3, 1, 5, 1, 5, 3, 5, 5, 1, 5]"
+    raw = format_masks([square], 10, 10, num_bins=10, spread_repeats=False)
+    assert raw == "[1, 1, 1, 1, 5, 1, 5, 5, 1, 5, 1, 5]"
 
 
 def test_bad_inputs_to_writers_raise() -> None:

@@ -46,12 +46,12 @@ def test_images_are_resized_without_crop_or_flip(tiny_processor: VistaLLMProcess
     assert pixels.shape == (3, 64, 64)
     assert pixels[:, :, :28].mean() > pixels[:, :, 36:].mean() + 1.0  # still white on the left
     assert item.image_sizes == [(40, 120)]
-    # Coordinates are relative to the original 120 x 40 image: [0, 0, 60, 40] -> bins 0, 0, 16, 31 of 32.
+    # Coordinates are relative to the original 120 x 40 image: [0, 0, 60, 40] -> bins 0, 0, 32, 63 of 64.
     answer = tiny_processor.tokenizer.decode(
         item.input_ids[item.prompt_length : -1], skip_special_tokens=False
     )
-    assert tiny_processor.config.num_bins == 32
-    assert answer.replace(" ", "") == "[<c0><c0><c16><c31>]"
+    assert tiny_processor.config.num_bins == 64
+    assert answer.replace(" ", "") == "[<c0><c0><c32><c63>]"
 
 
 def test_regions_are_tokens_for_the_llm_and_numbers_for_the_qformer(
@@ -59,9 +59,9 @@ def test_regions_are_tokens_for_the_llm_and_numbers_for_the_qformer(
 ) -> None:
     item = tiny_processor.encode(samples["reg"], train=False)
     prompt = tiny_processor.tokenizer.decode(item.input_ids[: item.prompt_length], skip_special_tokens=False)
-    assert "<c6>" in prompt and "[6, 4, 22, 20]" in item.instruction  # 32 bins in the tiny config
+    assert "<c12>" in prompt and "[12, 8, 44, 40]" in item.instruction  # 64 bins in the tiny config
     qformer_text = tiny_processor.qformer_tokenizer.decode(item.instruction_ids)
-    assert "22" in qformer_text and "<c22>" not in qformer_text and IMAGE_TOKEN not in qformer_text
+    assert "44" in qformer_text and "<c44>" not in qformer_text and IMAGE_TOKEN not in qformer_text
 
 
 def test_evaluation_uses_a_fixed_template_and_training_varies_it(
