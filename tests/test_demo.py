@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from lightning_gpv import demo
 from lightning_gpv.demo import GPV1_METRICS, VISTALLM_METRICS, main
 
 
@@ -55,3 +57,20 @@ def test_quick_demo_one_job_runs_the_models_in_turn(tmp_path: Path) -> None:
     runs = {"trained", "untrained"}
     assert {model: set(results) for model, results in metrics.items()} == {"gpv1": runs, "vistallm": runs}
     assert not list(out.glob("*.log"))  # in-process: Lightning's own progress bars, no child logs
+
+
+def test_a_child_takes_the_threads_of_finished_siblings(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads = torch.get_num_threads()
+    done = SimpleNamespace(value=0)  # what the parent's manager.Value looks like to a child
+    monkeypatch.setattr(demo, "_DONE", done)
+    monkeypatch.setattr(demo, "_MODELS", 2)
+    monkeypatch.setattr(demo, "_THREADS", 1)
+    try:
+        torch.set_num_threads(1)
+        demo._claim_free_threads()
+        assert torch.get_num_threads() == 1  # both models still running: one thread each
+        done.value = 1
+        demo._claim_free_threads()
+        assert torch.get_num_threads() == 2  # the sibling is done: its thread is free
+    finally:
+        torch.set_num_threads(threads)
