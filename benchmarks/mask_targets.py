@@ -60,16 +60,16 @@ def main() -> None:
     dataset = refcoco.dataset(refcoco.train_split, False)
     picks = np.linspace(0, len(dataset) - 1, min(args.masks, len(dataset))).astype(int)
     samples = [dataset[int(i)] for i in picks]
+    truths = [s.target.masks[0].to_array().astype(bool) for s in samples]  # once, not once per format
     print(f"{len(samples)} RES targets of {args.root}")
     header = ("bins/points", "repeats", "spread", "masks w/ repeat", "IoU", "spread")
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, (12, 8, 8, 16, 6, 7))))
     for spec in args.formats:
         num_bins, num_points = (int(v) for v in spec.split("/"))
         before, after, left, iou_before, iou_after = [], [], [], [], []
-        for sample in samples:
+        for sample, truth in zip(samples, truths):
             (height, width) = sample.image_sizes[0]
             mask = sample.target.masks[0]
-            truth = mask.to_array().astype(bool)
             bins = quantize(mask_points(mask, num_points).reshape(-1), width, height, num_bins).reshape(-1, 2)
             spread = spread_repeated_points(bins)
             before.append(repeat_share(bins))
@@ -77,7 +77,7 @@ def main() -> None:
             left.append(after[-1] > 0)
             for b, ious in ((bins, iou_before), (spread, iou_after)):
                 polygon = dequantize(b.reshape(-1), width, height, num_bins).reshape(-1, 2)
-                ious.append(mask_iou(polygon_to_mask(polygon, height, width).astype(bool), truth))
+                ious.append(mask_iou(polygon_to_mask(polygon, height, width), truth))
         print(f"{spec:>12} {np.mean(before):>8.1%} {np.mean(after):>8.1%} {np.mean(left):>16.1%} "
               f"{np.mean(iou_before):>6.3f} {np.mean(iou_after):>7.3f}")  # fmt: skip
 
