@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.llm import apply_lora, build_llama, load_causal_lm, resize_with_mean
+from lightning_gpv.models.vistallm.losses import IGNORE_INDEX, answer_loss
 from lightning_gpv.models.vistallm.qformer import InstructionGuidedTokenizer
 from lightning_gpv.models.vistallm.tokenization import added_tokens
 from lightning_gpv.models.vistallm.vision import (
@@ -33,8 +33,6 @@ from lightning_gpv.models.vistallm.vision import (
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN
 
 STAGES = (1, 2)
-IGNORE_INDEX = -100
-"""Label of tokens outside the loss (prompt, visual tokens, padding)."""
 
 
 class VistaLLM(nn.Module):
@@ -45,6 +43,9 @@ class VistaLLM(nn.Module):
         tokenizer: Instruction-guided tokenizer returning ``(N, L, D)`` visual tokens.
         llm: Causal LM (optionally a peft LoRA wrapper) with the added tokens already in its vocabulary.
         image_token_id: Id of ``<image>``; each image occupies ``L`` consecutive positions with this id.
+        coord_token_ids: Ids of the coordinate tokens in bin order; needed when ``coord_label_sigma > 0``.
+        coord_label_sigma: Std, in bins, of the Gaussian soft targets of coordinate answer tokens in the
+            loss (:func:`~lightning_gpv.models.vistallm.losses.answer_loss`); 0 is the paper's cross-entropy.
     """
 
     def __init__(
@@ -54,13 +55,21 @@ class VistaLLM(nn.Module):
         llm: PreTrainedModel,
         *,
         image_token_id: int,
+        coord_token_ids: list[int] | None = None,
+        coord_label_sigma: float = 0.0,
     ) -> None:
         super().__init__()
+        if coord_label_sigma < 0:
+            raise ValueError(f"coord_label_sigma must be >= 0, got {coord_label_sigma}")
+        if coord_label_sigma > 0 and not coord_token_ids:
+            raise ValueError("coord_label_sigma > 0 needs coord_token_ids")
         self.vision = vision
         self.tokenizer = tokenizer
         self.llm = llm
         self.image_token_id = image_token_id
         self.num_queries = tokenizer.num_queries
+        self.coord_label_sigma = coord_label_sigma
+        self.coord_token_ids = tuple(coord_token_ids or ())
 
     # ------------------------------------------------------------------------------------------------
     # Construction
@@ -150,7 +159,14 @@ class VistaLLM(nn.Module):
             image_tokenizer.load_instructblip(q.checkpoint)
         if lc.lora is not None:
             llm = apply_lora(llm, lc.lora)
-        model = cls(vision, image_tokenizer, llm, image_token_id=new_ids[names.index(IMAGE_TOKEN)])
+        model = cls(
+            vision,
+            image_tokenizer,
+            llm,
+            image_token_id=new_ids[names.index(IMAGE_TOKEN)],
+            coord_token_ids=new_ids[: config.num_bins],  # added_tokens starts with the bins in order
+            coord_label_sigma=config.coord_label_sigma,
+        )
         if lc.gradient_checkpointing:
             model.enable_gradient_checkpointing()
         return model
@@ -275,7 +291,8 @@ class VistaLLM(nn.Module):
 
         Returns:
             transformers' output. Without ``labels``: ``logits`` ``(B, T_llm, V)``. With ``labels``: ``loss``,
-            the mean next-token cross-entropy (fp32) over the answer tokens, and ``logits`` ``(B, T_ans, V)``
+            the mean next-token cross-entropy (fp32) over the answer tokens (against Gaussian soft targets
+            for coordinate tokens when ``coord_label_sigma > 0``), and ``logits`` ``(B, T_ans, V)``
             only for the positions ``start .. end - 1`` that predict an answer token of some sample (the LM
             head never runs on the prompt: no ``T_llm x V`` logits for long prompts and 33k vocabularies).
         """
@@ -293,8 +310,11 @@ class VistaLLM(nn.Module):
         if active.numel() == 0:  # nothing to learn: a zero that keeps the graph connected
             out.loss = out.logits.sum() * 0.0
         else:
-            out.loss = F.cross_entropy(
-                out.logits.float().flatten(0, 1), span.flatten(), ignore_index=IGNORE_INDEX
+            out.loss = answer_loss(
+                out.logits.flatten(0, 1),
+                span.flatten(),
+                coord_token_ids=torch.tensor(self.coord_token_ids, device=span.device),
+                coord_label_sigma=self.coord_label_sigma,
             )
         return out
 
