@@ -310,10 +310,11 @@ class VistaLLM(nn.Module):
         if active.numel() == 0:  # nothing to learn: a zero that keeps the graph connected
             out.loss = out.logits.sum() * 0.0
         else:
+            smooth = self.coord_label_sigma > 0  # else no per-step host-to-device copy of the ids
             out.loss = answer_loss(
                 out.logits.flatten(0, 1),
                 span.flatten(),
-                coord_token_ids=torch.tensor(self.coord_token_ids, device=span.device),
+                coord_token_ids=torch.tensor(self.coord_token_ids, device=span.device) if smooth else None,
                 coord_label_sigma=self.coord_label_sigma,
             )
         return out
