@@ -19,10 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
-from datamodules import transforms as T
 from datamodules.base import TaskDataModule
+from lightning_gpv.models.gpv1.processor import IMAGENET_MEAN, IMAGENET_STD
+from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.samples import TaskSample
 
 
@@ -31,13 +34,26 @@ class ResizeProcessor:
 
     def __init__(self, size: int = 224) -> None:
         self.size = size
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def encode(self, sample: TaskSample, *, train: bool) -> dict[str, Any]:
-        x = T.resize(T.targets_of(sample, 0), self.size, self.size)
+        image = load_image(sample.images[0])
+        height, width = image.shape[:2]
+        resized = Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        target = sample.target
+        boxes = target.boxes[target.box_image == 0] / np.array([width, height, width, height], np.float32)
+        # Centre-aligned nearest neighbour: row r of the output reads row (r + 0.5) * H / size.
+        rows = np.minimum(((np.arange(self.size) + 0.5) * height / self.size).astype(np.int64), height - 1)
+        cols = np.minimum(((np.arange(self.size) + 0.5) * width / self.size).astype(np.int64), width - 1)
+        masks = [m.to_array()[rows][:, cols] for m, k in zip(target.masks, target.mask_image) if k == 0]
         return {
-            "image": T.to_tensor(x.image),
-            "boxes": torch.from_numpy(T.normalized_boxes(x)),
-            "masks": torch.from_numpy(x.masks),
+            "image": (pixels - self.mean) / self.std,
+            "boxes": torch.from_numpy(boxes.astype(np.float32)),
+            "masks": torch.from_numpy(
+                np.stack(masks) if masks else np.zeros((0, self.size, self.size), bool)
+            ),
             "task": sample.task.value,
         }
 
@@ -59,13 +75,16 @@ def build_datamodule(name: str, root: Path, **kwargs: Any) -> TaskDataModule:
         GRefCocoDataModule,
         Nlvr2DataModule,
         RefCocoDataModule,
+        RefCocoOptions,
         VQAv2DataModule,
     )
 
     table: dict[str, Any] = {
         "coco": lambda: CocoDataModule(str(root / "coco"), **kwargs),
         "vqav2": lambda: VQAv2DataModule(str(root / "vqav2"), **kwargs),
-        "refcoco": lambda: RefCocoDataModule(str(root / "refcoco"), tasks=["rec", "res"], **kwargs),
+        "refcoco": lambda: RefCocoDataModule(
+            str(root / "refcoco"), RefCocoOptions(tasks=("rec", "res")), **kwargs
+        ),
         "grefcoco": lambda: GRefCocoDataModule(str(root / "grefcoco"), **kwargs),
         "nlvr2": lambda: Nlvr2DataModule(str(root / "nlvr2"), **kwargs),
         "coseg": lambda: CosegDataModule(str(root / "coseg" / "pascal"), train_split="all", **kwargs),

@@ -4,7 +4,7 @@ For RefCOCO RES targets of a ShapesWorld folder, samples each mask to ``N`` cont
 processor does), quantizes them to ``B`` bins and prints, per ``B / N``:
 
 * ``repeats``: the share of points in the same bin as their predecessor, as sampled and after
-  :func:`~lightning_gpv.tasks.serialization.spread_repeated_points` (what ``format_masks`` writes);
+  :func:`~lightning_gpv.models.vistallm.codec.spread_repeated_points` (what ``format_masks`` writes);
 * ``masks with a repeat``: the share of targets that still have one after spreading;
 * ``upper-bound IoU``: the mean IoU of the written polygon (bin centres) with the mask, before and after
   spreading (spreading keeps the polygon up to half a bin).
@@ -22,13 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.refcoco import RefCocoDataModule
+from datamodules.refcoco import RefCocoDataModule, RefCocoOptions
 from lightning_gpv.geometry.masks import mask_iou, polygon_to_mask
-from lightning_gpv.models.vistallm.generation import mask_points
+from lightning_gpv.models.vistallm.codec import CoordinateCodec, spread_repeated_points
 from lightning_gpv.shapesworld import make_shapes
 from lightning_gpv.shapesworld.cli import add_style_arguments, style_from_args
-from lightning_gpv.tasks.coordinates import dequantize, quantize
-from lightning_gpv.tasks.serialization import spread_repeated_points
 
 
 def repeat_share(bins: np.ndarray) -> float:
@@ -49,13 +47,9 @@ def main() -> None:
     if not args.root.exists():
         make_shapes(args.root, num_images=args.num_images, seed=0, progress=True, style=style_from_args(args))
 
-    refcoco = RefCocoDataModule(
-        str(args.root / "refcoco"),
-        dataset="refcoco",
-        split_by="unc",
-        tasks=["res"],
-        image_dir=str(args.root / "coco" / "images" / "train2014"),
-    )
+    images = str(args.root / "coco" / "images" / "train2014")
+    options = RefCocoOptions("refcoco", "unc", tasks=("res",), image_dir=images)
+    refcoco = RefCocoDataModule(str(args.root / "refcoco"), options)
     refcoco.setup("fit")
     dataset = refcoco.dataset(refcoco.train_split, False)
     picks = np.linspace(0, len(dataset) - 1, min(args.masks, len(dataset))).astype(int)
@@ -66,17 +60,18 @@ def main() -> None:
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, (12, 8, 8, 16, 6, 7))))
     for spec in args.formats:
         num_bins, num_points = (int(v) for v in spec.split("/"))
+        codec = CoordinateCodec(num_bins=num_bins, num_mask_points=num_points)
         before, after, left, iou_before, iou_after = [], [], [], [], []
         for sample, truth in zip(samples, truths):
             (height, width) = sample.image_sizes[0]
             mask = sample.target.masks[0]
-            bins = quantize(mask_points(mask, num_points).reshape(-1), width, height, num_bins).reshape(-1, 2)
+            bins = codec.quantize(codec.mask_points(mask).reshape(-1), width, height).reshape(-1, 2)
             spread = spread_repeated_points(bins)
             before.append(repeat_share(bins))
             after.append(repeat_share(spread))
             left.append(after[-1] > 0)
             for b, ious in ((bins, iou_before), (spread, iou_after)):
-                polygon = dequantize(b.reshape(-1), width, height, num_bins).reshape(-1, 2)
+                polygon = codec.dequantize(b.reshape(-1), width, height).reshape(-1, 2)
                 ious.append(mask_iou(polygon_to_mask(polygon, height, width), truth))
         print(f"{spec:>12} {np.mean(before):>8.1%} {np.mean(after):>8.1%} {np.mean(left):>16.1%} "
               f"{np.mean(iou_before):>6.3f} {np.mean(iou_after):>7.3f}")  # fmt: skip

@@ -10,7 +10,7 @@ Trains ``VistaLLMConfig.tiny()`` (stage 1) on ShapesWorld RefCOCO REC only and p
 * ``spread``: ``||V - mean(V)|| / ||V||`` of the visual tokens ``V`` of the batch's images under one
   instruction; 0 means the tokenizer's output no longer depends on the image.
 
-It ends with the REC metrics of a validation pass (``val/rec/acc@0.5``, ``val/rec/well_formed``).
+It ends with the REC and RES metrics of a validation pass (``val/refcoco_unc.val/rec/acc@0.5``, ...).
 
     .venv/bin/python benchmarks/vistallm_grounding.py --root /tmp/shapes4k --num-images 4000 --steps 4000
 
@@ -30,7 +30,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
 from datamodules.multitask import MultiTaskDataModule
-from datamodules.refcoco import RefCocoDataModule
+from datamodules.refcoco import RefCocoDataModule, RefCocoOptions
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
 from lightning_gpv.shapesworld import make_shapes
@@ -104,13 +104,9 @@ def main() -> None:
     if args.num_bins is not None:
         config = replace(config, num_bins=args.num_bins)
     module = VistaLLMModule(config, load_weights=False, lr=args.lr)
-    refcoco = RefCocoDataModule(
-        str(args.root / "refcoco"),
-        dataset="refcoco",
-        split_by="unc",
-        tasks=args.tasks,
-        image_dir=str(args.root / "coco" / "images" / "train2014"),
-    )
+    images = str(args.root / "coco" / "images" / "train2014")
+    options = RefCocoOptions("refcoco", "unc", tasks=tuple(args.tasks), image_dir=images)
+    refcoco = RefCocoDataModule(str(args.root / "refcoco"), options)
     data = MultiTaskDataModule(
         [refcoco],
         weights=[1.0],
@@ -127,7 +123,8 @@ def main() -> None:
     Trainer(max_steps=args.steps, limit_val_batches=0, callbacks=[ImageUseProbe(batches, args.eval_every)],
             **common).fit(module, datamodule=data)  # fmt: skip
     (result,) = Trainer(limit_val_batches=args.val_batches, **common).validate(module, data, verbose=False)
-    print({k: round(v, 3) for k, v in sorted(result.items()) if k.startswith(("val/rec", "val/res"))})
+    # Keys are val/{dataset}/{task}/{metric}: keep the REC and RES ones.
+    print({k: round(v, 3) for k, v in sorted(result.items()) if k.split("/")[2:3] in (["rec"], ["res"])})
 
 
 if __name__ == "__main__":

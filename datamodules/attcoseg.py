@@ -1,7 +1,7 @@
 """AttCoSeg: in a group of images, find the two that share an object with the same attributes and segment it.
 
-No public format exists (``metrics_and_formats.md`` §6), so the format is the project's own, as ShapesWorld
-writes it (``docs/shapesworld.md``); ``root`` is the ``attcoseg`` folder::
+No public format exists, so the format is the project's own, as ShapesWorld writes it
+(``docs/shapesworld.md``); ``root`` is the ``attcoseg`` folder::
 
     root/attcoseg_{train,val,test}.json   COCO-style {images, annotations, categories} plus
                                           groups: [{id, image_ids, positive_indices, positive_image_ids,

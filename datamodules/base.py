@@ -17,6 +17,7 @@ plain lists of them.
 from __future__ import annotations
 
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,6 +126,13 @@ def _bad_image(sample: TaskSample) -> DataFormatError | None:
     return None
 
 
+def dataset_label(name: str, split: str | None = None) -> str:
+    """A log-key-safe label of a data set and split: characters other than letters, digits and ``_.+-``
+    become ``_`` (``"refcoco(unc)", "testA"`` -> ``"refcoco_unc.testA"``)."""
+    clean = re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "data"
+    return clean if split is None else f"{clean}.{re.sub(r'[^A-Za-z0-9_.+-]+', '_', split)}"
+
+
 class TaskDataset(Dataset):
     """A map-style dataset over records parsed at setup; samples are built lazily in ``__getitem__``.
 
@@ -134,6 +142,9 @@ class TaskDataset(Dataset):
         train: Whether this is a training split (passed to the reader and the processor).
         processor: Encodes samples; ``None`` returns :class:`TaskSample` objects.
         verify_images: Check that each image file exists and has a readable header before returning it.
+        name: What evaluation logs call this data (``{stage}/{name}/{task}/{metric}``); default: the
+            reader's name and ``split``, e.g. ``refcoco_unc.testA``.
+        split: The split the records come from.
 
     With ``reader.on_bad_sample == "skip"`` a sample whose image is missing or corrupt is counted in
     ``reader.bad`` and replaced by the next readable one (metrics de-duplicate on ``sample_id``).
@@ -147,8 +158,12 @@ class TaskDataset(Dataset):
         train: bool,
         processor: SampleProcessor | None = None,
         verify_images: bool = True,
+        name: str | None = None,
+        split: str | None = None,
     ) -> None:
         self.records = records
+        self.split = split
+        self.name = name if name is not None else dataset_label(reader.name, split)
         self.reader = reader
         self.train = train
         self.processor = processor
@@ -321,7 +336,12 @@ class TaskDataModule(LightningDataModule, ABC):
             if self.max_samples is not None:
                 records = records[: self.max_samples]
             self._datasets[key] = TaskDataset(
-                records, self.reader, train=train, processor=self.processor, verify_images=self.verify_images
+                records,
+                self.reader,
+                train=train,
+                processor=self.processor,
+                verify_images=self.verify_images,
+                split=split,
             )
         return self._datasets[key]
 

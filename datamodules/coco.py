@@ -15,13 +15,15 @@ Samples (GPV-1, ``data/coco/preprocess_coco_*.py``):
 * classification: one per image x category, the instance with the smallest annotation id; ``region`` is its
   box grown by 20% of its width/height on each side (clipped), the crop GPV-1 classifies; target = the name.
 
-With ``sce=True`` the splits are ``train``/``val`` (a partition of ``train2014`` images) and ``test``
-(``val2014``): see :mod:`datamodules.sce`.
+What to read is one :class:`CocoOptions`. With :class:`~datamodules.sce.SceOptions` as well, the splits are
+``train``/``val`` (a partition of ``train2014`` images) and ``test`` (``val2014``): see
+:mod:`datamodules.sce`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -30,7 +32,7 @@ import numpy as np
 from datamodules.base import Reader, TaskDataModule
 from datamodules.errors import DataFormatError, OnBadSample
 from datamodules.io import coco_image_dirs, field, first_existing, read_json, xywh_boxes
-from datamodules.sce import SceProtocol, load_sce_split
+from datamodules.sce import PAPER_SCE, SceOptions
 from lightning_gpv.geometry.boxes import expand_box
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -46,6 +48,33 @@ COCO_SPLITS: tuple[str, ...] = (
     "val2017",
     "test2017",
 )
+
+
+@dataclass(frozen=True)
+class CocoOptions:
+    """What a COCO reader yields and where it finds the images.
+
+    Args:
+        tasks: Tasks to yield, any of ``captioning``, ``localization``, ``classification``.
+        image_dir: Image folder pattern with ``{split}`` (default: ``root/{split}``, ``root/images/{split}``
+            or the sibling ``../coco/images/{split}``).
+        caption_unit: One captioning sample per ``"caption"`` (GPV-1, also for evaluation) or per ``"image"``.
+        include_crowd: Keep ``iscrowd`` instances as localization targets and classification crops (GPV-1
+            does).
+    """
+
+    tasks: tuple[CocoTask, ...] = ("captioning", "localization", "classification")
+    image_dir: str | None = None
+    caption_unit: Literal["caption", "image"] = "caption"
+    include_crowd: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        allowed = {"captioning", "localization", "classification"}
+        if not self.tasks or set(self.tasks) - allowed:
+            raise ValueError(f"tasks must be a non-empty subset of {sorted(allowed)}, got {list(self.tasks)}")
+        if self.caption_unit not in ("caption", "image"):
+            raise ValueError(f"caption_unit must be 'caption' or 'image', got {self.caption_unit!r}")
 
 
 class ImageInfo(NamedTuple):
@@ -126,16 +155,8 @@ class CocoReader(Reader):
 
     Args:
         root: The COCO folder.
-        tasks: Which tasks to yield.
-        image_dir: Folder of the split's images, with ``{split}`` replaced (default: ``root/{split}``, else
-            ``root/images/{split}``).
-        caption_unit: One captioning sample per ``"caption"`` (GPV-1) or per ``"image"``.
-        include_crowd: Keep ``iscrowd=1`` instances in localization and classification (GPV-1 does).
-        sce: Use the COCO-SCE splits ``train``/``val``/``test``.
-        sce_definition: JSON defining another SCE category split (default: the paper's Table 9).
-        sce_image_split: JSON ``{"train": [...], "val": [...]}`` image ids overriding the hash partition.
-        sce_val_fraction: Share of ``train2014`` images in SCE ``val``.
-        sce_seed: Seed of the hash partition.
+        options: What to read.
+        sce: Read the COCO-SCE splits ``train``/``val``/``test`` instead of COCO's.
         on_bad_sample: ``"raise"`` or ``"skip"`` bad records.
     """
 
@@ -144,32 +165,14 @@ class CocoReader(Reader):
     def __init__(
         self,
         root: str | Path,
-        tasks: tuple[str, ...] = ("captioning", "localization", "classification"),
-        image_dir: str | None = None,
-        caption_unit: Literal["caption", "image"] = "caption",
-        include_crowd: bool = True,
-        sce: bool = False,
-        sce_definition: str | None = None,
-        sce_image_split: str | None = None,
-        sce_val_fraction: float = 0.2,
-        sce_seed: int = 0,
+        options: CocoOptions = CocoOptions(),
+        sce: SceOptions | None = None,
         on_bad_sample: OnBadSample = "raise",
     ) -> None:
         super().__init__(root, on_bad_sample)
-        allowed = {"captioning", "localization", "classification"}
-        if not tasks or set(tasks) - allowed:
-            raise ValueError(f"tasks must be a non-empty subset of {sorted(allowed)}, got {list(tasks)}")
-        if caption_unit not in ("caption", "image"):
-            raise ValueError(f"caption_unit must be 'caption' or 'image', got {caption_unit!r}")
-        self.tasks = tuple(Task(t) for t in tasks)
-        self.image_dir = image_dir
-        self.caption_unit = caption_unit
-        self.include_crowd = include_crowd
-        self.sce = (
-            SceProtocol(load_sce_split(sce_definition), sce_val_fraction, sce_seed, sce_image_split)
-            if sce
-            else None
-        )
+        self.options = options
+        self.tasks = tuple(Task(t) for t in options.tasks)
+        self.sce = sce.protocol() if sce is not None else None
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -185,8 +188,8 @@ class CocoReader(Reader):
 
     def images_folder(self, split: str) -> Path:
         """Where the images of a COCO split are."""
-        if self.image_dir is not None:
-            return Path(self.image_dir.format(split=split)).expanduser()
+        if self.options.image_dir is not None:
+            return Path(self.options.image_dir.format(split=split)).expanduser()
         return first_existing(coco_image_dirs(self.root, split), f"image folder of {split}", self.root)
 
     def read(self, split: str, *, train: bool) -> list[CocoRecord]:
@@ -258,7 +261,8 @@ class CocoReader(Reader):
             if not found:  # test split: one sample per image, no target
                 records.append(CocoRecord(Task.CAPTIONING, img, f"cap-img{image_id}"))
                 continue
-            units = [(cid, c) for cid, c in found] if self.caption_unit == "caption" else [(None, refs[0])]
+            per_caption = self.options.caption_unit == "caption"
+            units = [(cid, c) for cid, c in found] if per_caption else [(None, refs[0])]
             for cap_id, text in units:
                 meta = self._sce_meta(
                     split, Task.CAPTIONING, self._concepts([text] if cap_id is not None else refs)
@@ -292,7 +296,7 @@ class CocoReader(Reader):
                 except DataFormatError as err:
                     self.report(err)
                     continue
-            if not self.include_crowd and ann.get("iscrowd", 0):
+            if not self.options.include_crowd and ann.get("iscrowd", 0):
                 continue
             rows.append((*fast[:3], i))
             bboxes.append(fast[3])
@@ -386,13 +390,10 @@ class CocoDataModule(TaskDataModule):
 
     Args:
         root: The COCO folder (``annotations/`` and one image folder per split).
-        tasks: Tasks to yield, any of ``captioning``, ``localization``, ``classification`` (default all).
+        options: What to read: tasks, image folder, caption unit, crowd instances (default: all three tasks).
         train_split: E.g. ``train2014``.
         val_split: E.g. ``val2014``.
         test_split: E.g. ``test2014`` (captioning only: ``image_info_test2014.json``, no targets).
-        image_dir: Image folder pattern with ``{split}`` (default: ``root/{split}``, ``root/images/{split}``).
-        caption_unit: One captioning sample per ``"caption"`` (GPV-1, also for evaluation) or per ``"image"``.
-        include_crowd: Keep ``iscrowd`` instances as localization targets and classification crops.
         **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`
             (``batch_size``, ``num_workers``, ``processor``, ``on_bad_sample``, ...).
     """
@@ -400,31 +401,17 @@ class CocoDataModule(TaskDataModule):
     def __init__(
         self,
         root: str,
-        tasks: list[CocoTask] | None = None,
+        options: CocoOptions = CocoOptions(),
         train_split: str | None = "train2014",
         val_split: str | None = "val2014",
         test_split: str | None = None,
-        image_dir: str | None = None,
-        caption_unit: Literal["caption", "image"] = "caption",
-        include_crowd: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, train_split, val_split, test_split, **kwargs)
-        self.tasks = list(tasks or ["captioning", "localization", "classification"])
-        self.image_dir = image_dir
-        self.caption_unit = caption_unit
-        self.include_crowd = include_crowd
-        self._reader = self.make_reader()  # validates the options now
+        self.options = options
 
     def make_reader(self) -> CocoReader:
-        return CocoReader(
-            self.root,
-            tuple(self.tasks),
-            self.image_dir,
-            self.caption_unit,
-            self.include_crowd,
-            on_bad_sample=self.on_bad_sample,
-        )
+        return CocoReader(self.root, self.options, on_bad_sample=self.on_bad_sample)
 
 
 class CocoSceDataModule(CocoDataModule):
@@ -434,47 +421,26 @@ class CocoSceDataModule(CocoDataModule):
 
     Args:
         root: The COCO folder.
-        tasks: As :class:`CocoDataModule`.
+        options: As :class:`CocoDataModule`.
+        sce: The category split and image partition (default: the paper's Table 9, hash partition 80/20).
         train_split: ``train``.
         val_split: ``val``.
         test_split: ``test``.
-        sce_definition: JSON file defining another category split (e.g. ShapesWorld's); default Table 9.
-        sce_image_split: JSON ``{"train": [ids], "val": [ids]}`` to reproduce GPV-1's image partition.
-        sce_val_fraction: Share of ``train2014`` images in SCE ``val`` (hash partition).
-        sce_seed: Seed of the hash partition.
-        **kwargs: The other options of :class:`CocoDataModule` and :class:`~datamodules.base.TaskDataModule`.
+        **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
     """
 
     def __init__(
         self,
         root: str,
-        tasks: list[CocoTask] | None = None,
+        options: CocoOptions = CocoOptions(),
+        sce: SceOptions = PAPER_SCE,
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = "test",
-        sce_definition: str | None = None,
-        sce_image_split: str | None = None,
-        sce_val_fraction: float = 0.2,
-        sce_seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        self.sce_definition = sce_definition
-        self.sce_image_split = sce_image_split
-        self.sce_val_fraction = sce_val_fraction
-        self.sce_seed = sce_seed
-        super().__init__(root, tasks, train_split, val_split, test_split, **kwargs)
+        super().__init__(root, options, train_split, val_split, test_split, **kwargs)
+        self.sce = sce
 
     def make_reader(self) -> CocoReader:
-        return CocoReader(
-            self.root,
-            tuple(self.tasks),
-            self.image_dir,
-            self.caption_unit,
-            self.include_crowd,
-            sce=True,
-            sce_definition=self.sce_definition,
-            sce_image_split=self.sce_image_split,
-            sce_val_fraction=self.sce_val_fraction,
-            sce_seed=self.sce_seed,
-            on_bad_sample=self.on_bad_sample,
-        )
+        return CocoReader(self.root, self.options, self.sce, self.on_bad_sample)

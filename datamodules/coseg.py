@@ -19,6 +19,7 @@ partition of each class's images by a hash of the file name (for training on Sha
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -35,6 +36,26 @@ CosegLayout = Literal["pascal", "msrc", "icoseg"]
 COSEG_SPLITS: tuple[str, ...] = ("all", "train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _GT_FOLDER = {"pascal": "GT", "icoseg": "ground_truth"}
+
+
+@dataclass(frozen=True)
+class CosegOptions:
+    """The layout of a co-segmentation folder and how its images are grouped.
+
+    Args:
+        layout: ``pascal`` (``images/``, ``GT/``), ``msrc`` (``<class>/``, ``<class>/GroundTruth/``; also the
+            Internet set) or ``icoseg`` (``images/``, ``ground_truth/``).
+        group_size: Images per sample, at least 2 (``0``: all images of a class in one sample).
+    """
+
+    layout: CosegLayout = "pascal"
+    group_size: int = 3
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("pascal", "msrc", "icoseg"):
+            raise ValueError(f"layout must be 'pascal', 'msrc' or 'icoseg', got {self.layout!r}")
+        if self.group_size == 1 or self.group_size < 0:
+            raise ValueError(f"group_size must be 0 (whole class) or >= 2, got {self.group_size}")
 
 
 class CosegRecord(NamedTuple):
@@ -75,28 +96,20 @@ class CosegReader(Reader):
 
     Args:
         root: The data set folder.
-        layout: ``pascal``, ``msrc`` (also Internet) or ``icoseg``.
-        group_size: Images per sample (``0``: a whole class per sample); at least 2 otherwise.
+        options: Layout and group size.
         on_bad_sample: ``"raise"`` or ``"skip"`` images without ground truth.
     """
 
     name = "coseg"
 
     def __init__(
-        self,
-        root: str | Path,
-        layout: str = "pascal",
-        group_size: int = 3,
-        on_bad_sample: OnBadSample = "raise",
+        self, root: str | Path, options: CosegOptions = CosegOptions(), on_bad_sample: OnBadSample = "raise"
     ) -> None:
         super().__init__(root, on_bad_sample)
-        if layout not in ("pascal", "msrc", "icoseg"):
-            raise ValueError(f"layout must be 'pascal', 'msrc' or 'icoseg', got {layout!r}")
-        if group_size == 1 or group_size < 0:
-            raise ValueError(f"group_size must be 0 (whole class) or >= 2, got {group_size}")
-        self.layout = layout
-        self.group_size = group_size
-        self.name = f"coseg-{layout}"
+        self.options = options
+        self.layout = options.layout
+        self.group_size = options.group_size
+        self.name = f"coseg-{options.layout}"
         self.bad.name = self.name
 
     @property
@@ -177,9 +190,7 @@ class CosegDataModule(TaskDataModule):
 
     Args:
         root: The data set folder.
-        layout: ``pascal`` (``images/``, ``GT/``), ``msrc`` (``<class>/``, ``<class>/GroundTruth/``; also the
-            Internet set) or ``icoseg`` (``images/``, ``ground_truth/``).
-        group_size: Images per sample (``0``: all images of a class in one sample).
+        options: Layout (default ``pascal``) and images per sample (default 3).
         train_split: ``train`` (hash partition) or ``None``.
         val_split: ``val`` or ``None``.
         test_split: ``all`` (benchmarks) or ``test``.
@@ -189,17 +200,14 @@ class CosegDataModule(TaskDataModule):
     def __init__(
         self,
         root: str,
-        layout: CosegLayout = "pascal",
-        group_size: int = 3,
+        options: CosegOptions = CosegOptions(),
         train_split: str | None = None,
         val_split: str | None = None,
         test_split: str | None = "all",
         **kwargs: Any,
     ) -> None:
         super().__init__(root, train_split, val_split, test_split, **kwargs)
-        self.layout = layout
-        self.group_size = group_size
-        self._reader = self.make_reader()  # validates the options now
+        self.options = options
 
     def make_reader(self) -> CosegReader:
-        return CosegReader(self.root, self.layout, self.group_size, self.on_bad_sample)
+        return CosegReader(self.root, self.options, self.on_bad_sample)

@@ -13,6 +13,7 @@ empty targets and ``metadata["no_target"] = True``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -29,6 +30,25 @@ from lightning_gpv.tasks.samples import Target, TaskSample
 
 GREFCOCO_SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB")
 GRefTask = Literal["grec", "gres"]
+
+
+@dataclass(frozen=True)
+class GRefCocoOptions:
+    """What a gRefCOCO reader yields and where the images are.
+
+    Args:
+        tasks: Which of ``grec``, ``gres`` to yield.
+        image_dir: Folder of the COCO ``train2014`` images (default ``root/../images/train2014``,
+            ``root/images/train2014`` or ``root/train2014``).
+    """
+
+    tasks: tuple[GRefTask, ...] = ("grec", "gres")
+    image_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks or set(self.tasks) - {"grec", "gres"}:
+            raise ValueError(f"tasks must be a non-empty subset of ['grec', 'gres'], got {list(self.tasks)}")
 
 
 class GRefRecord(NamedTuple):
@@ -56,28 +76,23 @@ class GRefCocoReader(Reader):
 
     Args:
         root: The ``grefcoco`` folder.
-        tasks: Which of ``grec``, ``gres`` to yield.
-        split_by: The refs file suffix (``unc``).
-        image_dir: Folder of the COCO ``train2014`` images.
+        options: Tasks and image folder.
         on_bad_sample: ``"raise"`` or ``"skip"`` bad refs.
     """
 
     name = "grefcoco"
+    split_by = "unc"
+    """The refs file suffix: gRefCOCO has the one split scheme."""
 
     def __init__(
         self,
         root: str | Path,
-        tasks: tuple[str, ...] = ("grec", "gres"),
-        split_by: str = "unc",
-        image_dir: str | None = None,
+        options: GRefCocoOptions = GRefCocoOptions(),
         on_bad_sample: OnBadSample = "raise",
     ) -> None:
         super().__init__(root, on_bad_sample)
-        if not tasks or set(tasks) - {"grec", "gres"}:
-            raise ValueError(f"tasks must be a non-empty subset of ['grec', 'gres'], got {list(tasks)}")
-        self.tasks = tuple(Task(t) for t in tasks)
-        self.split_by = split_by
-        self.image_dir = image_dir
+        self.options = options
+        self.tasks = tuple(Task(t) for t in options.tasks)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -90,8 +105,8 @@ class GRefCocoReader(Reader):
         return pickle_path if not json_path.is_file() and pickle_path.is_file() else json_path
 
     def images_folder(self) -> Path:
-        if self.image_dir is not None:
-            return Path(self.image_dir).expanduser()
+        if self.options.image_dir is not None:
+            return Path(self.options.image_dir).expanduser()
         return first_existing(coco_image_dirs(self.root, "train2014"), "image folder of train2014", self.root)
 
     def read(self, split: str, *, train: bool) -> list[GRefRecord]:
@@ -178,29 +193,24 @@ class GRefCocoDataModule(TaskDataModule):
 
     Args:
         root: The ``grefcoco`` folder (``grefs(unc).json``, ``instances.json``).
-        tasks: Which of ``grec``, ``gres`` to yield (default both).
+        options: Tasks (default both) and image folder.
         train_split: E.g. ``train``.
         val_split: E.g. ``val``.
         test_split: E.g. ``testA``.
-        image_dir: Folder of the COCO ``train2014`` images (default ``root/../images/train2014``,
-            ``root/images/train2014`` or ``root/train2014``).
         **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
     """
 
     def __init__(
         self,
         root: str,
-        tasks: list[GRefTask] | None = None,
+        options: GRefCocoOptions = GRefCocoOptions(),
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = None,
-        image_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, train_split, val_split, test_split, **kwargs)
-        self.tasks = list(tasks or ["grec", "gres"])
-        self.image_dir = image_dir
-        self._reader = self.make_reader()  # validates the options now
+        self.options = options
 
     def make_reader(self) -> GRefCocoReader:
-        return GRefCocoReader(self.root, tuple(self.tasks), "unc", self.image_dir, self.on_bad_sample)
+        return GRefCocoReader(self.root, self.options, self.on_bad_sample)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,33 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 
 _EXPANDING = {"coco_caption": "answer", "refcoco_lmms": "answer", "refcoco_jxu124": "sentences"}
 """Formats with several samples per row, and the list column that holds them."""
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    """The column layout of a Hugging Face copy and how its rows become samples.
+
+    Args:
+        format: Column layout: ``vqav2``, ``coco_caption``, ``refcoco_lmms``, ``refcoco_jxu124`` or ``nlvr2``.
+        tasks: For the RefCOCO formats, which of ``rec``, ``res``, ``reg`` to yield (empty: ``rec``).
+        image_root: Folder that relative image paths are joined to (``jxu124`` rows, NLVR2 without image
+            columns).
+        bbox_format: ``xywh`` (COCO) or ``xyxy``, for ``refcoco_lmms``'s ``bbox``.
+    """
+
+    format: HFFormat = "vqav2"
+    tasks: tuple[Literal["rec", "res", "reg"], ...] = ()
+    image_root: str | None = None
+    bbox_format: Literal["xywh", "xyxy"] = "xywh"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.format not in REQUIRED_COLUMNS:
+            raise ValueError(f"format must be one of {sorted(REQUIRED_COLUMNS)}, got {self.format!r}")
+        if self.bbox_format not in ("xywh", "xyxy"):
+            raise ValueError(f"bbox_format must be 'xywh' or 'xyxy', got {self.bbox_format!r}")
+        if self.format.startswith("refcoco") and set(self.tasks) - {"rec", "res", "reg"}:
+            raise ValueError(f"tasks must be a subset of ['rec', 'res', 'reg'], got {list(self.tasks)}")
 
 
 def image_cell(value: Any, image_root: Path | None, where: str, source: str) -> ImageRef:
@@ -82,10 +110,7 @@ class HFReader(Reader):
         dataset: A ``datasets.Dataset`` or ``DatasetDict`` (or ``None`` with ``path``).
         path: A ``save_to_disk`` folder, loaded with ``datasets.load_from_disk`` on first use (and again in
             each worker, so the reader pickles small).
-        format: The column layout.
-        tasks: For RefCOCO formats: which of ``rec``, ``res``, ``reg`` (default ``rec``).
-        image_root: Folder that relative image paths are joined to.
-        bbox_format: ``xywh`` (COCO) or ``xyxy``, for ``refcoco_lmms``'s ``bbox``.
+        options: Column layout, tasks, image root and box format.
         on_bad_sample: ``"raise"`` or ``"skip"``.
     """
 
@@ -95,10 +120,7 @@ class HFReader(Reader):
         self,
         dataset: Any = None,
         path: str | None = None,
-        format: str = "vqav2",
-        tasks: tuple[str, ...] = (),
-        image_root: str | None = None,
-        bbox_format: str = "xywh",
+        options: HFOptions = HFOptions(),
         on_bad_sample: OnBadSample = "raise",
     ) -> None:
         super().__init__(path or ".", on_bad_sample)
@@ -106,19 +128,14 @@ class HFReader(Reader):
             raise ValueError(
                 "give exactly one of `dataset` (a datasets object) and `path` (a save_to_disk folder)"
             )
-        if format not in REQUIRED_COLUMNS:
-            raise ValueError(f"format must be one of {sorted(REQUIRED_COLUMNS)}, got {format!r}")
-        if bbox_format not in ("xywh", "xyxy"):
-            raise ValueError(f"bbox_format must be 'xywh' or 'xyxy', got {bbox_format!r}")
-        ref_tasks = tuple(tasks) or ("rec",)
-        if format.startswith("refcoco") and set(ref_tasks) - {"rec", "res", "reg"}:
-            raise ValueError(f"tasks must be a subset of ['rec', 'res', 'reg'], got {list(tasks)}")
+        self.options = options
         self.path = path
-        self.format = format
-        self.tasks = tuple(Task(t) for t in ref_tasks) if format.startswith("refcoco") else ()
-        self.image_root = Path(image_root).expanduser() if image_root else None
-        self.bbox_format = bbox_format
-        self.source = path or f"<datasets object, format {format}>"
+        self.format = options.format
+        is_refcoco = options.format.startswith("refcoco")
+        self.tasks = tuple(Task(t) for t in options.tasks or ("rec",)) if is_refcoco else ()
+        self.image_root = Path(options.image_root).expanduser() if options.image_root else None
+        self.bbox_format = options.bbox_format
+        self.source = path or f"<datasets object, format {options.format}>"
         self._data = dataset
         self.name = f"hf-{format}"
         self.bad.name = self.name
@@ -300,13 +317,10 @@ class HFDataModule(TaskDataModule):
 
     Args:
         root: The ``save_to_disk`` folder (a ``Dataset`` or a ``DatasetDict``).
-        format: Column layout: ``vqav2``, ``coco_caption``, ``refcoco_lmms``, ``refcoco_jxu124`` or ``nlvr2``.
-        tasks: For RefCOCO formats, which of ``rec``, ``res``, ``reg`` (default ``rec``).
+        options: Column layout (default ``vqav2``), RefCOCO tasks (default ``rec``), image root, box format.
         train_split: A ``DatasetDict`` key (``all`` for a single ``Dataset``).
         val_split: E.g. ``validation``.
         test_split: E.g. ``test``.
-        image_root: Folder for relative image paths (``jxu124`` rows, NLVR2 without image columns).
-        bbox_format: ``xywh`` (COCO) or ``xyxy`` for ``refcoco_lmms``'s ``bbox``.
         dataset: An in-memory ``Dataset``/``DatasetDict`` instead of ``root`` (Python use, not YAML).
         **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
     """
@@ -314,32 +328,19 @@ class HFDataModule(TaskDataModule):
     def __init__(
         self,
         root: str | None = None,
-        format: HFFormat = "vqav2",
-        tasks: list[Literal["rec", "res", "reg"]] | None = None,
+        options: HFOptions = HFOptions(),
         train_split: str | None = None,
         val_split: str | None = "validation",
         test_split: str | None = None,
-        image_root: str | None = None,
-        bbox_format: Literal["xywh", "xyxy"] = "xywh",
         dataset: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root or "<in-memory dataset>", train_split, val_split, test_split, **kwargs)
         self.hf_path = root
-        self.format = format
-        self.tasks = list(tasks or [])
-        self.image_root = image_root
-        self.bbox_format = bbox_format
+        self.options = options
         self.hf_dataset = dataset
-        self._reader = self.make_reader()  # validates the options now
+        self._reader = self.make_reader()  # checks that exactly one of root and dataset is given
 
     def make_reader(self) -> HFReader:
-        return HFReader(
-            self.hf_dataset,
-            self.hf_path if self.hf_dataset is None else None,
-            self.format,
-            tuple(self.tasks),
-            self.image_root,
-            self.bbox_format,
-            self.on_bad_sample,
-        )
+        path = self.hf_path if self.hf_dataset is None else None
+        return HFReader(self.hf_dataset, path, self.options, self.on_bad_sample)

@@ -13,6 +13,7 @@ the label; ``metadata["consistency_key"]`` is the identifier without its pair id
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,6 +26,17 @@ from lightning_gpv.tasks.samples import Target, TaskSample
 NLVR2_SPLITS: tuple[str, ...] = (
     "train", "dev", "test1", "test2", "balanced_dev", "balanced_test1", "unbalanced_dev", "unbalanced_test1",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Nlvr2Options:
+    """Where an NLVR2 reader finds the images.
+
+    Args:
+        image_dir: Folder holding one image folder per split (default ``root/images``, else ``root``).
+    """
+
+    image_dir: str | None = None
 
 
 class Nlvr2Record(NamedTuple):
@@ -64,17 +76,17 @@ class Nlvr2Reader(Reader):
 
     Args:
         root: The ``nlvr2`` folder.
-        image_dir: Folder holding one image folder per split (default ``root/images``, else ``root``).
+        options: Where the images are.
         on_bad_sample: ``"raise"`` or ``"skip"`` bad lines.
     """
 
     name = "nlvr2"
 
     def __init__(
-        self, root: str | Path, image_dir: str | None = None, on_bad_sample: OnBadSample = "raise"
+        self, root: str | Path, options: Nlvr2Options = Nlvr2Options(), on_bad_sample: OnBadSample = "raise"
     ) -> None:
         super().__init__(root, on_bad_sample)
-        self.image_dir = image_dir
+        self.options = options
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -86,8 +98,8 @@ class Nlvr2Reader(Reader):
         return next((c for c in cands if c.is_file()), cands[0])
 
     def images_root(self) -> Path:
-        if self.image_dir is not None:
-            return Path(self.image_dir).expanduser()
+        if self.options.image_dir is not None:
+            return Path(self.options.image_dir).expanduser()
         return self.root / "images" if (self.root / "images").is_dir() else self.root
 
     def read(self, split: str, *, train: bool) -> list[Nlvr2Record]:
@@ -140,25 +152,24 @@ class Nlvr2DataModule(TaskDataModule):
 
     Args:
         root: The ``nlvr2`` folder (``data/*.json`` JSON lines and ``images/``).
+        options: Where the images are.
         train_split: E.g. ``train``.
         val_split: E.g. ``dev``.
         test_split: E.g. ``test1``.
-        image_dir: Folder holding one image folder per split (default ``root/images``, else ``root``).
         **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
     """
 
     def __init__(
         self,
         root: str,
+        options: Nlvr2Options = Nlvr2Options(),
         train_split: str | None = "train",
         val_split: str | None = "dev",
         test_split: str | None = None,
-        image_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, train_split, val_split, test_split, **kwargs)
-        self.image_dir = image_dir
-        self._reader = self.make_reader()  # validates the options now
+        self.options = options
 
     def make_reader(self) -> Nlvr2Reader:
-        return Nlvr2Reader(self.root, self.image_dir, self.on_bad_sample)
+        return Nlvr2Reader(self.root, self.options, self.on_bad_sample)

@@ -19,6 +19,7 @@ ref in ``target.answers``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -41,6 +42,37 @@ SPLIT_SCHEMES: dict[str, dict[str, tuple[str, ...]]] = {
     "refcocog": {"umd": ("train", "val", "test"), "google": ("train", "val")},
 }
 """Data set -> ``split_by`` -> its splits (refer API, ``data/README.md``)."""
+
+
+@dataclass(frozen=True)
+class RefCocoOptions:
+    """Which refer data set and split scheme a RefCOCO reader reads, what it yields and where the images are.
+
+    Args:
+        dataset: ``refcoco``, ``refcoco+`` or ``refcocog``.
+        split_by: ``unc`` (refcoco, refcoco+: ``train/val/testA/testB``), ``google`` (refcoco:
+            ``train/val/test``; refcocog: ``train/val``) or ``umd`` (refcocog: ``train/val/test``).
+        tasks: Which of ``rec``, ``res``, ``reg`` to yield.
+        image_dir: Folder of the COCO ``train2014`` images (default: ``root/images/train2014``,
+            ``root/train2014`` or the sibling ``../coco/images/train2014``).
+    """
+
+    dataset: RefDataset = "refcoco"
+    split_by: Literal["unc", "google", "umd"] = "unc"
+    tasks: tuple[RefTask, ...] = ("rec", "res")
+    image_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.dataset not in SPLIT_SCHEMES:
+            raise ValueError(f"dataset must be one of {sorted(SPLIT_SCHEMES)}, got {self.dataset!r}")
+        schemes = SPLIT_SCHEMES[self.dataset]
+        if self.split_by not in schemes:
+            raise ValueError(f"{self.dataset} has split_by {sorted(schemes)}, got {self.split_by!r}")
+        if not self.tasks or set(self.tasks) - {"rec", "res", "reg"}:
+            raise ValueError(
+                f"tasks must be a non-empty subset of ['rec', 'res', 'reg'], got {list(self.tasks)}"
+            )
 
 
 class Instance(NamedTuple):
@@ -109,10 +141,7 @@ class RefCocoReader(Reader):
 
     Args:
         root: Folder holding ``refcoco/``, ``refcoco+/``, ``refcocog/`` (or directly the data set folder).
-        dataset: ``refcoco``, ``refcoco+`` or ``refcocog``.
-        split_by: ``unc`` (refcoco, refcoco+), ``google`` (refcoco, refcocog) or ``umd`` (refcocog).
-        tasks: Which of ``rec``, ``res``, ``reg`` to yield.
-        image_dir: Folder of the COCO ``train2014`` images.
+        options: Data set, split scheme, tasks and image folder.
         on_bad_sample: ``"raise"`` or ``"skip"`` bad refs.
     """
 
@@ -121,24 +150,15 @@ class RefCocoReader(Reader):
     def __init__(
         self,
         root: str | Path,
-        dataset: str = "refcoco",
-        split_by: str = "unc",
-        tasks: tuple[str, ...] = ("rec", "res"),
-        image_dir: str | None = None,
+        options: RefCocoOptions = RefCocoOptions(),
         on_bad_sample: OnBadSample = "raise",
     ) -> None:
         super().__init__(root, on_bad_sample)
-        if dataset not in SPLIT_SCHEMES:
-            raise ValueError(f"dataset must be one of {sorted(SPLIT_SCHEMES)}, got {dataset!r}")
-        if split_by not in SPLIT_SCHEMES[dataset]:
-            raise ValueError(f"{dataset} has split_by {sorted(SPLIT_SCHEMES[dataset])}, got {split_by!r}")
-        if not tasks or set(tasks) - {"rec", "res", "reg"}:
-            raise ValueError(f"tasks must be a non-empty subset of ['rec', 'res', 'reg'], got {list(tasks)}")
-        self.dataset = dataset
-        self.split_by = split_by
-        self.tasks = tuple(Task(t) for t in tasks)
-        self.image_dir = image_dir
-        self.name = f"{dataset}({split_by})"
+        self.options = options
+        self.dataset = options.dataset
+        self.split_by = options.split_by
+        self.tasks = tuple(Task(t) for t in options.tasks)
+        self.name = f"{options.dataset}({options.split_by})"
         self.bad.name = self.name
 
     @property
@@ -152,8 +172,8 @@ class RefCocoReader(Reader):
         return sub if sub.is_dir() or not (self.root / "instances.json").is_file() else self.root
 
     def images_folder(self) -> Path:
-        if self.image_dir is not None:
-            return Path(self.image_dir).expanduser()
+        if self.options.image_dir is not None:
+            return Path(self.options.image_dir).expanduser()
         cands = [*coco_image_dirs(self.root, "train2014"), self.folder / "images"]
         return first_existing(cands, "image folder of train2014", self.root)
 
@@ -246,38 +266,24 @@ class RefCocoDataModule(TaskDataModule):
 
     Args:
         root: Folder holding ``refcoco/``, ``refcoco+/``, ``refcocog/`` and the COCO images.
-        dataset: ``refcoco``, ``refcoco+`` or ``refcocog``.
-        split_by: ``unc`` (refcoco, refcoco+: ``train/val/testA/testB``), ``google`` (refcoco:
-            ``train/val/test``;            refcocog: ``train/val``) or ``umd`` (refcocog: ``train/val/test``).
-        tasks: Which of ``rec``, ``res``, ``reg`` to yield (default ``rec``, ``res``).
+        options: Data set, split scheme, tasks (default ``rec``, ``res``) and image folder.
         train_split: E.g. ``train``.
         val_split: E.g. ``val``.
         test_split: E.g. ``testA``.
-        image_dir: Folder of the COCO ``train2014`` images (default: ``root/images/train2014``,
-            ``root/train2014`` or the sibling ``../coco/images/train2014``).
         **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
     """
 
     def __init__(
         self,
         root: str,
-        dataset: RefDataset = "refcoco",
-        split_by: Literal["unc", "google", "umd"] = "unc",
-        tasks: list[RefTask] | None = None,
+        options: RefCocoOptions = RefCocoOptions(),
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = None,
-        image_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, train_split, val_split, test_split, **kwargs)
-        self.dataset_name = dataset
-        self.split_by = split_by
-        self.tasks = list(tasks or ["rec", "res"])
-        self.image_dir = image_dir
-        self._reader = self.make_reader()  # validates the options now
+        self.options = options
 
     def make_reader(self) -> RefCocoReader:
-        return RefCocoReader(
-            self.root, self.dataset_name, self.split_by, tuple(self.tasks), self.image_dir, self.on_bad_sample
-        )
+        return RefCocoReader(self.root, self.options, self.on_bad_sample)

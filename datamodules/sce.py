@@ -1,4 +1,4 @@
-"""COCO-SCE (Skill-Concept Evaluation, GPV-1 paper Sec. 4 and Table 9): held-out concepts per task.
+"""COCO-SCE (Skill-Concept Evaluation, GPV-1 paper Sec. 4 and Table 9): the split protocol.
 
 The 80 COCO categories are split into three disjoint sets:
 
@@ -9,24 +9,23 @@ The 80 COCO categories are split into three disjoint sets:
 Train and val drop every sample that mentions a concept held out for its task; test keeps all and tags
 each sample ``seen`` or ``unseen`` (``metadata["sce"]``). Localization and classification samples carry
 their category, so they are matched by category id; VQA and caption samples are matched by text with
-:class:`ConceptMatcher` (see ``docs/datamodules.md`` for the rules).
+:class:`~datamodules.concepts.ConceptMatcher`.
 
 The split is data: :class:`SceSplit` takes any category sets and synonym lists, so ShapesWorld (whose
-categories are shapes) can define its own.
+categories are shapes) can define its own. :class:`SceOptions` is what a data module is given (the YAML
+``sce:`` block); :meth:`SceOptions.protocol` builds the :class:`SceProtocol` its reader applies.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datamodules.concepts import COCO_SYNONYMS, ConceptMatcher
 from datamodules.errors import DataFormatError, UnknownSplitError
 from datamodules.io import field, read_json
 from lightning_gpv.tasks.catalogue import Task
@@ -40,225 +39,6 @@ HELD_FROM_CLS_LOC: tuple[str, ...] = (
     "banana", "baseball bat", "bottle", "broccoli", "donut", "hot dog", "keyboard", "laptop", "train", "tv",
 )  # fmt: skip
 """Categories held out from classification and localization (paper Table 9, ``H_cls,loc``)."""
-
-COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": ("person", "people", "man", "woman", "boy", "girl", "child", "kid", "baby", "guy", "lady",
-               "player", "skier", "surfer", "skateboarder", "snowboarder", "rider", "pedestrian", "human"),
-    "bicycle": ("bicycle", "bike", "cycle"),
-    "car": ("car", "automobile", "sedan", "taxi", "cab", "suv"),
-    "motorcycle": ("motorcycle", "motorbike", "motor bike", "scooter", "moped"),
-    "airplane": ("airplane", "aeroplane", "plane", "jet", "aircraft", "airliner"),
-    "bus": ("bus", "autobus", "coach"),
-    "train": ("train", "locomotive", "railcar", "tram", "subway"),
-    "truck": ("truck", "lorry", "pickup"),
-    "boat": ("boat", "ship", "sailboat", "canoe", "kayak", "yacht", "ferry"),
-    "traffic light": ("traffic light", "stoplight", "stop light", "traffic signal"),
-    "fire hydrant": ("fire hydrant", "hydrant"),
-    "stop sign": ("stop sign",),
-    "parking meter": ("parking meter", "meter"),
-    "bench": ("bench", "park bench"),
-    "bird": ("bird", "pigeon", "seagull", "gull", "duck", "goose", "parrot", "sparrow"),
-    "cat": ("cat", "kitten", "kitty"),
-    "dog": ("dog", "puppy", "pup", "doggy"),
-    "horse": ("horse", "pony", "foal", "stallion", "mare"),
-    "sheep": ("sheep", "lamb", "ewe", "ram"),
-    "cow": ("cow", "cattle", "bull", "calf", "ox"),
-    "elephant": ("elephant",),
-    "bear": ("bear", "polar bear", "grizzly"),
-    "zebra": ("zebra",),
-    "giraffe": ("giraffe",),
-    "backpack": ("backpack", "back pack", "rucksack", "knapsack"),
-    "umbrella": ("umbrella", "parasol"),
-    "handbag": ("handbag", "purse", "hand bag"),
-    "tie": ("tie", "necktie", "bowtie", "bow tie"),
-    "suitcase": ("suitcase", "luggage", "baggage", "suit case"),
-    "frisbee": ("frisbee", "flying disc"),
-    "skis": ("ski", "skis"),
-    "snowboard": ("snowboard", "snow board"),
-    "sports ball": ("sports ball", "ball", "football", "soccer ball", "tennis ball", "basketball"),
-    "kite": ("kite",),
-    "baseball bat": ("baseball bat", "bat"),
-    "baseball glove": ("baseball glove", "glove", "mitt"),
-    "skateboard": ("skateboard", "skate board"),
-    "surfboard": ("surfboard", "surf board", "surfboard"),
-    "tennis racket": ("tennis racket", "racket", "racquet"),
-    "bottle": ("bottle",),
-    "wine glass": ("wine glass", "wineglass", "glass of wine"),
-    "cup": ("cup", "mug", "teacup", "coffee cup"),
-    "fork": ("fork",),
-    "knife": ("knife",),
-    "spoon": ("spoon",),
-    "bowl": ("bowl",),
-    "banana": ("banana",),
-    "apple": ("apple",),
-    "sandwich": ("sandwich", "sub", "burger", "hamburger"),
-    "orange": ("orange",),
-    "broccoli": ("broccoli",),
-    "carrot": ("carrot",),
-    "hot dog": ("hot dog", "hotdog"),
-    "pizza": ("pizza",),
-    "donut": ("donut", "doughnut"),
-    "cake": ("cake", "cupcake"),
-    "chair": ("chair", "stool"),
-    "couch": ("couch", "sofa"),
-    "potted plant": ("potted plant", "houseplant", "house plant", "plant"),
-    "bed": ("bed",),
-    "dining table": ("dining table", "table"),
-    "toilet": ("toilet",),
-    "tv": ("tv", "television", "tv set", "monitor"),
-    "laptop": ("laptop", "notebook computer", "computer"),
-    "mouse": ("mouse",),
-    "remote": ("remote", "remote control", "controller"),
-    "keyboard": ("keyboard",),
-    "cell phone": ("cell phone", "cellphone", "phone", "mobile phone", "smartphone", "iphone"),
-    "microwave": ("microwave",),
-    "oven": ("oven", "stove"),
-    "toaster": ("toaster",),
-    "sink": ("sink",),
-    "refrigerator": ("refrigerator", "fridge"),
-    "book": ("book",),
-    "clock": ("clock",),
-    "vase": ("vase",),
-    "scissors": ("scissors",),
-    "teddy bear": ("teddy bear", "teddy", "stuffed animal"),
-    "hair drier": ("hair drier", "hair dryer", "hairdryer", "blow dryer"),
-    "toothbrush": ("toothbrush", "tooth brush"),
-}  # fmt: skip
-"""Phrases that mention each COCO category (singular; plurals are matched through :func:`lemma`)."""
-
-_IRREGULAR: dict[str, str] = {
-    "people": "person", "men": "man", "women": "woman", "children": "child", "mice": "mouse",
-    "knives": "knife", "leaves": "leaf", "wolves": "wolf", "shelves": "shelf", "halves": "half",
-    "loaves": "loaf", "calves": "calf", "geese": "goose", "feet": "foot", "teeth": "tooth", "oxen": "ox",
-    "buses": "bus", "busses": "bus", "glasses": "glass", "scissors": "scissors", "skis": "ski",
-    "tomatoes": "tomato", "potatoes": "potato", "ties": "tie", "cookies": "cookie", "movies": "movie",
-    "lies": "lie", "pies": "pie", "dies": "die", "species": "species", "series": "series",
-    "news": "news", "bus": "bus", "gas": "gas", "yes": "yes", "this": "this", "his": "his",
-    "is": "is", "was": "was", "has": "has", "does": "does", "goes": "go", "as": "as", "us": "us",
-    "its": "its", "always": "always", "perhaps": "perhaps", "pants": "pants", "jeans": "jeans",
-    "shorts": "shorts", "sheep": "sheep", "broccoli": "broccoli",
-}  # fmt: skip
-
-_TOKEN = re.compile(r"[a-z0-9]+")
-
-
-@functools.lru_cache(maxsize=65536)
-def lemma(word: str) -> str:
-    """Singular form of a lowercase English word by rule (a small WordNet-free noun lemmatizer).
-
-    Irregular plurals come from a table; otherwise ``-ies`` -> ``-y``, ``-(s|x|z|ch|sh)es`` -> stem and a
-    final ``-s`` (not ``-ss``, ``-us``, ``-is``) is dropped. Both the text and the synonym phrases go
-    through the same function, so matching only needs the two sides to agree.
-    """
-    if word in _IRREGULAR:
-        return _IRREGULAR[word]
-    if len(word) <= 3:
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith(("sses", "xes", "zes", "ches", "shes")):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase alphanumeric tokens of ``text``, lemmatized (``"Two Horses!"`` -> ``["two", "horse"]``)."""
-    return [lemma(t) for t in _TOKEN.findall(text.lower())]
-
-
-def _blocked(category: str, phrase: tuple[str, ...], tokens: list[str], start: int) -> bool:
-    """Context rules that stop a phrase from counting as a mention of ``category`` at ``start``."""
-    prev = tokens[start - 1] if start > 0 else ""
-    nxt = tokens[start + len(phrase)] if start + len(phrase) < len(tokens) else ""
-    if phrase == ("dog",) and prev == "hot":
-        return True  # "hot dog" is its own category
-    if phrase == ("bear",) and prev in ("teddy", "stuffed"):
-        return True
-    if category == "orange" and nxt and nxt not in _ORANGE_NOUN_NEXT:
-        return True  # "orange shirt": the colour; "an orange", "oranges and apples": the fruit
-    if category in ("train", "book", "remote") and prev in ("to", "will", "can", "you", "they", "we"):
-        return True  # "to train", "can book", verbs
-    if category == "remote" and nxt in ("area", "location", "place", "island", "village", "region"):
-        return True
-    if phrase == ("bat",) and nxt in ("fly", "flying", "wing", "cave", "colony"):
-        return True  # the animal
-    return category == "tv" and phrase == ("monitor",) and prev in ("heart", "baby")
-
-
-_ORANGE_NOUN_NEXT = frozenset(
-    [
-        "and",
-        "or",
-        "on",
-        "in",
-        "with",
-        "is",
-        "are",
-        "was",
-        "slice",
-        "peel",
-        "juice",
-        "tree",
-        "fruit",
-        "of",
-        "next",
-        "at",
-        "to",
-        "near",
-        "that",
-        "this",
-    ]
-)
-
-
-@dataclass
-class ConceptMatcher:
-    """Finds the categories a text mentions.
-
-    A category is mentioned when the lemmatized tokens of one of its synonym phrases occur contiguously in
-    the lemmatized tokens of the text and no context rule blocks it (``dog`` after ``hot``, ``bear`` after
-    ``teddy``, ``orange`` followed by a noun it colours, ``remote area``, ``to train``, ...). When a longer
-    phrase of another category covers the same tokens (``hot dog``, ``teddy bear``, ``wine glass``), only
-    the longer one counts.
-
-    Args:
-        synonyms: Category name -> phrases that mention it.
-    """
-
-    synonyms: Mapping[str, Sequence[str]] = dc_field(default_factory=lambda: COCO_SYNONYMS)
-
-    def __post_init__(self) -> None:
-        self._phrases: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
-        for cat, phrases in self.synonyms.items():
-            for p in {cat, *phrases}:
-                toks = tuple(tokenize(p))
-                if toks:
-                    self._phrases.setdefault(toks[0], []).append((cat, toks))
-        for lst in self._phrases.values():
-            lst.sort(key=lambda cp: -len(cp[1]))
-
-    def find(self, text: str) -> set[str]:
-        """The set of category names ``text`` mentions."""
-        tokens = tokenize(text)
-        phrases = self._phrases
-        spans: list[tuple[int, int, str]] = []
-        for i, tok in enumerate(tokens):
-            for cat, phrase in phrases.get(tok, ()):
-                j = i + len(phrase)
-                if tuple(tokens[i:j]) == phrase and not _blocked(cat, phrase, tokens, i):
-                    spans.append((i, j, cat))
-        if len(spans) < 2:
-            return {cat for _, _, cat in spans}
-        covered = [False] * len(tokens)
-        found: set[str] = set()
-        for i, j, cat in sorted(spans, key=lambda s: (s[0] - s[1], s[0])):  # longest first
-            if not all(covered[i:j]):
-                covered[i:j] = [True] * (j - i)
-                found.add(cat)
-        return found
-
 
 _VQA_CAP = (Task.VQA, Task.CAPTIONING)
 _CLS_LOC = (Task.CLASSIFICATION, Task.LOCALIZATION)
@@ -343,8 +123,8 @@ def is_val_image(
     GPV-1 shuffled the glob order of the image files (not reproducible). Here each image is assigned by
     a 64-bit hash of ``(seed, image_id)``, so the partition does not depend on which other ids a file
     holds: COCO captions, instances and VQA questions agree on every image. The val share is
-    ``val_fraction`` in expectation. Pass GPV-1's own partition through a JSON file (``sce_image_split``
-    of the data modules) to reproduce the paper's exact sets.
+    ``val_fraction`` in expectation. Pass GPV-1's own partition through a JSON file
+    (:attr:`SceOptions.image_split`) to reproduce the paper's exact sets.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -441,3 +221,34 @@ class SceProtocol:
         if tag["unseen"] and split != "test":
             return None
         return {"coco_categories": tag, "sce": "unseen" if tag["unseen"] else "seen"}
+
+
+@dataclass(frozen=True)
+class SceOptions:
+    """How a data module applies COCO-SCE: the category split and the partition of ``train2014`` images.
+
+    Args:
+        definition: JSON file defining another category split (see :func:`load_sce_split`; ShapesWorld
+            writes ``coco_sce/split_categories.json``); ``None``: the paper's Table 9.
+        image_split: JSON file ``{"train": [image ids], "val": [image ids]}`` fixing the partition (e.g.
+            GPV-1's own, or ShapesWorld's ``coco_sce/split_images.json``); ``None``: the hash partition.
+        val_fraction: Share of ``train2014`` images in SCE ``val`` (hash partition).
+        seed: Seed of the hash partition (see :func:`is_val_image`).
+    """
+
+    definition: str | None = None
+    image_split: str | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"SceOptions.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def protocol(self) -> SceProtocol:
+        """The :class:`SceProtocol` of these options (reads :attr:`definition` now)."""
+        return SceProtocol(load_sce_split(self.definition), self.val_fraction, self.seed, self.image_split)
+
+
+PAPER_SCE = SceOptions()
+"""The COCO-SCE of the GPV-1 paper: Table 9's category split, ``train2014`` images hashed 80/20 (seed 0)."""

@@ -22,18 +22,31 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from datamodules.base import Reader, TaskDataModule
 from datamodules.errors import DataFormatError, OnBadSample
 from datamodules.io import coco_image_dirs, field, first_existing, read_json
-from datamodules.sce import SceProtocol, load_sce_split
+from datamodules.sce import PAPER_SCE, SceOptions
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
 
 VQA_SPLITS: tuple[str, ...] = ("train2014", "val2014", "test-dev2015", "test2015")
 _IMAGE_SPLIT = {"test-dev2015": "test2015"}
+
+
+@dataclass(frozen=True)
+class VQAv2Options:
+    """Where a VQAv2 reader finds the images.
+
+    Args:
+        image_dir: Image folder pattern with ``{split}``, the COCO image split (e.g. ``train2014``; default:
+            ``root/images/{split}``, ``root/{split}`` or the sibling ``../coco/images/{split}``).
+    """
+
+    image_dir: str | None = None
 
 
 class VqaRecord(NamedTuple):
@@ -68,12 +81,8 @@ class VQAv2Reader(Reader):
 
     Args:
         root: The VQAv2 folder.
-        image_dir: Image folder pattern with ``{split}`` (the COCO image split, e.g. ``train2014``).
-        sce: Use the COCO-SCE splits ``train``/``val``/``test``.
-        sce_definition: JSON defining another SCE category split.
-        sce_image_split: JSON image-id partition overriding the hash partition.
-        sce_val_fraction: Share of ``train2014`` images in SCE ``val``.
-        sce_seed: Seed of the hash partition.
+        options: Where the images are.
+        sce: Read the COCO-SCE splits ``train``/``val``/``test`` instead of VQAv2's.
         on_bad_sample: ``"raise"`` or ``"skip"`` bad records.
     """
 
@@ -82,21 +91,13 @@ class VQAv2Reader(Reader):
     def __init__(
         self,
         root: str | Path,
-        image_dir: str | None = None,
-        sce: bool = False,
-        sce_definition: str | None = None,
-        sce_image_split: str | None = None,
-        sce_val_fraction: float = 0.2,
-        sce_seed: int = 0,
+        options: VQAv2Options = VQAv2Options(),
+        sce: SceOptions | None = None,
         on_bad_sample: OnBadSample = "raise",
     ) -> None:
         super().__init__(root, on_bad_sample)
-        self.image_dir = image_dir
-        self.sce = (
-            SceProtocol(load_sce_split(sce_definition), sce_val_fraction, sce_seed, sce_image_split)
-            if sce
-            else None
-        )
+        self.options = options
+        self.sce = sce.protocol() if sce is not None else None
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -116,8 +117,8 @@ class VQAv2Reader(Reader):
         return self._file(f"v2_mscoco_{split}_annotations.json")
 
     def images_folder(self, image_split: str) -> Path:
-        if self.image_dir is not None:
-            return Path(self.image_dir.format(split=image_split)).expanduser()
+        if self.options.image_dir is not None:
+            return Path(self.options.image_dir.format(split=image_split)).expanduser()
         return first_existing(
             coco_image_dirs(self.root, image_split), f"image folder of {image_split}", self.root
         )
@@ -220,29 +221,27 @@ class VQAv2DataModule(TaskDataModule):
 
     Args:
         root: The VQAv2 folder (question/annotation JSON files and ``images/{split}``).
+        options: Where the images are.
         train_split: E.g. ``train2014``.
         val_split: E.g. ``val2014``.
         test_split: E.g. ``test-dev2015`` (no targets).
-        image_dir: Image folder pattern with ``{split}`` (default: ``root/images/{split}``, ``root/{split}``,
-            or the sibling ``../coco/images/{split}``).
         **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
     """
 
     def __init__(
         self,
         root: str,
+        options: VQAv2Options = VQAv2Options(),
         train_split: str | None = "train2014",
         val_split: str | None = "val2014",
         test_split: str | None = None,
-        image_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(root, train_split, val_split, test_split, **kwargs)
-        self.image_dir = image_dir
-        self._reader = self.make_reader()  # validates the options now
+        self.options = options
 
     def make_reader(self) -> VQAv2Reader:
-        return VQAv2Reader(self.root, self.image_dir, on_bad_sample=self.on_bad_sample)
+        return VQAv2Reader(self.root, self.options, on_bad_sample=self.on_bad_sample)
 
 
 class VQAv2SceDataModule(VQAv2DataModule):
@@ -253,42 +252,26 @@ class VQAv2SceDataModule(VQAv2DataModule):
 
     Args:
         root: The VQAv2 folder.
+        options: As :class:`VQAv2DataModule`.
+        sce: The category split and image partition (default: the paper's Table 9, hash partition 80/20).
         train_split: ``train``.
         val_split: ``val``.
         test_split: ``test``.
-        sce_definition: JSON file defining another category split; default Table 9.
-        sce_image_split: JSON ``{"train": [ids], "val": [ids]}`` image partition.
-        sce_val_fraction: Share of ``train2014`` images in SCE ``val`` (hash partition).
-        sce_seed: Seed of the hash partition.
-        **kwargs: The other options of :class:`VQAv2DataModule`.
+        **kwargs: The loader and error options of :class:`~datamodules.base.TaskDataModule`.
     """
 
     def __init__(
         self,
         root: str,
+        options: VQAv2Options = VQAv2Options(),
+        sce: SceOptions = PAPER_SCE,
         train_split: str | None = "train",
         val_split: str | None = "val",
         test_split: str | None = "test",
-        sce_definition: str | None = None,
-        sce_image_split: str | None = None,
-        sce_val_fraction: float = 0.2,
-        sce_seed: int = 0,
         **kwargs: Any,
     ) -> None:
-        self.sce_definition = sce_definition
-        self.sce_image_split = sce_image_split
-        self.sce_val_fraction = sce_val_fraction
-        self.sce_seed = sce_seed
-        super().__init__(root, train_split, val_split, test_split, **kwargs)
+        super().__init__(root, options, train_split, val_split, test_split, **kwargs)
+        self.sce = sce
 
     def make_reader(self) -> VQAv2Reader:
-        return VQAv2Reader(
-            self.root,
-            self.image_dir,
-            sce=True,
-            sce_definition=self.sce_definition,
-            sce_image_split=self.sce_image_split,
-            sce_val_fraction=self.sce_val_fraction,
-            sce_seed=self.sce_seed,
-            on_bad_sample=self.on_bad_sample,
-        )
+        return VQAv2Reader(self.root, self.options, self.sce, self.on_bad_sample)

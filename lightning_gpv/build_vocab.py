@@ -24,27 +24,26 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lightning_gpv.tasks.samples import TaskSample
 
 TINY_TOKENIZER_SIZE = 512
 """``model.config.text.vocab_size`` of the tiny recipes: the written ``vocab.txt`` must fit in it."""
 
 
-def _train_samples(coco_root: str | None, vqa_root: str | None, vqa_image_dir: str | None) -> list:
-    from datamodules.coco import CocoDataModule
-    from datamodules.vqav2 import VQAv2DataModule
+def _train_samples(
+    coco_root: str | None, vqa_root: str | None, vqa_image_dir: str | None
+) -> list[TaskSample]:
+    """The training samples of the COCO and VQAv2 folders (:func:`datamodules.vocab.vocabulary_samples`).
 
-    modules = []
-    if coco_root:
-        modules.append(CocoDataModule(coco_root, tasks=["captioning", "classification"], val_split=None))
-    if vqa_root:
-        image_dir = vqa_image_dir or str(Path(vqa_root).parent / "coco" / "images" / "{split}")
-        modules.append(VQAv2DataModule(vqa_root, image_dir=image_dir, val_split=None))
-    samples = []
-    for dm in modules:
-        dm.setup("fit")
-        data = dm.dataset(dm.train_split)
-        samples += [data.sample(i) for i in range(len(data))]
-    return samples
+    The one place :mod:`lightning_gpv` reaches into ``datamodules``, at call time: the command reads data
+    files and ``lightning-gpv`` dispatches it here.
+    """
+    from datamodules.vocab import vocabulary_samples
+
+    return vocabulary_samples(coco_root, vqa_root, vqa_image_dir)
 
 
 def build(

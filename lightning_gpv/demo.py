@@ -11,8 +11,9 @@ on a CPU.
    or more cores, the two models run at the same time in two processes logging to ``OUT/<model>.log``);
 3. test the trained model and the untrained one (same seed, same recipe) on the first 256 samples of each
    test split (ShapesWorld's ``val2014``, RefCOCO ``testA``, NLVR2 ``test1``), write ``OUT/metrics.json``
-   (``{"gpv1": {"trained": {...}, "untrained": {...}}, "vistallm": {...}}``), print a table, and draw
-   predictions (boxes, masks and text) into ``OUT/pictures/``.
+   (``{"gpv1": {"trained": {...}, "untrained": {...}}, "vistallm": {...}}``, each metric under its logged key
+   ``test/{dataset}/{task}/{metric}``), print a table, and draw predictions (boxes, masks and text) into
+   ``OUT/pictures/``.
 
 An earlier ``OUT`` is never overwritten: it is moved to ``OUT-<timestamp>`` first (and the move printed).
 """
@@ -32,24 +33,10 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lightning_gpv.metrics.evaluation import flatten_results
 from lightning_gpv.shapesworld import SceneStyle
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-GPV1_METRICS = {
-    "vqa_accuracy": "test/vqa",
-    "cider_d": "test/captioning",
-    "localization_ap": "test/localization",
-    "classification_accuracy": "test/classification",
-}
-"""metrics.json name -> the logged test metric of GPV1Module."""
-VISTALLM_METRICS = {
-    "cider_d": "test/captioning/cider",
-    "vqa_accuracy": "test/vqa/accuracy",
-    "rec_acc@0.5": "test/rec/acc@0.5",
-    "res_miou": "test/res/mIoU",
-    "nlvr2_accuracy": "test/nlvr2/accuracy",
-}
-"""metrics.json name -> the logged test metric of VistaLLMModule."""
 STYLE = SceneStyle(max_objects=3, backgrounds=("plain",), sizes=("medium", "large"))
 """The demo's ShapesWorld: 1-3 medium or large objects on plain backgrounds, where tiny models trained from
 scratch learn to localise in CPU minutes (in the full world VistaLLM's REC Acc@0.5 stays under 0.04 after
@@ -125,8 +112,8 @@ def _test(model: Any, datamodule: Any) -> dict[str, float]:
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                       enable_model_summary=False,
                       limit_test_batches=-(-TEST_SAMPLES // datamodule.batch_size))  # fmt: skip
-    results = trainer.test(model, datamodule=datamodule, verbose=False)
-    return {k: float(v) for r in results for k, v in r.items()}
+    results = flatten_results(trainer.test(model, datamodule=datamodule, verbose=False))
+    return {key: value for key, value in results.items() if is_quality_metric(key)}
 
 
 def _pictures(model: Any, datamodule: Any, folder: Path, per_task: int, scan: int = 200) -> list[Path]:
@@ -162,12 +149,18 @@ def _pictures(model: Any, datamodule: Any, folder: Path, per_task: int, scan: in
     return paths
 
 
-def fit_and_test(
-    name: str, recipe: Path, overrides: list[str], metric_names: dict[str, str], out: Path, quick: bool
-) -> dict[str, dict[str, float]]:
+def is_quality_metric(key: str) -> bool:
+    """Whether a logged test key (``test/{dataset}/{task}/{metric}``) scores answers: not a loss and not a
+    parse rate."""
+    parts = key.split("/")
+    rates = ("parse_failure", "well_formed")
+    return len(parts) == 4 and not parts[2].startswith("loss") and parts[3] not in rates
+
+
+def fit_and_test(name: str, recipe: Path, overrides: list[str], out: Path, quick: bool) -> Metrics:
     """Fit ``recipe`` with the CLI, test the trained and the untrained model (same seed and recipe), and
-    draw test predictions into ``out/pictures/<name>``; returns ``{"trained": ..., "untrained": ...}``
-    with the metrics renamed by ``metric_names`` (metrics.json name -> logged test metric)."""
+    draw test predictions into ``out/pictures/<name>``; returns ``{"trained": ..., "untrained": ...}``,
+    each ``{"test/{dataset}/{task}/{metric}": value}``."""
     print(f"\n== {name}: lightning-gpv fit -c {recipe} {' '.join(overrides)}")
     from lightning_gpv.cli import run_lightning_cli
 
@@ -180,10 +173,7 @@ def fit_and_test(
     _report("pictures")
     _pictures(trained.model, trained.datamodule, out / "pictures" / name, 2 if quick else 4)
 
-    def named(metrics: dict[str, float]) -> dict[str, float]:
-        return {label: metrics[key] for label, key in metric_names.items() if key in metrics}
-
-    return {"trained": named(after), "untrained": named(before)}
+    return {"trained": after, "untrained": before}
 
 
 def _progress_overrides(bars: bool) -> list[str]:
@@ -207,7 +197,7 @@ def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None, bars
         overrides.append(f"--trainer.max_epochs={epochs}")
     if quick:
         overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32"]
-    return fit_and_test("gpv1", recipe, overrides, GPV1_METRICS, out, quick)
+    return fit_and_test("gpv1", recipe, overrides, out, quick)
 
 
 def run_vistallm(out: Path, data: Path, quick: bool, epochs: int | None = None, bars: bool = True) -> Metrics:
@@ -219,7 +209,7 @@ def run_vistallm(out: Path, data: Path, quick: bool, epochs: int | None = None, 
     if quick:
         overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32",
                       "--model.init_args.max_new_tokens=24"]  # fmt: skip
-    return fit_and_test("vistallm", recipe, overrides, VISTALLM_METRICS, out, quick)
+    return fit_and_test("vistallm", recipe, overrides, out, quick)
 
 
 RUNNERS: dict[str, Callable[..., Metrics]] = {"gpv1": run_gpv1, "vistallm": run_vistallm}
@@ -303,11 +293,15 @@ def run_parallel(
 
 
 def table(metrics: dict[str, Metrics]) -> str:
-    rows = [f"{'model':<10} {'metric':<26} {'untrained':>10} {'trained':>10} {'gain':>8}"]
+    """Untrained, trained and gain per model and logged metric key (``test/`` left out)."""
+    names = [name.removeprefix("test/") for runs in metrics.values() for name in runs.get("trained", {})]
+    width = max([26, *map(len, names)])
+    rows = [f"{'model':<10} {'metric':<{width}} {'untrained':>10} {'trained':>10} {'gain':>8}"]
     for model, runs in metrics.items():
-        for name, value in runs.get("trained", {}).items():
+        for name, value in sorted(runs.get("trained", {}).items()):
             base = runs.get("untrained", {}).get(name, float("nan"))
-            rows.append(f"{model:<10} {name:<26} {base:>10.3f} {value:>10.3f} {value - base:>+8.3f}")
+            label = name.removeprefix("test/")
+            rows.append(f"{model:<10} {label:<{width}} {base:>10.3f} {value:>10.3f} {value - base:>+8.3f}")
     return "\n".join(rows)
 
 

@@ -138,7 +138,7 @@ def test_ddp_ranks_write_their_files_and_rank0_merges(gpv1: GPV1Module, images: 
 
 def test_vistallm_predictions_find_their_samples(images: Path, tmp_path: Path) -> None:
     L.seed_everything(0)
-    module = VistaLLMModule(load_weights=False, max_new_tokens=8).eval()
+    module = VistaLLMModule("tiny", load_weights=False, max_new_tokens=8).eval()
     out = tmp_path / "predict"
     dm = ImageFolderDataModule(str(images), "rec", "the red square", recursive=True, batch_size=2)
     _trainer(PredictionWriter(str(out))).predict(module, datamodule=dm, return_predictions=False)

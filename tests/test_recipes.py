@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lightning_gpv.cli import GPVLightningCLI, run_lightning_cli  # noqa: E402
 from lightning_gpv.demo import tiny_recipe  # noqa: E402
+from lightning_gpv.metrics.evaluation import flatten_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -102,5 +104,7 @@ def test_tiny_vistallm_recipe_fast_dev_run(shapes_and_vocab: tuple[Path, Path], 
         ["fit", "-c", str(recipe), "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path}"]
     )
     assert cli.trainer.global_step == 2
-    logged = cli.trainer.logged_metrics
-    assert torch.isfinite(logged["val/loss"]) and "val/captioning/cider" in logged
+    # Five loaders, each metric logged once under its own loader and data set.
+    logged = flatten_results([cli.trainer.logged_metrics])
+    assert math.isfinite(logged["val/coco.val2014/loss"]) and "val/coco.val2014/captioning/cider" in logged
+    assert "val/nlvr2.dev/nlvr2/accuracy" in logged and "val/refcoco_unc.val-rec/rec/acc@0.5" in logged

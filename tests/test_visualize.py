@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from lightning_gpv.geometry.masks import Mask, polygons_to_mask
+from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.samples import Prediction, Target, TaskSample
 from lightning_gpv.visualize import (
     PALETTE,
@@ -17,10 +18,10 @@ from lightning_gpv.visualize import (
     draw_prediction,
     draw_prediction_for,
     draw_sample,
-    load_image,
     make_grid,
     mask_to_image,
     save_image,
+    to_rgb,
 )
 
 GRAY = (100, 100, 100)
@@ -147,21 +148,22 @@ def test_text_and_title_bars_and_border() -> None:
     assert bordered.size == (68, 48) and _pixel(bordered, 1, 1) == (0, 255, 0)
 
 
-def test_load_image_forms(tmp_path: Path) -> None:
+def test_to_rgb_forms(tmp_path: Path) -> None:
     gray = np.full((4, 5), 7, dtype=np.uint8)
-    assert load_image(gray).shape == (4, 5, 3)
-    assert load_image(np.ones((4, 5), dtype=bool)).max() == 255
-    assert load_image(np.full((4, 5, 3), 0.5)).max() == 128
-    assert load_image(np.zeros((4, 5, 4), dtype=np.uint8)).shape == (4, 5, 3)
+    assert to_rgb(gray).shape == (4, 5, 3)
+    assert to_rgb(np.ones((4, 5), dtype=bool)).max() == 255
+    assert to_rgb(np.full((4, 5, 3), 0.5)).max() == 128
+    assert to_rgb(np.zeros((4, 5, 4), dtype=np.uint8)).shape == (4, 5, 3)
     chw = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
-    assert np.array_equal(load_image(chw), chw.transpose(1, 2, 0))
-    assert load_image(torch.full((1, 4, 5), 0.25)).tolist()[0][0] == [64, 64, 64]
+    assert np.array_equal(to_rgb(chw), chw.transpose(1, 2, 0))
+    assert to_rgb(torch.full((1, 4, 5), 0.25)).tolist()[0][0] == [64, 64, 64]
     path = save_image(_image(), tmp_path / "deep" / "x.png")
     assert path.exists()
-    assert load_image(path).shape == (40, 60, 3)
-    assert load_image(Image.open(path)).shape == (40, 60, 3)
+    assert to_rgb(path).shape == (40, 60, 3)  # files: the processors' decoder
+    assert to_rgb(str(path)).tolist() == load_image(path).tolist()
+    assert to_rgb(Image.open(path)).shape == (40, 60, 3)
     with pytest.raises(ValueError):
-        load_image(np.zeros((2, 2, 2), dtype=np.uint8))
+        to_rgb(np.zeros((2, 2, 2), dtype=np.uint8))
 
 
 def test_mask_to_image() -> None:

@@ -10,8 +10,9 @@
   on top). Freezing changes ``requires_grad`` during training: under DDP use
   ``strategy="ddp_find_unused_parameters_true"`` (the reference did the same).
 * Validation/test: greedy (or beam) decoding, the K-way restriction for classification, ranked boxes;
-  metrics per task, and per COCO-SCE subset when samples carry ``metadata["sce"]``
-  (``val/vqa_seen``, ``val/vqa_unseen``).
+  metrics from :func:`~lightning_gpv.metrics.evaluation.evaluation_table` per loader and task, and per
+  COCO-SCE subset when samples carry ``metadata["sce"]`` (``val/coco.val2014/vqa_seen/accuracy``), and the
+  evaluation losses per loader (``val/coco.val2014/loss``).
 * ``predict_step`` returns :class:`~lightning_gpv.tasks.samples.Prediction` objects.
 
 The answer vocabulary (folder made by :func:`~lightning_gpv.models.gpv1.text.build_vocabulary`) is
@@ -20,7 +21,7 @@ read at construction; its words are also stored in every checkpoint, so a checkp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from functools import partial
 from typing import Any, Literal
@@ -28,20 +29,18 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.strategies import FSDPStrategy
-from torch import nn
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics import MeanMetric, Metric
 
-from lightning_gpv.metrics import CIDErD, ClassificationAccuracy, LocalizationAP, VQAAccuracy
+from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, evaluation_table
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
 from lightning_gpv.models.gpv1.model import GPV1, GPV1Encoding
 from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch, GPV1Processor
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
-from lightning_gpv.systems.hooks import connect_datamodule
+from lightning_gpv.systems.hooks import connect_datamodule, finish_evaluation, finish_loader, start_evaluation
 from lightning_gpv.tasks.catalogue import Family, Task, tasks_of
-from lightning_gpv.tasks.samples import Prediction, TaskSample
+from lightning_gpv.tasks.samples import Prediction
 
 _VOCAB_KEY = "gpv1_answer_vocabulary"
 DEFAULT_EVAL_ANSWER_LEN = {"vqa": 5, "classification": 5, "rec": 5, "captioning": 20, "localization": 20}
@@ -77,7 +76,8 @@ class GPV1Module(LightningModule):
     """GPV-1 as a LightningModule.
 
     Args:
-        config: The model (``GPV1Config.paper()`` when None).
+        config: The model: a :class:`GPV1Config`, a preset name (``"paper"``, ``"tiny"``) or a mapping of
+            fields, optionally with ``preset`` (:meth:`GPV1Config.resolve`); ``None`` is the paper's model.
         vocab_path: Folder of the answer vocabulary and its vectors (``vocab.json`` + ``embeddings.pt``).
             None builds a placeholder vocabulary of ``config.vocab_size`` words (memory planning, or
             loading a checkpoint, which restores the real words and vectors:
@@ -95,11 +95,13 @@ class GPV1Module(LightningModule):
             decodes classification over the whole vocabulary.
         vqa_metric: ``"official"`` VQA accuracy or GPV-1's lower-case-only ``"gpv1"`` variant.
         seed: Seeds the processor's training-time prompt choice.
+        eval_records_dir: Write every evaluated sample (id, prediction, target, score) as JSON lines to
+            ``DIR/{stage}/{dataset}.jsonl``; ``None`` writes none.
     """
 
     def __init__(
         self,
-        config: GPV1Config | None = None,
+        config: str | dict[str, Any] | GPV1Config | None = None,
         vocab_path: str | None = None,
         loss: GPV1LossConfig | None = None,
         lr: float = 1e-4,
@@ -113,11 +115,12 @@ class GPV1Module(LightningModule):
         classification_labels: list[str] | None = None,
         vqa_metric: Literal["official", "gpv1"] = "official",
         seed: int = 0,
+        eval_records_dir: str | None = None,
     ) -> None:
         super().__init__()
-        # Checkpoints store the configs as plain dicts (loadable with torch.load(weights_only=True)).
-        config = GPV1Config(**config) if isinstance(config, dict) else (config or GPV1Config.paper())
-        loss = GPV1LossConfig(**loss) if isinstance(loss, dict) else loss
+        # Checkpoints store the configs as plain data (loadable with torch.load(weights_only=True)).
+        config = GPV1Config.resolve(config)
+        loss = GPV1LossConfig(**loss) if isinstance(loss, Mapping) else loss
         vectors = None
         if vocab_path is not None:
             vocab, vectors = AnswerVocabulary.load(vocab_path)
@@ -131,7 +134,7 @@ class GPV1Module(LightningModule):
             ]
             vocab = AnswerVocabulary(words)
         self.save_hyperparameters()
-        self.hparams["config"] = asdict(config)
+        self.hparams["config"] = config.to_dict()
         self.hparams["loss"] = asdict(loss) if loss is not None else None
         self.config = config
         self.model = GPV1(config, answer_vectors=vectors)
@@ -139,75 +142,30 @@ class GPV1Module(LightningModule):
         self.criterion = GPV1Criterion(loss)
         self.eval_answer_len = {**DEFAULT_EVAL_ANSWER_LEN, **(eval_answer_len or {})}
         self.classification_labels = classification_labels
-        self.val_metrics = self._make_metrics(vqa_metric)
-        self.test_metrics = self._make_metrics(vqa_metric)
-        self.val_losses = self._make_loss_means()
-        self.test_losses = self._make_loss_means()
-        self._updated: dict[str, set[str]] = {"val": set(), "test": set()}
+        # Runtime state, not weights: plain objects (not submodules) so checkpoints and FSDP never see them.
+        table = evaluation_table(Family.GPV1, vqa_variant=vqa_metric)
+        loss_names = ["loss", "loss_ce", "loss_bbox", "loss_giou"]
+        loss_names += [f"loss_text/{t.value}" for t in tasks_of(Family.GPV1)]
+        self.evaluators = {
+            stage: Evaluator(table, loss_names=loss_names, records_dir=eval_records_dir)
+            for stage in ("val", "test")
+        }
 
-    # ------------------------------------------------------------------ metrics
-    @staticmethod
-    def _task_metric(task: Task, vqa_metric: str) -> Metric:
-        """VQA accuracy, CIDEr-D, classification accuracy, or GPV-1's per-query AP@0.5 (localization and
-        referring expressions, which GPV-1 scores like localization over its ranked boxes)."""
-        if task == Task.VQA:
-            return VQAAccuracy(variant=vqa_metric)
-        if task == Task.CAPTIONING:
-            return CIDErD()
-        if task == Task.CLASSIFICATION:
-            return ClassificationAccuracy()
-        return LocalizationAP()
+    # --------------------------------------------------------------- evaluation
+    def _evaluator(self) -> Evaluator:
+        return self.evaluators["test" if self.trainer.testing else "val"]
 
-    def _make_metrics(self, vqa_metric: str) -> nn.ModuleDict:
-        metrics = {}
-        for task in tasks_of(Family.GPV1):
-            for suffix in ("", "_seen", "_unseen"):
-                metrics[f"{task.value}{suffix}"] = self._task_metric(task, vqa_metric)
-        return nn.ModuleDict(metrics)
+    def _start_evaluation(self) -> None:
+        start_evaluation(self, self._evaluator())
 
-    @staticmethod
-    def _update_metric(metric: Metric, prediction: Prediction, sample: TaskSample) -> None:
-        target, ids = sample.target, [sample.sample_id]
-        if sample.task == Task.CLASSIFICATION:
-            metric.update([prediction.text], [target.text or ""], ids=ids)
-        elif sample.task in TEXT_TASKS:
-            metric.update([prediction.text], [target.answers or [target.text or ""]], ids=ids)
-        else:
-            boxes, scores = torch.from_numpy(prediction.boxes), torch.from_numpy(prediction.scores)
-            metric.update([boxes], [scores], [torch.from_numpy(target.boxes)], ids=ids)
-
-    @staticmethod
-    def _make_loss_means() -> nn.ModuleDict:
-        """Running means of the evaluation losses (one key across all evaluation dataloaders)."""
-        names = ["loss", "loss_ce", "loss_bbox", "loss_giou"]
-        names += [f"loss_text/{t.value}" for t in tasks_of(Family.GPV1)]
-        return nn.ModuleDict({n.replace("/", "__"): MeanMetric() for n in names})
-
-    def _update_metrics(self, stage: str, batch: GPV1Batch, predictions: list[Prediction]) -> None:
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        for sample, pred in zip(batch.samples, predictions):
-            keys = [sample.task.value]
-            sce = sample.metadata.get("sce")
-            if sce in ("seen", "unseen"):
-                keys.append(f"{sample.task.value}_{sce}")
-            for key in keys:
-                self._update_metric(metrics[key], pred, sample)
-                self._updated[stage].add(key)
-
-    def _log_metrics(self, stage: str) -> None:
-        losses = self.val_losses if stage == "val" else self.test_losses
-        for key, mean in losses.items():
-            if mean.update_called:
-                self.log(f"{stage}/{key.replace('__', '/')}", mean.compute())
-            mean.reset()
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
-        for key in sorted(self._updated[stage]):
-            value = metrics[key].compute()
-            if isinstance(value, dict):
-                value = next(iter(value.values()))
-            self.log(f"{stage}/{key}", float(value), sync_dist=False)
-            metrics[key].reset()
-        self._updated[stage].clear()
+    def _eval_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int) -> None:
+        evaluator, stage = self._evaluator(), "test" if self.trainer.testing else "val"
+        predictions, _ = self._predict(batch, text_for_all=False)
+        losses = {name: value.detach() for name, value in self._losses(batch, self(batch)).items()}
+        evaluator.update_losses(dataloader_idx, losses, weight=len(batch))
+        items = [EvalItem(p, s.target, metadata=s.metadata) for p, s in zip(predictions, batch.samples)]
+        evaluator.update(dataloader_idx, items)
+        finish_loader(self, evaluator, stage, batch_idx, dataloader_idx)
 
     # ----------------------------------------------------------------- training
     def forward(self, batch: GPV1Batch) -> Any:
@@ -312,6 +270,7 @@ class GPV1Module(LightningModule):
             tokens[row, length:] = 0
         return tokens
 
+    @torch.no_grad()
     def _predict(self, batch: GPV1Batch, text_for_all: bool) -> tuple[list[Prediction], GPV1Encoding]:
         enc = self.model.encode(batch.pixel_values, batch.input_ids, batch.attention_mask)
         tokens = None
@@ -319,24 +278,23 @@ class GPV1Module(LightningModule):
             tokens = self.decode(batch, enc)
         return self.processor.predictions(batch, enc.boxes, enc.relevance, tokens), enc
 
-    def _eval_step(self, stage: str, batch: GPV1Batch) -> None:
-        predictions, _ = self._predict(batch, text_for_all=False)
-        means = self.val_losses if stage == "val" else self.test_losses
-        for name, value in self._losses(batch, self(batch)).items():
-            means[name.replace("/", "__")].update(value.detach(), weight=len(batch))
-        self._update_metrics(stage, batch, predictions)
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
 
     def validation_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("val", batch)
+        self._eval_step(batch, batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val")
+        finish_evaluation(self, self.evaluators["val"], "val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
 
     def test_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("test", batch)
+        self._eval_step(batch, batch_idx, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test")
+        finish_evaluation(self, self.evaluators["test"], "test")
 
     def predict_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
         """Ranked boxes with relevance scores and decoded text, one :class:`Prediction` per sample."""

@@ -4,8 +4,10 @@
   steps then a cosine decay; only the parameters of the chosen stage train (:meth:`freeze_for_stage`).
 * Loss: next-token cross-entropy on the answer tokens only (the processor sets the labels).
 * Validation and test: teacher-forced loss, then greedy generation, parsing into
-  :class:`~lightning_gpv.tasks.samples.Prediction` and one metric per task (:class:`TaskMetrics`), one
-  metric set per stage.
+  :class:`~lightning_gpv.tasks.samples.Prediction` and the metrics of
+  :func:`~lightning_gpv.metrics.evaluation.evaluation_table` per loader and task
+  (``val/refcoco_unc.val/rec/acc@0.5``), with each task's ``well_formed`` and ``parse_failure`` rates and
+  the loss per loader (``val/refcoco_unc.val/loss``).
 * ``predict_step`` returns the ``Prediction`` objects of a batch.
 
 The module exposes its :class:`~lightning_gpv.models.vistallm.processor.VistaLLMProcessor` as
@@ -20,15 +22,14 @@ from typing import Any, Literal
 import torch
 from lightning.pytorch import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
-from torchmetrics.aggregation import MeanMetric
 
+from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, answer_well_formed, evaluation_table
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
-from lightning_gpv.models.vistallm.evaluation import TaskMetrics
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
 from lightning_gpv.models.vistallm.tokenization import load_llm_tokenizer, load_qformer_tokenizer
-from lightning_gpv.systems.hooks import connect_datamodule
-from lightning_gpv.tasks.catalogue import Task
+from lightning_gpv.systems.hooks import connect_datamodule, finish_evaluation, finish_loader, start_evaluation
+from lightning_gpv.tasks.catalogue import Family, Task
 from lightning_gpv.tasks.samples import Prediction
 
 
@@ -45,7 +46,9 @@ class VistaLLMModule(LightningModule):
     """VistaLLM as a LightningModule.
 
     Args:
-        config: The model config (default: :meth:`VistaLLMConfig.tiny`).
+        config: The model: a :class:`VistaLLMConfig`, a preset name (``"7b"``, ``"13b"``, ``"smollm2"``,
+            ``"tiny"``) or a mapping of fields, optionally with ``preset``
+            (:meth:`VistaLLMConfig.resolve`); ``None`` is the paper's 7B model.
         stage: 1 trains everything but the image encoder (single-image tasks); 2 trains only the
             instruction-guided tokenizer (multi-image tasks).
         lr: Peak learning rate.
@@ -56,11 +59,13 @@ class VistaLLMModule(LightningModule):
         max_new_tokens: Generation budget in evaluation (default ``config.max_new_tokens``).
         load_weights: Load the pretrained weights the config names (``False``: random init, no download).
         eval_template: Instruction template used in evaluation.
+        eval_records_dir: Write every evaluated sample (id, prediction, target, score) as JSON lines to
+            ``DIR/{stage}/{dataset}.jsonl``; ``None`` writes none.
     """
 
     def __init__(
         self,
-        config: VistaLLMConfig | None = None,
+        config: str | dict[str, Any] | VistaLLMConfig | None = None,
         stage: Literal[1, 2] = 1,
         lr: float = 2e-5,
         weight_decay: float = 0.0,
@@ -70,13 +75,16 @@ class VistaLLMModule(LightningModule):
         max_new_tokens: int | None = None,
         load_weights: bool = True,
         eval_template: int = 0,
+        eval_records_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.config = config if config is not None else VistaLLMConfig.tiny()
+        self.config = VistaLLMConfig.resolve(config)
+        # Checkpoints store the config as plain data (loadable with torch.load(weights_only=True)).
+        self.hparams["config"] = self.config.to_dict()
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        tokenizer = load_llm_tokenizer(self.config.llm, self.config.num_bins)
+        tokenizer = load_llm_tokenizer(self.config.llm, self.config.codec)
         qformer_tokenizer = load_qformer_tokenizer(self.config.qformer, self.config.llm)
         self.processor = VistaLLMProcessor(
             self.config, tokenizer, qformer_tokenizer, eval_template=eval_template
@@ -85,12 +93,13 @@ class VistaLLMModule(LightningModule):
         self.stage = stage
         self.freeze_for_stage()
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
-        self.val_metrics = TaskMetrics(self.config)
-        self.test_metrics = TaskMetrics(self.config)
-        # One mean over every evaluation loader: logging a loss per batch under one key from several
-        # dataloaders is refused by Lightning, and per-loader keys would split it by task.
-        self.val_loss = MeanMetric()
-        self.test_loss = MeanMetric()
+        # Runtime state, not weights: plain objects (not submodules) so checkpoints and FSDP never see them.
+        table = evaluation_table(Family.VISTALLM)
+        num_points = self.config.num_mask_points
+        checks = {"well_formed": lambda prediction: answer_well_formed(prediction, num_points)}
+        self.evaluators = {
+            stage: Evaluator(table, checks=checks, records_dir=eval_records_dir) for stage in ("val", "test")
+        }
 
     # ------------------------------------------------------------------------------------------------
     # Model
@@ -133,17 +142,23 @@ class VistaLLMModule(LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        start_evaluation(self, self.evaluators["val"])
+
     def validation_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self.val_metrics, self.val_loss)
+        self._evaluate(batch, "val", batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics(self.val_metrics, self.val_loss, "val")
+        finish_evaluation(self, self.evaluators["val"], "val")
+
+    def on_test_epoch_start(self) -> None:
+        start_evaluation(self, self.evaluators["test"])
 
     def test_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, self.test_metrics, self.test_loss)
+        self._evaluate(batch, "test", batch_idx, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics(self.test_metrics, self.test_loss, "test")
+        finish_evaluation(self, self.evaluators["test"], "test")
 
     def predict_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
         return self.predict_batch(batch)
@@ -164,25 +179,20 @@ class VistaLLMModule(LightningModule):
     # ------------------------------------------------------------------------------------------------
     # Evaluation
 
-    def _evaluate(self, batch: VistaLLMBatch, metrics: TaskMetrics, losses: MeanMetric) -> list[Prediction]:
+    def _evaluate(self, batch: VistaLLMBatch, stage: str, batch_idx: int, dataloader_idx: int) -> None:
+        evaluator = self.evaluators[stage]
         if bool((batch.labels != -100).any()):
-            losses.update(self(batch).loss.detach().float(), weight=len(batch))
+            evaluator.update_losses(dataloader_idx, {"loss": self(batch).loss.detach()}, weight=len(batch))
         predictions = self.predict_batch(batch)
-        metrics.update(predictions, batch.targets, batch.image_sizes, batch.metadata)
-        return predictions
-
-    def _log_metrics(self, metrics: TaskMetrics, losses: MeanMetric, prefix: str) -> None:
-        # The metrics sync themselves across processes (hence sync_dist=False); every process computes
-        # the loss, which is NaN only when no process saw a labelled batch.
-        loss = losses.compute() if losses.update_called or torch.distributed.is_initialized() else None
-        if loss is not None and bool(torch.isfinite(loss)):
-            self.log(f"{prefix}/loss", loss, sync_dist=False)
-        for name, value in metrics.compute().items():
-            self.log(f"{prefix}/{name}", value, sync_dist=False)
-        metrics.reset()
-        losses.reset()
+        metadata = batch.metadata if batch.metadata is not None else [{} for _ in predictions]
+        items = [
+            EvalItem(p, t, tuple(tuple(size) for size in sizes), m)
+            for p, t, sizes, m in zip(predictions, batch.targets, batch.image_sizes, metadata)
+        ]
+        evaluator.update(dataloader_idx, items)
+        finish_loader(self, evaluator, stage, batch_idx, dataloader_idx)
 
     @property
     def tasks(self) -> tuple[Task, ...]:
         """Tasks with an evaluation metric."""
-        return self.val_metrics.tasks
+        return tuple(self.evaluators["val"].table)

@@ -1,7 +1,8 @@
-"""The shared task language: tasks, prompts, samples, predictions and coordinate serialization.
+"""The task language both model families share: tasks, prompts, samples, predictions, processors.
 
-Import from the submodules (``lightning_gpv.tasks.catalogue``, ``.prompts``, ``.samples``,
-``.coordinates``, ``.serialization``); the most used names are re-exported here.
+Import from the submodules (``lightning_gpv.tasks.catalogue``, ``.prompts``, ``.prompt_texts``,
+``.samples``, ``.processing``); the most used names are re-exported here. How a sequence model writes
+coordinates is the model's own: VistaLLM's is :class:`lightning_gpv.models.vistallm.codec.CoordinateCodec`.
 """
 
 from lightning_gpv.tasks.catalogue import (

@@ -28,10 +28,10 @@ from lightning_gpv.visualize.drawing import (
     Color,
     Mark,
     draw_prediction,
-    load_image,
     make_grid,
     mask_to_image,
     save_image,
+    to_rgb,
 )
 from lightning_gpv.visualize.samples import draw_prediction_for, draw_sample
 
@@ -43,8 +43,8 @@ __all__ = [
     "draw_prediction",
     "draw_prediction_for",
     "draw_sample",
-    "load_image",
     "make_grid",
     "mask_to_image",
     "save_image",
+    "to_rgb",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from lightning_gpv.geometry.masks import Mask, polygons_to_mask
+from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.samples import ImageRef
 
 Color = tuple[int, int, int]
@@ -40,15 +41,15 @@ _BAR_COLOR: Color = (245, 245, 245)
 MaskInput = np.ndarray | Mask | Sequence[Any]
 
 
-def load_image(image: ImageRef | Image.Image) -> np.ndarray:
-    """An ``(H, W, 3)`` uint8 RGB array from a path, a PIL image or an array.
+def to_rgb(image: ImageRef | Image.Image) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 RGB array of anything a picture is drawn from.
 
+    Files are decoded by :func:`~lightning_gpv.tasks.processing.load_image` (the processors' decoder).
     Arrays may be gray ``(H, W)``, RGBA, channels-first ``(3, H, W)`` (a CPU tensor works too), bool, or
     float in ``[0, 1]`` (scaled by 255; other floats are rounded and clipped to 0..255).
     """
     if isinstance(image, (str, Path)):
-        with Image.open(image) as img:
-            return np.asarray(img.convert("RGB")).copy()
+        return load_image(image)
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB")).copy()
     arr = np.asarray(image)
@@ -344,7 +345,7 @@ def draw_prediction(
     Returns:
         A new RGB image of size ``scale`` times the input, plus the text bars.
     """
-    pixels = load_image(image)
+    pixels = to_rgb(image)
     canvas = _Canvas(pixels, scale, line_width, font_size)
     palette = tuple(colors) if colors else PALETTE
     height, width = pixels.shape[:2]
@@ -389,13 +390,13 @@ def make_grid(
     """Tile images row by row into one picture (cells as large as the largest image, top-left aligned).
 
     Args:
-        images: PIL images or arrays (converted with :func:`load_image`).
+        images: PIL images or arrays (converted with :func:`to_rgb`).
         cols: images per row (default ``ceil(sqrt(n))``).
         pad: gap between cells and around the grid, in pixels.
         background: colour of the gaps.
     """
     pictures = [
-        im.convert("RGB") if isinstance(im, Image.Image) else Image.fromarray(load_image(im)) for im in images
+        im.convert("RGB") if isinstance(im, Image.Image) else Image.fromarray(to_rgb(im)) for im in images
     ]
     if not pictures:
         raise ValueError("make_grid needs at least one image")
@@ -414,6 +415,6 @@ def save_image(image: Image.Image | np.ndarray, path: str | Path) -> Path:
     """Save a picture (format from the suffix, e.g. ``.png``), creating parent folders; returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(load_image(image))
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(to_rgb(image))
     picture.save(out)
     return out

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from PIL import Image
 
+from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.samples import Prediction, TaskSample
-from lightning_gpv.visualize.drawing import (
-    PALETTE,
-    TARGET_COLOR,
-    Mark,
-    draw_prediction,
-    load_image,
-    make_grid,
-)
+from lightning_gpv.visualize.drawing import PALETTE, TARGET_COLOR, Mark, draw_prediction, make_grid
 
 
 def _sample_text(sample: TaskSample) -> str:

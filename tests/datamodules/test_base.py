@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.base import TaskDataModule, list_collate
-from datamodules.coco import CocoDataModule
+from datamodules.coco import CocoDataModule, CocoOptions
 from datamodules.errors import DataFormatError
 from datamodules.nlvr2 import Nlvr2DataModule
 from lightning_gpv.tasks.processing import SampleProcessor, load_image
@@ -40,7 +40,7 @@ class RecordingProcessor:
 def test_processor_protocol_and_wiring(coco_root: Path) -> None:
     proc = RecordingProcessor()
     assert isinstance(proc, SampleProcessor)
-    dm = CocoDataModule(str(coco_root), tasks=["captioning"], batch_size=2)
+    dm = CocoDataModule(str(coco_root), CocoOptions(tasks=("captioning",)), batch_size=2)
     dm.setup("fit")
     # unconnected: TaskSample items, list batches
     assert isinstance(dm.dataset("train2014")[0], TaskSample)
@@ -56,7 +56,7 @@ def test_processor_protocol_and_wiring(coco_root: Path) -> None:
     assert train["n"] == 2 and train["train"] == [True, True]
     assert val["train"] == [False, False]
     # given at construction
-    dm2 = CocoDataModule(str(coco_root), tasks=["captioning"], processor=proc)
+    dm2 = CocoDataModule(str(coco_root), CocoOptions(tasks=("captioning",)), processor=proc)
     assert dm2.dataset("val2014")[0]["train"] is False
     with pytest.raises(TypeError, match="encode"):
         dm.connect(object())  # type: ignore[arg-type]
@@ -92,9 +92,8 @@ def test_datasets_pickle_and_workers(coco_root: Path) -> None:
 
 def test_skip_counts_across_workers(coco_root: Path) -> None:
     (coco_root / "val2014" / "COCO_val2014_000000000010.jpg").unlink()
-    dm = CocoDataModule(
-        str(coco_root), tasks=["captioning"], num_workers=2, batch_size=1, on_bad_sample="skip"
-    )
+    captions = CocoOptions(tasks=("captioning",))
+    dm = CocoDataModule(str(coco_root), captions, num_workers=2, batch_size=1, on_bad_sample="skip")
     dm.setup("validate")
     n = len(dm.dataset("val2014"))
     got = [s.sample_id for b in dm.val_dataloader() for s in b]
@@ -107,7 +106,7 @@ def test_bad_image_raises_with_file_and_field(coco_root: Path) -> None:
     missing.unlink()
     corrupt = coco_root / "train2014" / "COCO_train2014_000000000003.jpg"
     corrupt.write_bytes(corrupt.read_bytes()[:60])  # truncated: header may parse, pixels do not
-    dm = CocoDataModule(str(coco_root), tasks=["captioning"])
+    dm = CocoDataModule(str(coco_root), CocoOptions(tasks=("captioning",)))
     ds = dm.dataset("train2014")
     ids = [ds.reader.sample(r, train=True).image_ids[0] for r in ds.records]
     with pytest.raises(DataFormatError, match=r"COCO_train2014_000000000002\.jpg.*images\[0\].*not found"):
@@ -122,7 +121,8 @@ def test_processor_bugs_are_not_hidden(coco_root: Path) -> None:
         def encode(self, sample: TaskSample, *, train: bool) -> Any:
             raise ValueError("processor bug")
 
-    dm = CocoDataModule(str(coco_root), tasks=["captioning"], processor=Broken(), on_bad_sample="skip")
+    captions = CocoOptions(tasks=("captioning",))
+    dm = CocoDataModule(str(coco_root), captions, processor=Broken(), on_bad_sample="skip")
     with pytest.raises(ValueError, match="processor bug"):
         dm.dataset("train2014")[0]
     assert dm.num_skipped == 0
@@ -134,7 +134,7 @@ def test_argument_validation(coco_root: Path) -> None:
     with pytest.raises(ValueError, match="on_bad_sample"):
         CocoDataModule(str(coco_root), on_bad_sample="ignore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tasks"):
-        CocoDataModule(str(coco_root), tasks=["vqa"])  # type: ignore[list-item]
+        CocoOptions(tasks=("vqa",))  # type: ignore[arg-type]
     dm = CocoDataModule(str(coco_root), train_split=None)
     with pytest.raises(ValueError, match="no train_split"):
         dm.train_dataloader()
@@ -160,7 +160,7 @@ def test_jsonargparse_builds_datamodules(coco_root: Path) -> None:
                 "class_path": "datamodules.coco.CocoDataModule",
                 "init_args": {
                     "root": str(coco_root),
-                    "tasks": ["localization"],
+                    "options": {"tasks": ["localization"], "include_crowd": False},
                     "batch_size": 4,
                     "on_bad_sample": "skip",
                 },
@@ -170,7 +170,11 @@ def test_jsonargparse_builds_datamodules(coco_root: Path) -> None:
     assert "processor" in cfg.data.init_args  # the target of the CLI's model.processor -> data link
     dm = parser.instantiate(cfg).data
     assert isinstance(dm, CocoDataModule)
-    assert dm.batch_size == 4 and dm.on_bad_sample == "skip" and dm.tasks == ["localization"]
+    assert (
+        dm.batch_size == 4
+        and dm.on_bad_sample == "skip"
+        and dm.options == CocoOptions(("localization",), include_crowd=False)
+    )
 
 
 def test_trainer_fit_with_processor_connected_in_model_setup(coco_root: Path) -> None:
@@ -216,10 +220,11 @@ class TensorProcessor:
     """Decode and resize to 8x8 (module level, so worker processes can unpickle it)."""
 
     def encode(self, sample: TaskSample, *, train: bool) -> dict[str, Any]:
-        from datamodules import transforms as T
+        from PIL import Image
 
-        x = T.resize(T.targets_of(sample), 8, 8)
-        return {"image": T.to_tensor(x.image), "task": sample.task.value}
+        small = Image.fromarray(load_image(sample.images[0])).resize((8, 8), Image.Resampling.BILINEAR)
+        image = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return {"image": image, "task": sample.task.value}
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return {"images": torch.stack([i["image"] for i in items]), "tasks": [i["task"] for i in items]}
@@ -236,7 +241,7 @@ def test_jsonargparse_builds_multitask(coco_root: Path, nlvr2_root: Path) -> Non
     kids = [
         {
             "class_path": "datamodules.CocoDataModule",
-            "init_args": {"root": str(coco_root), "tasks": ["captioning"]},
+            "init_args": {"root": str(coco_root), "options": {"tasks": ["captioning"]}},
         },
         {"class_path": "datamodules.Nlvr2DataModule", "init_args": {"root": str(nlvr2_root)}},
     ]

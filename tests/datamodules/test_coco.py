@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datamodules.coco import CocoDataModule, CocoSceDataModule
+from datamodules.coco import CocoDataModule, CocoOptions, CocoSceDataModule
+from datamodules.concepts import tokenize
 from datamodules.errors import DataFormatError, UnknownSplitError
-from datamodules.sce import HELD_FROM_CLS_LOC, HELD_FROM_VQA_CAP, tokenize
+from datamodules.sce import HELD_FROM_CLS_LOC, HELD_FROM_VQA_CAP, SceOptions
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import TaskSample
 
@@ -49,20 +50,22 @@ def test_gpv1_sample_construction(coco_root: Path) -> None:
 
 
 def test_crowd_caption_unit_and_test_split(coco_root: Path) -> None:
-    with_crowd = CocoDataModule(str(coco_root), tasks=["localization"])
+    with_crowd = CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",)))
     assert "loc-3-15" in {s.sample_id for s in samples(with_crowd, "train2014")}
-    no_crowd = CocoDataModule(str(coco_root), tasks=["localization"], include_crowd=False)
+    no_crowd = CocoDataModule(str(coco_root), CocoOptions(("localization",), include_crowd=False))
     assert "loc-3-15" not in {s.sample_id for s in samples(no_crowd, "train2014")}
-    per_image = CocoDataModule(str(coco_root), tasks=["captioning"], caption_unit="image")
+    per_image = CocoDataModule(str(coco_root), CocoOptions(("captioning",), caption_unit="image"))
     caps = samples(per_image, "val2014")
     assert len(caps) == 2 and sorted(len(s.target.answers) for s in caps) == [1, 2]
-    test = CocoDataModule(str(coco_root), tasks=["captioning"], test_split="test2014")
+    test = CocoDataModule(str(coco_root), CocoOptions(tasks=("captioning",)), test_split="test2014")
     (only,) = samples(test, "test2014")
     assert only.target.text is None and only.image_sizes == [(20, 20)]
 
 
 def test_sce_drops_held_out_concepts_in_train_and_tags_test(coco_root: Path) -> None:
-    dm = CocoSceDataModule(str(coco_root), sce_val_fraction=0.01)  # keeps all 3 train images in train
+    dm = CocoSceDataModule(
+        str(coco_root), sce=SceOptions(val_fraction=0.01)
+    )  # keeps all 3 train images in train
     train = samples(dm, "train")
     texts = [s.target.text for s in train if s.task == Task.CAPTIONING]
     assert "Three people stand near a horse." not in texts  # horse is held out from captioning
@@ -83,7 +86,9 @@ def test_sce_drops_held_out_concepts_in_train_and_tags_test(coco_root: Path) -> 
 def test_sce_image_partition_file(coco_root: Path, tmp_path: Path) -> None:
     split = tmp_path / "split_images.json"
     split.write_text(json.dumps({"train": [1, 2], "val": [3]}))
-    dm = CocoSceDataModule(str(coco_root), tasks=["localization"], sce_image_split=str(split))
+    dm = CocoSceDataModule(
+        str(coco_root), CocoOptions(tasks=("localization",)), SceOptions(image_split=str(split))
+    )
     assert {s.image_ids[0] for s in samples(dm, "train")} == {1, 2}
     assert {s.image_ids[0] for s in samples(dm, "val")} == {3}
 
@@ -103,14 +108,14 @@ def test_truncated_and_malformed_annotation_files(coco_root: Path) -> None:
     path = coco_root / "annotations" / "instances_train2014.json"
     text = path.read_text()
     path.write_text(text[: len(text) // 2])
-    dm = CocoDataModule(str(coco_root), tasks=["localization"], on_bad_sample="skip")
+    dm = CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",)), on_bad_sample="skip")
     with pytest.raises(
         DataFormatError, match=r"instances_train2014\.json: malformed or truncated JSON at line 1"
     ):
         dm.dataset("train2014")  # a file that cannot be parsed raises even when skipping
     path.write_text("[1, 2]")
     with pytest.raises(DataFormatError, match="top level must be an object"):
-        CocoDataModule(str(coco_root), tasks=["localization"]).dataset("train2014")
+        CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",))).dataset("train2014")
 
 
 def test_captions_file_without_annotations_raises(coco_root: Path) -> None:
@@ -121,7 +126,7 @@ def test_captions_file_without_annotations_raises(coco_root: Path) -> None:
     with pytest.raises(
         DataFormatError, match=r"captions_train2014\.json: field 'annotations': missing field"
     ):
-        CocoDataModule(str(coco_root), tasks=["captioning"]).dataset("train2014")
+        CocoDataModule(str(coco_root), CocoOptions(tasks=("captioning",))).dataset("train2014")
 
 
 def test_missing_and_bad_fields_raise_or_skip(coco_root: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -134,9 +139,9 @@ def test_missing_and_bad_fields_raise_or_skip(coco_root: Path, caplog: pytest.Lo
     with pytest.raises(
         DataFormatError, match=r"instances_train2014\.json: field 'images\[2\]\.height': missing field"
     ):
-        CocoDataModule(str(coco_root), tasks=["localization"]).dataset("train2014")
+        CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",))).dataset("train2014")
     with caplog.at_level("WARNING", logger="datamodules"):
-        dm = CocoDataModule(str(coco_root), tasks=["localization"], on_bad_sample="skip")
+        dm = CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",)), on_bad_sample="skip")
         got = samples(dm, "train2014")
     assert dm.num_skipped == 3  # image 3, annotations[3] (no bbox), annotations[4] (3 numbers)
     assert {s.sample_id for s in got} == {"loc-1-1", "loc-2-52"}
@@ -144,13 +149,13 @@ def test_missing_and_bad_fields_raise_or_skip(coco_root: Path, caplog: pytest.Lo
     del data["images"][2]  # image 3 gone: the first error is now annotations[3]'s bbox
     path.write_text(json.dumps(data))
     with pytest.raises(DataFormatError, match=r"field 'annotations\[3\]\.bbox': missing field"):
-        CocoDataModule(str(coco_root), tasks=["localization"]).dataset("train2014")
+        CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",))).dataset("train2014")
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 3 and "bbox" in a]
     data["annotations"][3]["bbox"] = [1, 1, 20, 20]
     data["annotations"][0]["image_id"] = 77
     path.write_text(json.dumps(data))
     with pytest.raises(DataFormatError, match=r"field 'annotations\[0\]\.image_id': unknown image id 77"):
-        CocoDataModule(str(coco_root), tasks=["localization"]).dataset("train2014")
+        CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",))).dataset("train2014")
 
 
 def test_nothing_written_to_data_folder(coco_root: Path, build) -> None:  # type: ignore[no-untyped-def]
@@ -182,8 +187,7 @@ def test_shapesworld_coco_sce(shapes_root: Path) -> None:
     definition = json.loads((sce / "split_categories.json").read_text())
     dm = CocoSceDataModule(
         str(shapes_root / "coco"),
-        sce_definition=str(sce / "split_categories.json"),
-        sce_image_split=str(sce / "split_images.json"),
+        sce=SceOptions(str(sce / "split_categories.json"), str(sce / "split_images.json")),
     )
     vc, cl = set(definition["held_out_vqa_cap"]), set(definition["held_out_cls_loc"])
     train = samples(dm, "train") + samples(dm, "val")

@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 from PIL import Image
 
 from datamodules.errors import DataFormatError, UnknownSplitError
-from datamodules.hf import HFDataModule
+from datamodules.hf import HFDataModule, HFOptions
 from lightning_gpv.tasks.catalogue import Task
 
 
@@ -40,7 +40,7 @@ def vqa_rows() -> dict:  # type: ignore[type-arg]
 
 def test_vqav2_columns() -> None:
     ds = DatasetDict({"validation": Dataset.from_dict(vqa_rows())})
-    dm = HFDataModule(dataset=ds, format="vqav2")
+    dm = HFDataModule(dataset=ds, options=HFOptions("vqav2"))
     data = dm.dataset("validation")
     s = data[0]
     assert s.task == Task.VQA and s.question == "What color?" and s.target.text == "red"
@@ -61,7 +61,7 @@ def test_coco_caption_columns() -> None:
     rows = {"question_id": ["a", "b"], "image": [pil(), pil()], "answer": [["A cat.", "A pet."], ["A dog."]],
             "file_name": ["x.jpg", "y.jpg"], "height": [20, 20], "width": [30, 30]}  # fmt: skip
     dm = HFDataModule(
-        dataset=Dataset.from_dict(rows), format="coco_caption", train_split="all", val_split="all"
+        dataset=Dataset.from_dict(rows), options=HFOptions("coco_caption"), train_split="all", val_split="all"
     )
     evals = dm.dataset("all", train=False)
     assert len(evals) == 2 and evals[0].target.answers == ["A cat.", "A pet."]
@@ -75,7 +75,9 @@ def test_refcoco_lmms_columns() -> None:
             "segmentation": [[2.0, 3.0, 12.0, 3.0, 12.0, 23.0, 2.0, 23.0]], "iscrowd": [0],
             "file_name": ["COCO_train2014_000000000001_11.jpg"]}  # fmt: skip
     dm = HFDataModule(
-        dataset=Dataset.from_dict(rows), format="refcoco_lmms", tasks=["rec", "res", "reg"], val_split="all"
+        dataset=Dataset.from_dict(rows),
+        options=HFOptions("refcoco_lmms", tasks=("rec", "res", "reg")),
+        val_split="all",
     )
     ds = dm.dataset("all")
     got = [ds[i] for i in range(len(ds))]
@@ -93,9 +95,9 @@ def test_refcoco_jxu124_columns(tmp_path: Path, build) -> None:  # type: ignore[
             "sentences": [[{"raw": "Left man", "sent": "left man", "sent_id": 9, "tokens": ["left", "man"]}]],
             "raw_anns": [json.dumps(ann)], "raw_image_info": [json.dumps(info)],
             "image_path": ["coco/train2014/COCO_train2014_000000000001.jpg"]}  # fmt: skip
-    dm = HFDataModule(dataset=DatasetDict({"train": Dataset.from_dict(rows)}), format="refcoco_jxu124",
-                      tasks=["res"], image_root=str(tmp_path), train_split="train",
-                      val_split=None)  # fmt: skip
+    options = HFOptions("refcoco_jxu124", tasks=("res",), image_root=str(tmp_path))
+    data = DatasetDict({"train": Dataset.from_dict(rows)})
+    dm = HFDataModule(dataset=data, options=options, train_split="train", val_split=None)
     (s,) = [dm.dataset("train")[0]]
     assert s.task == Task.RES and s.expression == "left man" and s.image_sizes == [(40, 60)]
     assert Path(s.images[0]).is_file() and s.target.masks[0].area == 200
@@ -108,7 +110,7 @@ def test_nlvr2_columns_and_disk_round_trip(tmp_path: Path) -> None:
             "left_image": [{"bytes": buf.getvalue(), "path": None}], "right_image": [pil(5, 5)]}  # fmt: skip
     path = tmp_path / "nlvr2_hf"
     DatasetDict({"validation": Dataset.from_dict(rows)}).save_to_disk(str(path))
-    dm = HFDataModule(str(path), format="nlvr2")
+    dm = HFDataModule(str(path), HFOptions("nlvr2"))
     ds = dm.dataset("validation")
     assert ds.reader._data is not None
     clone = pickle.loads(pickle.dumps(ds))
@@ -124,11 +126,11 @@ def test_nlvr2_columns_and_disk_round_trip(tmp_path: Path) -> None:
 def test_missing_column_and_folder(tmp_path: Path) -> None:
     ds = Dataset.from_dict({"question": ["Why?"], "image": [pil()]})
     with pytest.raises(DataFormatError, match="column 'question_id'.*missing column"):
-        HFDataModule(dataset=ds, format="vqav2", val_split="all").dataset("all")
+        HFDataModule(dataset=ds, options=HFOptions("vqav2"), val_split="all").dataset("all")
     with pytest.raises(DataFormatError, match="dataset folder not found"):
-        HFDataModule(str(tmp_path / "nope"), format="vqav2").dataset("validation")
+        HFDataModule(str(tmp_path / "nope"), HFOptions("vqav2")).dataset("validation")
     with pytest.raises(ValueError, match="format"):
-        HFDataModule(dataset=ds, format="coco")  # type: ignore[arg-type]
+        HFOptions("coco")  # type: ignore[arg-type]
     rows = {
         "identifier": ["dev-1-0-0"],
         "sentence": ["x"],
@@ -136,11 +138,11 @@ def test_missing_column_and_folder(tmp_path: Path) -> None:
         "left_image": [pil()],
         "right_image": [pil()],
     }
-    dm = HFDataModule(dataset=Dataset.from_dict(rows), format="nlvr2", val_split="all")
+    dm = HFDataModule(dataset=Dataset.from_dict(rows), options=HFOptions("nlvr2"), val_split="all")
     with pytest.raises(DataFormatError, match=r"field 'all\[0\]\.label': expected 'True' or 'False'"):
         dm.dataset("all")[0]
     skip = HFDataModule(
-        dataset=Dataset.from_dict(rows), format="nlvr2", val_split="all", on_bad_sample="skip"
+        dataset=Dataset.from_dict(rows), options=HFOptions("nlvr2"), val_split="all", on_bad_sample="skip"
     )
     with pytest.raises(DataFormatError, match="every one of the 1 samples is unreadable"):
         skip.dataset("all")[0]

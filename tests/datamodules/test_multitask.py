@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.coco import CocoDataModule
+from datamodules.coco import CocoDataModule, CocoOptions
 from datamodules.multitask import MultiTaskDataModule, mixing_weights
 from datamodules.nlvr2 import Nlvr2DataModule
 from datamodules.vqav2 import VQAv2DataModule
@@ -66,7 +66,7 @@ def test_processor_reaches_every_child(coco_root: Path, nlvr2_root: Path) -> Non
             return items
 
     kids = [
-        CocoDataModule(str(coco_root), tasks=["captioning"]),
+        CocoDataModule(str(coco_root), CocoOptions(tasks=("captioning",))),
         Nlvr2DataModule(str(nlvr2_root), val_split=None),
     ]
     dm = MultiTaskDataModule(kids, batch_size=64)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from datamodules.errors import DataFormatError, UnknownSplitError
-from datamodules.grefcoco import GRefCocoDataModule
-from datamodules.refcoco import RefCocoDataModule
+from datamodules.grefcoco import GRefCocoDataModule, GRefCocoOptions
+from datamodules.refcoco import RefCocoDataModule, RefCocoOptions
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import TaskSample
 
@@ -22,7 +22,7 @@ def all_samples(dm, split: str) -> list[TaskSample]:  # type: ignore[no-untyped-
 
 
 def test_rec_res_reg(refcoco_root: Path) -> None:
-    dm = RefCocoDataModule(str(refcoco_root), tasks=["rec", "res", "reg"], test_split="testA")
+    dm = RefCocoDataModule(str(refcoco_root), RefCocoOptions(tasks=("rec", "res", "reg")), test_split="testA")
     train = all_samples(dm, "train")
     assert [s.task for s in train].count(Task.REC) == 3  # one per sentence
     rec = next(s for s in train if s.task == Task.REC)
@@ -46,11 +46,11 @@ def test_rec_res_reg(refcoco_root: Path) -> None:
 
 def test_split_schemes(refcoco_root: Path, build) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="split_by"):
-        RefCocoDataModule(str(refcoco_root), dataset="refcoco+", split_by="google")
+        RefCocoOptions(dataset="refcoco+", split_by="google")
     with pytest.raises(UnknownSplitError, match="unknown split 'testC'.*testA, testB"):
         RefCocoDataModule(str(refcoco_root)).dataset("testC")
     build.refcoco(refcoco_root, images=False, dataset="refcocog", split_by="umd")
-    dm = RefCocoDataModule(str(refcoco_root), dataset="refcocog", split_by="umd")
+    dm = RefCocoDataModule(str(refcoco_root), RefCocoOptions(dataset="refcocog", split_by="umd"))
     with pytest.raises(UnknownSplitError, match="unknown split 'testA'"):
         dm.dataset("testA")  # umd has train/val/test
     assert len(dm.dataset("train")) == 6
@@ -77,14 +77,14 @@ def test_bad_segmentation_names_file_and_field(refcoco_root: Path) -> None:
     data["annotations"][0]["segmentation"] = [[1, 2, 3]]  # odd number of coordinates
     bad_id = data["annotations"][0]["id"]
     path.write_text(json.dumps(data))
-    ds = RefCocoDataModule(str(refcoco_root), tasks=["res"]).dataset("train")
+    ds = RefCocoDataModule(str(refcoco_root), RefCocoOptions(tasks=("res",))).dataset("train")
     bad = [i for i in range(len(ds)) if ds.records[i].ann_id == bad_id]
     assert bad
     with pytest.raises(
         DataFormatError, match=rf"instances\.json: field 'annotations\[id={bad_id}\]\.segmentation'"
     ):
         ds[bad[0]]
-    dm = RefCocoDataModule(str(refcoco_root), tasks=["res"], on_bad_sample="skip")
+    dm = RefCocoDataModule(str(refcoco_root), RefCocoOptions(tasks=("res",)), on_bad_sample="skip")
     ds = dm.dataset("train")
     got = [ds[i] for i in range(len(ds))]
     assert all(s.metadata["ann_id"] != bad_id for s in got) and dm.num_skipped == len(bad)
@@ -94,9 +94,8 @@ def test_shapesworld_refcoco_family(shapes_root: Path) -> None:
     root = str(shapes_root / "refcoco")
     for dataset, split_by, test in [("refcoco", "unc", "testB"), ("refcoco", "google", "test"),
                                     ("refcoco+", "unc", "testA"), ("refcocog", "umd", "test")]:  # fmt: skip
-        dm = RefCocoDataModule(
-            root, dataset=dataset, split_by=split_by, tasks=["rec", "res", "reg"], test_split=test
-        )
+        options = RefCocoOptions(dataset, split_by, ("rec", "res", "reg"))  # type: ignore[arg-type]
+        dm = RefCocoDataModule(root, options, test_split=test)
         for split in ("train", "val", test):
             ds = dm.dataset(split)
             assert len(ds) > 0, (dataset, split_by, split)
@@ -128,13 +127,15 @@ def test_grefcoco(grefcoco_root: Path) -> None:
 
 def test_grefcoco_pickle_and_bad_input(tmp_path: Path, build) -> None:  # type: ignore[no-untyped-def]
     root = build.grefcoco(tmp_path, as_pickle=True)
-    assert len(GRefCocoDataModule(str(root), tasks=["grec"]).dataset("train")) == 4
+    assert len(GRefCocoDataModule(str(root), GRefCocoOptions(tasks=("grec",))).dataset("train")) == 4
     (root / "grefs(unc).p").unlink()
     refs_path = build.grefcoco(tmp_path / "b", images=False) / "grefs(unc).json"
     refs = json.loads(refs_path.read_text())
     refs[1]["ann_id"] = ["21"]
     refs_path.write_text(json.dumps(refs))
-    dm = GRefCocoDataModule(str(refs_path.parent), image_dir=str(tmp_path / "images" / "train2014"))
+    dm = GRefCocoDataModule(
+        str(refs_path.parent), GRefCocoOptions(image_dir=str(tmp_path / "images" / "train2014"))
+    )
     with pytest.raises(
         DataFormatError, match=r"grefs\(unc\)\.json: field '\[1\]\.ann_id': expected an integer"
     ):

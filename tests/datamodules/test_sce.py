@@ -1,4 +1,4 @@
-"""COCO-SCE: Table 9 category sets, the concept matcher, the image partition."""
+"""COCO-SCE: Table 9 category sets, held-out filtering and tags, the image partition, the options."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datamodules.concepts import COCO_SYNONYMS
 from datamodules.errors import DataFormatError
 from datamodules.sce import (
-    COCO_SYNONYMS,
     HELD_FROM_CLS_LOC,
     HELD_FROM_VQA_CAP,
-    ConceptMatcher,
+    SceOptions,
     SceProtocol,
     SceSplit,
     is_val_image,
-    lemma,
     load_sce_split,
 )
 from lightning_gpv.tasks.catalogue import Task
@@ -32,40 +31,6 @@ def test_table9_split() -> None:
     assert split.unseen_for(Task.VQA) == split.unseen_for("captioning") == frozenset(HELD_FROM_VQA_CAP)
     assert split.unseen_for(Task.LOCALIZATION) == frozenset(HELD_FROM_CLS_LOC)
     assert split.unseen_for(Task.REC) == frozenset()
-
-
-@pytest.mark.parametrize(
-    ("word", "singular"),
-    [("horses", "horse"), ("benches", "bench"), ("people", "person"), ("glasses", "glass"), ("buses", "bus"),
-     ("ponies", "pony"), ("knives", "knife"), ("sheep", "sheep"), ("grass", "grass"), ("bus", "bus"),
-     ("ties", "tie"), ("boxes", "box")],
-)  # fmt: skip
-def test_lemma(word: str, singular: str) -> None:
-    assert lemma(word) == singular
-
-
-@pytest.mark.parametrize(
-    ("text", "found"),
-    [
-        ("Two horses grazing.", {"horse"}),
-        ("What is on the hot dog?", {"hot dog"}),  # not "dog"
-        ("A dog eats a hotdog", {"dog", "hot dog"}),
-        ("a teddy bear on a bed", {"teddy bear", "bed"}),  # not "bear"
-        ("a brown bear", {"bear"}),
-        ("two wine glasses", {"wine glass"}),
-        ("a man wearing an orange shirt", {"person"}),  # orange the colour
-        ("oranges and apples", {"orange", "apple"}),
-        ("is this a remote area?", set()),
-        ("he holds the remote control", {"remote"}),
-        ("women on their cell phones", {"person", "cell phone"}),
-        ("people waiting to train", {"person"}),
-        ("a train at the station", {"train"}),
-        ("Is the TV on?", {"tv"}),
-        ("", set()),
-    ],
-)
-def test_matcher(text: str, found: set[str]) -> None:
-    assert ConceptMatcher().find(text) == found
 
 
 def test_tags_and_judge() -> None:
@@ -106,3 +71,16 @@ def test_load_split_definitions(tmp_path: Path) -> None:
     path.write_text(json.dumps({"held_out_vqa_cap": ["heart"]}))
     with pytest.raises(DataFormatError, match="held_out_cls_loc"):
         load_sce_split(path)
+
+
+def test_sce_options_build_the_protocol(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="val_fraction"):
+        SceOptions(val_fraction=1.0)
+    paper = SceOptions().protocol()
+    assert paper.split.held_from_vqa_cap == HELD_FROM_VQA_CAP and paper.image_split_file is None
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"held_out_vqa_cap": ["heart"], "held_out_cls_loc": ["star"]}))
+    own = SceOptions(definition=str(path), val_fraction=0.5, seed=3).protocol()
+    assert set(own.split.categories) == {"heart", "star"} and (own.val_fraction, own.seed) == (0.5, 3)
+    ids = list(range(200))
+    np.testing.assert_array_equal(own.image_mask("val", ids), is_val_image(ids, 0.5, 3))

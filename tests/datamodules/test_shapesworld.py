@@ -15,11 +15,12 @@ from datamodules import (
     MultiTaskDataModule,
     Nlvr2DataModule,
     RefCocoDataModule,
+    RefCocoOptions,
     VQAv2DataModule,
 )
 from lightning_gpv.tasks.catalogue import Task
 
-ISSUE_TASKS = {
+SHAPESWORLD_TASKS = {
     Task.CAPTIONING, Task.VQA, Task.LOCALIZATION, Task.CLASSIFICATION, Task.REC, Task.RES, Task.REG,
     Task.GREC, Task.GRES, Task.NLVR2, Task.COSEG, Task.ATTCOSEG,
 }  # fmt: skip
@@ -31,7 +32,7 @@ def test_every_task_from_shapesworld(shapes_root: Path, build) -> None:  # type:
     kids = [
         CocoDataModule(str(r / "coco")),
         VQAv2DataModule(str(r / "vqav2")),
-        RefCocoDataModule(str(r / "refcoco"), tasks=["rec", "res", "reg"]),
+        RefCocoDataModule(str(r / "refcoco"), RefCocoOptions(tasks=("rec", "res", "reg"))),
         GRefCocoDataModule(str(r / "grefcoco")),
         Nlvr2DataModule(str(r / "nlvr2")),
         CosegDataModule(str(r / "coseg" / "pascal"), train_split="all"),
@@ -40,7 +41,7 @@ def test_every_task_from_shapesworld(shapes_root: Path, build) -> None:  # type:
     dm = MultiTaskDataModule(kids, batch_size=100_000)
     dm.setup("fit")
     (batch,) = list(dm.train_dataloader())
-    assert {s.task for s in batch} == ISSUE_TASKS
+    assert {s.task for s in batch} == SHAPESWORLD_TASKS
     for s in batch:
         assert all(Path(p).is_file() for p in s.images)
         if s.image_sizes is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.errors import DataFormatError
+from datamodules.sce import SceOptions
 from datamodules.vqav2 import VQAv2DataModule, VQAv2SceDataModule, training_answer
 from lightning_gpv.tasks.catalogue import Task
 
@@ -41,7 +42,7 @@ def test_samples(vqa_root: Path) -> None:
 
 
 def test_sce(vqa_root: Path) -> None:
-    dm = VQAv2SceDataModule(str(vqa_root), sce_val_fraction=0.01)
+    dm = VQAv2SceDataModule(str(vqa_root), sce=SceOptions(val_fraction=0.01))
     train = dm.dataset("train")
     qs = {train[i].question for i in range(len(train))}
     # "What animal is this?" has horse (4 votes) and pony (3): both could become the target -> dropped.

@@ -1,6 +1,8 @@
 """Typed configuration of GPV-1 (Gupta et al., "Towards General Purpose Vision Systems", CVPR 2022).
 
-One nested dataclass per part, with the paper's sizes as defaults, and two presets:
+One nested dataclass per part, with the paper's sizes as defaults, and two presets, reachable by name
+(:meth:`GPV1Config.from_name`: ``"paper"``, ``"tiny"``; a recipe writes ``config: tiny`` or
+``config: {preset: tiny, image_size: [96, 96]}``):
 
 * :meth:`GPV1Config.paper`: ResNet-50 DETR (d 256, 6+6 layers, 100 queries), BERT-base, 3 co-attention
   layers (768 wide, 16 heads), 3-layer text decoder (768, 8 heads, FFN 2048). About 221M parameters
@@ -14,8 +16,11 @@ calls ``from_pretrained`` and the explicit sizes of that part are then ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, is_dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+from lightning_gpv.models.presets import NamedPresets, override
 
 
 @dataclass
@@ -131,7 +136,7 @@ class TextDecoderConfig:
 
 
 @dataclass
-class GPV1Config:
+class GPV1Config(NamedPresets):
     """Everything that shapes a :class:`~lightning_gpv.models.gpv1.model.GPV1`.
 
     Attributes:
@@ -190,13 +195,18 @@ class GPV1Config:
             raise ValueError(f"vocab_size must hold the 4 special tokens, got {self.vocab_size}")
 
     @classmethod
+    def presets(cls) -> dict[str, Callable[[], GPV1Config]]:
+        """The presets :meth:`from_name` knows: ``"paper"`` and ``"tiny"``."""
+        return {"paper": cls.paper, "tiny": cls.tiny}
+
+    @classmethod
     def paper(cls, **overrides: Any) -> GPV1Config:
         """The paper's model: R50 DETR, BERT-base, 768-wide co-attention and decoder, V of about 7.6k.
 
         Overrides are fields of :class:`GPV1Config`; a dict given for a part (``visual={"num_queries": 50}``)
         changes only the named fields of that part.
         """
-        return _override(cls(), overrides)
+        return override(cls(), overrides)
 
     @classmethod
     def tiny(cls, **overrides: Any) -> GPV1Config:
@@ -231,15 +241,4 @@ class GPV1Config:
             vocab_size=32,
             image_size=(64, 64),
         )
-        return _override(config, overrides)
-
-
-def _override(config: GPV1Config, overrides: dict[str, Any]) -> GPV1Config:
-    """``replace`` that merges a dict given for a nested part into the preset's values of that part."""
-    merged = {}
-    for key, value in overrides.items():
-        current = getattr(config, key, None)
-        if isinstance(value, dict) and is_dataclass(current):
-            value = replace(current, **value)
-        merged[key] = value
-    return replace(config, **merged)
+        return override(config, overrides)

@@ -156,8 +156,13 @@ class DetrRegionEncoder(nn.Module):
         pos = self.detr.position_embedding(
             shape=feature_map.shape, device=feature_map.device, dtype=pixel_values.dtype, mask=mask
         )
-        pos = pos.flatten(2).transpose(1, 2)
-        tokens = self.detr.input_projection(feature_map).flatten(2).transpose(1, 2)
+        # Contiguous (B, HW, d) sequences: a Linear over a transposed 3-D input goes through
+        # torch.matmul, which picks one GEMM over a contiguous copy when the weight requires grad and a
+        # batched GEMM over the transposed slices when it does not. The two can round differently, so
+        # a frozen DETR (stage 1) and a trainable one (e.g. the same weights reloaded) would disagree
+        # in the last bits; a contiguous input always takes the single-GEMM path.
+        pos = pos.flatten(2).transpose(1, 2).contiguous()
+        tokens = self.detr.input_projection(feature_map).flatten(2).transpose(1, 2).contiguous()
         flat_mask = mask.flatten(1)
         memory = self.detr.encoder(
             inputs_embeds=tokens, attention_mask=flat_mask, spatial_position_embeddings=pos

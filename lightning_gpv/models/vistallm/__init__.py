@@ -3,6 +3,7 @@
 Pure-torch model code; the LightningModule is :class:`lightning_gpv.systems.vistallm.VistaLLMModule`.
 """
 
+from lightning_gpv.models.vistallm.codec import CoordinateCodec, ParseResult, decode_generated
 from lightning_gpv.models.vistallm.config import (
     LLMConfig,
     LoraSettings,
@@ -10,8 +11,6 @@ from lightning_gpv.models.vistallm.config import (
     VisionConfig,
     VistaLLMConfig,
 )
-from lightning_gpv.models.vistallm.evaluation import TaskMetrics
-from lightning_gpv.models.vistallm.generation import decode_generated, parse_prediction, serialize_answer
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMItem, VistaLLMProcessor
 from lightning_gpv.models.vistallm.tokenization import (
@@ -22,10 +21,11 @@ from lightning_gpv.models.vistallm.tokenization import (
 )
 
 __all__ = [
+    "CoordinateCodec",
     "LLMConfig",
     "LoraSettings",
+    "ParseResult",
     "QFormerConfig",
-    "TaskMetrics",
     "VisionConfig",
     "VistaLLM",
     "VistaLLMBatch",
@@ -37,6 +37,4 @@ __all__ = [
     "decode_generated",
     "load_llm_tokenizer",
     "load_qformer_tokenizer",
-    "parse_prediction",
-    "serialize_answer",
 ]

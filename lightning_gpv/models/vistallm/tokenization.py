@@ -14,18 +14,18 @@ from collections.abc import Iterable
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from lightning_gpv.models.vistallm.codec import CoordinateCodec
 from lightning_gpv.models.vistallm.config import LLMConfig, QFormerConfig
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN
 from lightning_gpv.tasks.prompt_texts import VISTALLM_TEMPLATES
-from lightning_gpv.tasks.serialization import special_tokens
 
 WORD_SPECIALS = ("[UNK]", "<pad>", "<s>", "</s>")
 """Unknown, padding, begin and end tokens of the word tokenizer, ids 0..3."""
 
 
-def added_tokens(num_bins: int) -> list[str]:
+def added_tokens(codec: CoordinateCodec) -> list[str]:
     """Tokens VistaLLM adds to the LLM vocabulary, in id order: coordinate bins, separators, ``<image>``."""
-    return [*special_tokens(num_bins), IMAGE_TOKEN]
+    return [*codec.added_tokens(), IMAGE_TOKEN]
 
 
 def _template_words() -> list[str]:
@@ -77,7 +77,7 @@ def _ensure_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_llm_tokenizer(config: LLMConfig, num_bins: int) -> PreTrainedTokenizerBase:
+def load_llm_tokenizer(config: LLMConfig, codec: CoordinateCodec) -> PreTrainedTokenizerBase:
     """The LLM tokenizer with :func:`added_tokens` appended as special tokens and a padding token set.
 
     Vicuna has no padding token: the unknown token pads (padding never enters the loss or attention).
@@ -85,7 +85,7 @@ def load_llm_tokenizer(config: LLMConfig, num_bins: int) -> PreTrainedTokenizerB
     tokenizer = _base_llm_tokenizer(config)
     if tokenizer.eos_token is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no end-of-sequence token")
-    tokenizer.add_tokens(added_tokens(num_bins), special_tokens=True)
+    tokenizer.add_tokens(added_tokens(codec), special_tokens=True)
     return _ensure_pad(tokenizer)
 
 

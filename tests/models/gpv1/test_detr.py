@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_gpv.models.gpv1 import GPV1Config
 from lightning_gpv.models.gpv1.detr import DetrRegionEncoder, build_detr
@@ -53,6 +54,49 @@ def test_backbone_stem_and_first_stage_stay_frozen() -> None:
     enc.set_detr_frozen(False)
     names_after = {n: p.requires_grad for n, p in enc.detr.backbone.named_parameters()}
     assert names_after == names
+
+
+class _KernelLog(TorchDispatchMode):
+    """Records the ATen kernels run, with the shapes and strides of their tensor arguments.
+
+    ``detach`` is left out: autograd adds it for the tensors that trainable weights save for backward.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, list[tuple[tuple[int, ...], tuple[int, ...]]]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if func is not torch.ops.aten.detach.default:
+            self.calls.append((str(func), [(tuple(t.shape), t.stride()) for t in tensors]))
+        return func(*args, **(kwargs or {}))
+
+
+def test_freezing_detr_does_not_change_kernels_or_outputs() -> None:
+    """A frozen DETR (stage 1, or the model a checkpoint was saved from) and a trainable one with the same
+    weights (e.g. reloaded) run the same kernels and agree bit for bit.
+
+    ``torch.matmul`` chooses between one GEMM over a contiguous copy and a batched GEMM from the
+    ``requires_grad`` flag of the weight when the input is a non-contiguous 3-D tensor (grad mode on or
+    off); the two can round differently on some CPUs and not on others, so the kernel log is the check
+    that holds on every CPU, and the bitwise comparison the end-to-end one.
+    """
+    enc = _encoder()
+    pixels = torch.randn(2, 3, 64, 96)  # a 2 x 3 feature map: 6 tokens per image
+    runs = {}
+    for frozen in (False, True):
+        enc.set_detr_frozen(frozen)
+        for grad in (True, False):
+            log = _KernelLog()
+            with torch.set_grad_enabled(grad), log:
+                out = enc(pixels)
+            runs[frozen, grad] = log.calls, out
+    for grad in (True, False):
+        (calls_a, a), (calls_b, b) = runs[False, grad], runs[True, grad]
+        assert calls_a == calls_b
+        for name in ("boxes", "objectness_logits", "features"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), (name, grad)
 
 
 def test_gradients_reach_detr() -> None:

@@ -25,7 +25,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str, synced: bool) ->
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         config = VistaLLMConfig.tiny()
-        tokenizer = load_llm_tokenizer(config.llm, config.num_bins)
+        tokenizer = load_llm_tokenizer(config.llm, config.codec)
         processor = VistaLLMProcessor(config, tokenizer, load_qformer_tokenizer(config.qformer, config.llm))
         torch.manual_seed(0)
         model = VistaLLM.from_config(config, tokenizer=tokenizer).eval()

@@ -29,7 +29,7 @@ def tiny_config() -> VistaLLMConfig:
 
 @pytest.fixture(scope="session")
 def tiny_processor(tiny_config: VistaLLMConfig) -> VistaLLMProcessor:
-    tokenizer = load_llm_tokenizer(tiny_config.llm, tiny_config.num_bins)
+    tokenizer = load_llm_tokenizer(tiny_config.llm, tiny_config.codec)
     qformer_tokenizer = load_qformer_tokenizer(tiny_config.qformer, tiny_config.llm)
     return VistaLLMProcessor(tiny_config, tokenizer, qformer_tokenizer)
 

@@ -16,6 +16,7 @@ from transformers import (
     LlamaConfig,
 )
 
+from lightning_gpv.models.vistallm.codec import CoordinateCodec
 from lightning_gpv.models.vistallm.llm import build_llama, resize_with_mean
 from lightning_gpv.models.vistallm.qformer import InstructionGuidedTokenizer
 from lightning_gpv.models.vistallm.tokenization import added_tokens, build_word_tokenizer
@@ -162,7 +163,8 @@ def test_new_token_rows_are_the_mean_of_the_old_ones() -> None:
 
 def test_word_tokenizer_keeps_added_tokens_whole_and_covers_ascii() -> None:
     tokenizer = build_word_tokenizer(["circle"])
-    tokenizer.add_tokens(added_tokens(1000), special_tokens=True)
+    codec = CoordinateCodec(num_bins=1000, num_mask_points=32)
+    tokenizer.add_tokens(added_tokens(codec), special_tokens=True)
     text = "Locate the red circle <image> [<c0><c999>]<bsep>[<c5><c6>]<msep> xyzzy 42!"
     ids = tokenizer(text, add_special_tokens=True).input_ids
     tokens = tokenizer.convert_ids_to_tokens(ids)

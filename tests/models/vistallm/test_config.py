@@ -26,7 +26,7 @@ def test_presets_hold_the_paper_numbers() -> None:
     assert (cfg.num_bins, cfg.num_mask_points) == (1000, 32)
     big = VistaLLMConfig.vistallm_13b()
     assert (big.llm.hidden_size, big.llm.num_layers) == (5120, 40)
-    assert len(added_tokens(cfg.num_bins)) == 1003  # 1000 bins, <bsep>, <msep>, <image>
+    assert len(added_tokens(cfg.codec)) == 1003  # 1000 bins, <bsep>, <msep>, <image>
 
 
 def test_invalid_config_is_rejected() -> None:

@@ -10,12 +10,32 @@ import pytest
 import torch
 
 from lightning_gpv.geometry import Mask, mask_iou
+from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, answer_well_formed, evaluation_table
+from lightning_gpv.models.vistallm.codec import (
+    PAPER_NUM_BINS,
+    PAPER_NUM_MASK_POINTS,
+    CoordinateCodec,
+    decode_generated,
+)
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
-from lightning_gpv.models.vistallm.evaluation import TaskMetrics
-from lightning_gpv.models.vistallm.generation import decode_generated, parse_prediction, serialize_answer
 from lightning_gpv.models.vistallm.processor import IGNORE_INDEX, VistaLLMProcessor
 from lightning_gpv.tasks import IMAGE_TOKEN, Target, Task, TaskSample
-from lightning_gpv.tasks.coordinates import max_quantization_error
+from lightning_gpv.tasks.catalogue import Family
+
+# Answers below use the paper's codec (1000 bins, 32 points); the tiny processor's is its .codec.
+PAPER = CoordinateCodec(num_bins=PAPER_NUM_BINS, num_mask_points=PAPER_NUM_MASK_POINTS)
+serialize_answer, parse_prediction = PAPER.serialize_answer, PAPER.parse_prediction
+
+
+def test_processor_codec_follows_the_config(
+    tiny_config: VistaLLMConfig, tiny_processor: VistaLLMProcessor
+) -> None:
+    codec = tiny_processor.codec
+    assert (codec.num_bins, codec.num_mask_points) == (tiny_config.num_bins, tiny_config.num_mask_points)
+    assert codec.num_bins == 64  # the tiny config's, not the paper's 1000
+    tokens = tiny_processor.tokenizer.convert_tokens_to_ids(codec.added_tokens())
+    assert tiny_processor.tokenizer.unk_token_id not in tokens
+    assert pickle.loads(pickle.dumps(tiny_processor)).codec == codec
 
 
 def test_labels_cover_only_the_answer_and_its_end(
@@ -29,9 +49,9 @@ def test_labels_cover_only_the_answer_and_its_end(
         assert torch.equal(item.labels[p:], item.input_ids[p:]), key
         assert int(item.input_ids[-1]) == tok.eos_token_id, key
         answer = tok.decode(item.input_ids[p:-1], skip_special_tokens=False)
-        bins = tiny_processor.config.num_bins
-        expected = serialize_answer(
-            sample.task, sample.target, item.image_sizes, style="tokens", num_bins=bins
+        assert tiny_processor.codec.num_bins == tiny_processor.config.num_bins
+        expected = tiny_processor.codec.serialize_answer(
+            sample.task, sample.target, item.image_sizes, style="tokens"
         )
         assert answer.replace(" ", "") == expected.replace(" ", ""), key
         assert (item.input_ids[:p] == tiny_processor.image_token_id).sum() == 8 * sample.num_images
@@ -109,7 +129,7 @@ def test_box_and_mask_answers_round_trip(samples: dict[str, TaskSample]) -> None
     text = serialize_answer(Task.REC, rec.target, sizes)
     pred = parse_prediction(Task.REC, text, sizes, sample_id="x")
     assert pred.sample_id == "x" and pred.dropped == []
-    np.testing.assert_allclose(pred.boxes, rec.target.boxes, atol=max_quantization_error(100) + 1e-4)
+    np.testing.assert_allclose(pred.boxes, rec.target.boxes, atol=PAPER.max_quantization_error(100) + 1e-4)
     res = samples["res"]
     pred = parse_prediction(Task.RES, serialize_answer(Task.RES, res.target, sizes), sizes)
     assert len(pred.masks) == 1 and len(pred.masks[0].polygons[0]) == 32
@@ -158,9 +178,10 @@ def test_parsing_never_crashes_on_garbage(tiny_processor: VistaLLMProcessor, tas
         ids = torch.from_numpy(rng.integers(-5, len(tok) + 5, size=int(rng.integers(0, 60))))
         texts.append(decode_generated(tok, ids))
     for text in texts:
-        pred = parse_prediction(task, text, [(30, 40), (50, 60)])
-        assert pred.task is task
-        assert all(0 <= i < 2 for i in pred.mask_image.tolist())
+        for codec in (PAPER, tiny_processor.codec):
+            pred = codec.parse_prediction(task, text, [(30, 40), (50, 60)])
+            assert pred.task is task
+            assert all(0 <= i < 2 for i in pred.mask_image.tolist())
 
 
 def test_task_metrics_score_perfect_and_garbage_answers(
@@ -175,21 +196,30 @@ def test_task_metrics_score_perfect_and_garbage_answers(
     perfect = [
         parse_prediction(samples[k].task, answers[k], sizes[k], sample_id=samples[k].sample_id) for k in keys
     ]
-    metrics = TaskMetrics(tiny_config)
-    metrics.update(perfect, targets, [sizes[k] for k in keys], meta)
-    good = metrics.compute()
+    points = tiny_config.num_mask_points
+    evaluator = Evaluator(
+        evaluation_table(Family.VISTALLM), checks={"well_formed": lambda p: answer_well_formed(p, points)}
+    )
+
+    def score(predictions: list) -> dict[str, float]:
+        evaluator.start(["d"])
+        evaluator.update(
+            0, [EvalItem(p, t, tuple(sizes[k]), m) for p, t, k, m in zip(predictions, targets, keys, meta)]
+        )
+        return {key.removeprefix("val/d/"): value for key, value in evaluator.compute(0, "val").items()}
+
+    good = score(perfect)
     assert good["rec/acc@0.5"] == 1.0 and good["vqa/accuracy"] == 1.0 and good["nlvr2/accuracy"] == 1.0
     assert good["res/mIoU"] > 0.9 and good["coseg/jaccard"] > 0.9 and good["attcoseg/jaccard"] > 0.9
-    assert all(good[f"{k}/well_formed"] == 1.0 for k in keys)
-    metrics.reset()
+    assert all(good[f"{k}/well_formed"] == 1.0 and good[f"{k}/parse_failure"] == 0.0 for k in keys)
     garbage = [
         parse_prediction(samples[k].task, "[<c3>", sizes[k], sample_id=samples[k].sample_id) for k in keys
     ]
-    metrics.update(garbage, targets, [sizes[k] for k in keys], meta)
-    bad = metrics.compute()
+    bad = score(garbage)
     assert bad["rec/acc@0.5"] == 0.0 and bad["res/mIoU"] == 0.0 and bad["vqa/accuracy"] == 0.0
     assert bad["coseg/jaccard"] == 0.0
     assert all(bad[f"{k}/well_formed"] == 0.0 for k in ("rec", "res", "coseg", "attcoseg"))
+    assert all(bad[f"{k}/parse_failure"] == 1.0 for k in ("rec", "res", "coseg", "attcoseg"))
 
 
 def test_added_tokens_in_user_text_are_read_as_words(

@@ -30,7 +30,7 @@ def _smollm2_dir() -> str:
 @pytest.fixture(scope="module")
 def smollm2() -> tuple[VistaLLM, VistaLLMProcessor]:
     config = VistaLLMConfig.smollm2(_smollm2_dir())
-    tokenizer = load_llm_tokenizer(config.llm, config.num_bins)
+    tokenizer = load_llm_tokenizer(config.llm, config.codec)
     processor = VistaLLMProcessor(config, tokenizer, load_qformer_tokenizer(config.qformer, config.llm))
     torch.manual_seed(0)
     return VistaLLM.from_config(config, tokenizer=tokenizer), processor
@@ -39,7 +39,7 @@ def smollm2() -> tuple[VistaLLM, VistaLLMProcessor]:
 def test_smollm2_gets_the_added_tokens_with_mean_rows(smollm2: tuple[VistaLLM, VistaLLMProcessor]) -> None:
     model, processor = smollm2
     tokenizer = processor.tokenizer
-    ids = tokenizer.convert_tokens_to_ids(added_tokens(1000))
+    ids = tokenizer.convert_tokens_to_ids(added_tokens(processor.codec))
     assert ids == list(range(49152, 49152 + 1003)) and model.image_token_id == ids[-1]
     weight = model.llm.get_input_embeddings().weight
     assert weight.shape == (49152 + 1003, 576)

@@ -1,6 +1,8 @@
-"""Writing and reading boxes, points and masks as VistaLLM answers (human and token styles)."""
+"""CoordinateCodec: writing and reading boxes, points and masks as answers (human and token styles)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -8,23 +10,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_gpv.tasks.serialization import (
+from lightning_gpv.models.vistallm.codec import (
     BOX_SEP,
     MASK_SEP,
+    PAPER_NUM_BINS,
+    PAPER_NUM_MASK_POINTS,
+    CoordinateCodec,
     ParseResult,
-    coordinate_token,
-    coordinate_tokens,
-    format_boxes,
-    format_group,
-    format_masks,
-    format_points,
-    parse_answer,
-    parse_boxes,
-    parse_masks,
-    parse_points,
-    special_tokens,
     spread_repeated_points,
 )
+
+CODEC = CoordinateCodec(num_bins=PAPER_NUM_BINS, num_mask_points=PAPER_NUM_MASK_POINTS)
+TEN_BINS = CoordinateCodec(num_bins=10, num_mask_points=PAPER_NUM_MASK_POINTS)
+# The paper's codec; the tests call its methods by these short names.
+format_boxes, format_points, format_masks = CODEC.format_boxes, CODEC.format_points, CODEC.format_masks
+parse_boxes, parse_points, parse_masks = CODEC.parse_boxes, CODEC.parse_points, CODEC.parse_masks
+parse_answer, format_group, coordinate_token = CODEC.parse_answer, CODEC.format_group, CODEC.coordinate_token
 
 W, H = 640.0, 480.0
 PARSERS = [parse_boxes, parse_points, parse_masks, parse_answer]
@@ -57,12 +58,12 @@ def assert_within_half_bin(parsed: np.ndarray, original: np.ndarray, width: floa
 
 
 def test_coordinate_tokens() -> None:
-    tokens = coordinate_tokens()
+    tokens = CODEC.coordinate_tokens()
     assert len(tokens) == 1000 and len(set(tokens)) == 1000
     assert tokens[0] == "<c0>" and tokens[12] == "<c12>" and tokens[-1] == "<c999>"
     assert coordinate_token(7) == "<c7>"
-    assert coordinate_tokens(10)[-1] == "<c9>"
-    assert special_tokens() == [*tokens, "<bsep>", "<msep>"]
+    assert TEN_BINS.coordinate_tokens()[-1] == "<c9>"
+    assert CODEC.added_tokens() == [*tokens, "<bsep>", "<msep>"]
     assert (BOX_SEP, MASK_SEP) == ("<bsep>", "<msep>")
 
 
@@ -132,8 +133,8 @@ def test_spread_repeated_points_leaves_distinct_contours_and_tiny_ones() -> None
 
 def test_format_masks_spreads_repeats_unless_asked_not_to() -> None:
     square = np.array([[1.0, 1.0], [1.0, 1.0], [5.0, 1.0], [5.0, 5.0], [1.0, 5.0], [1.0, 5.0]])
-    assert format_masks([square], 10, 10, num_bins=10) == "[1, 1, 3, 1, 5, 1, 5, 3, 5, 5, 1, 5]"
-    raw = format_masks([square], 10, 10, num_bins=10, spread_repeats=False)
+    assert TEN_BINS.format_masks([square], 10, 10) == "[1, 1, 3, 1, 5, 1, 5, 3, 5, 5, 1, 5]"
+    raw = TEN_BINS.format_masks([square], 10, 10, spread_repeats=False)
     assert raw == "[1, 1, 1, 1, 5, 1, 5, 5, 1, 5, 1, 5]"
 
 
@@ -279,7 +280,7 @@ def test_mask_point_counts() -> None:
     result = parse_masks(twenty, W, H)
     assert len(result.masks) == 1 and result.masks[0].shape == (20, 2)
     assert result.dropped == ["group 1: 20 points, expected 32 (kept)"]
-    assert parse_masks(twenty, W, H, num_points=20).dropped == []
+    assert dataclasses.replace(CODEC, num_mask_points=20).parse_masks(twenty, W, H).dropped == []
     result = parse_masks("[1, 2, 3, 4]<msep>[1, 2, 3, 4, 5, 6, 7]", W, H)
     assert result.masks == []
     assert result.dropped == ["group 1: 2 points, need at least 3", "group 2: odd number of values (7)"]
@@ -358,13 +359,13 @@ def _metaspace_tokenizer(prepend_scheme: str):  # -> PreTrainedTokenizerFast
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend_scheme)
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend_scheme)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
-    fast.add_tokens(special_tokens(), special_tokens=True)
+    fast.add_tokens(CODEC.added_tokens(), special_tokens=True)
     return fast
 
 
 def test_token_form_encodes_one_token_per_bin() -> None:
     tokenizer = _metaspace_tokenizer("first")
-    coord_ids = set(tokenizer.convert_tokens_to_ids(coordinate_tokens()))
+    coord_ids = set(tokenizer.convert_tokens_to_ids(CODEC.coordinate_tokens()))
     text = format_boxes(np.array([12.3, 34.9, 56.0, 78.5]), 1000, 1000, "tokens")
     ids = tokenizer.encode(text, add_special_tokens=False)
     pieces = tokenizer.convert_ids_to_tokens(ids)

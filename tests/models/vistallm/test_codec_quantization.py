@@ -1,4 +1,4 @@
-"""Quantization of pixel coordinates into bins: convention, shapes, clamping, round-trip error."""
+"""CoordinateCodec quantization: convention, shapes, clamping, round-trip error."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_gpv.tasks.coordinates import (
-    NUM_BINS,
-    dequantize,
-    dequantize_value,
-    max_quantization_error,
-    quantize,
-    quantize_value,
-)
+from lightning_gpv.models.vistallm.codec import PAPER_NUM_BINS, PAPER_NUM_MASK_POINTS, CoordinateCodec
+
+CODEC = CoordinateCodec(num_bins=PAPER_NUM_BINS, num_mask_points=PAPER_NUM_MASK_POINTS)
+# The paper's codec; the tests call its methods by these short names.
+NUM_BINS = CODEC.num_bins
+quantize, dequantize = CODEC.quantize, CODEC.dequantize
+quantize_value, dequantize_value = CODEC.quantize_value, CODEC.dequantize_value
+max_quantization_error = CODEC.max_quantization_error
 
 EPS = 1e-3  # float32 slack on top of half a bin, in pixels
 
 
 def test_num_bins_is_1000() -> None:
-    assert NUM_BINS == 1000
+    assert NUM_BINS == PAPER_NUM_BINS == 1000
 
 
 @pytest.mark.parametrize(
@@ -56,10 +56,12 @@ def test_dequantize_value_is_bin_centre() -> None:
 
 
 def test_num_bins_parameter() -> None:
-    assert quantize_value(99.0, 100.0, num_bins=10) == 9
-    assert quantize_value(100.0, 100.0, num_bins=10) == 9
-    assert dequantize_value(9, 100.0, num_bins=10) == pytest.approx(95.0)
-    bins = quantize(np.array([0.0, 50.0, 100.0, 100.0]), 100.0, 100.0, num_bins=2)
+    ten = CoordinateCodec(num_bins=10, num_mask_points=3)
+    assert ten.quantize_value(99.0, 100.0) == 9
+    assert ten.quantize_value(100.0, 100.0) == 9
+    assert ten.dequantize_value(9, 100.0) == pytest.approx(95.0)
+    two = CoordinateCodec(num_bins=2, num_mask_points=3)
+    bins = two.quantize(np.array([0.0, 50.0, 100.0, 100.0]), 100.0, 100.0)
     np.testing.assert_array_equal(bins, [0, 1, 1, 1])
 
 
@@ -138,7 +140,7 @@ def test_odd_last_dim_and_bad_num_bins_raise() -> None:
     with pytest.raises(ValueError):
         dequantize(torch.zeros(2, 5, dtype=torch.long), 10, 10)
     with pytest.raises(ValueError):
-        quantize(np.zeros(4), 10, 10, num_bins=0)
+        CoordinateCodec(num_bins=0, num_mask_points=3)
     with pytest.raises(ValueError):
         quantize(np.float64(1.0), 10, 10)
 
@@ -150,9 +152,10 @@ sizes = st.floats(min_value=1.0, max_value=1e5, allow_nan=False, allow_infinity=
 @given(size=sizes, fraction=st.floats(min_value=0.0, max_value=1.0), num_bins=st.sampled_from([1000, 100, 7]))
 def test_round_trip_error_at_most_half_a_bin(size: float, fraction: float, num_bins: int) -> None:
     value = fraction * size
-    b = quantize_value(value, size, num_bins)
+    codec = CoordinateCodec(num_bins=num_bins, num_mask_points=3)
+    b = codec.quantize_value(value, size)
     assert 0 <= b <= num_bins - 1
-    assert abs(dequantize_value(b, size, num_bins) - value) <= size / (2 * num_bins) * (1 + 1e-9)
+    assert abs(codec.dequantize_value(b, size) - value) <= size / (2 * num_bins) * (1 + 1e-9)
 
 
 @settings(max_examples=100, deadline=None)

@@ -1,0 +1,104 @@
+"""Checkpoints of both families, built from Python config objects or from the tiny recipes, load with
+``torch.load(weights_only=True)`` through ``load_from_checkpoint``, ``--init_weights`` and ``--ckpt_path``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from lightning_gpv.cli import GPVLightningCLI, run_lightning_cli  # noqa: E402
+from lightning_gpv.demo import tiny_recipe  # noqa: E402
+from lightning_gpv.models.gpv1.config import GPV1Config  # noqa: E402
+from lightning_gpv.models.vistallm.config import VistaLLMConfig  # noqa: E402
+from lightning_gpv.systems.gpv1 import GPV1Module  # noqa: E402
+from lightning_gpv.systems.vistallm import VistaLLMModule  # noqa: E402
+
+FAMILIES = {"gpv1": ("gpv1_shapes", GPV1Module), "vistallm": ("vistallm_shapes", VistaLLMModule)}
+QUIET = [
+    "--trainer.logger=false",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one thread."""
+
+
+def _python_module(family: str, vocab: Path) -> LightningModule:
+    """The recipe's model, built in Python from a config object (not through the CLI)."""
+    if family == "gpv1":
+        text = {"tokenizer_name_or_path": str(vocab / "vocab.txt"), "vocab_size": 512}
+        config = GPV1Config.from_name("tiny", image_size=(96, 96), text=text)
+        assert isinstance(config, GPV1Config)
+        return GPV1Module(config, vocab_path=str(vocab / "answers"))
+    return VistaLLMModule(VistaLLMConfig.tiny(), load_weights=False)
+
+
+def _save(module: LightningModule, path: Path) -> Path:
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _cli(command: str, recipe: Path, root: Path, *args: str) -> GPVLightningCLI:
+    return run_lightning_cli(
+        [command, "-c", str(recipe), *args, f"--trainer.default_root_dir={root}", *QUIET]
+    )
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_checkpoint_of_a_python_built_module_loads_weights_only(
+    family: str, shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, vocab = shapes_and_vocab
+    recipe_name, cls = FAMILIES[family]
+    module = _python_module(family, vocab)
+    ckpt = _save(module, tmp_path / "python.ckpt")
+
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    config = checkpoint["hyper_parameters"]["config"]
+    assert isinstance(config, dict) and type(module.config).from_dict(config) == module.config
+    restored = cls.load_from_checkpoint(ckpt, weights_only=True)
+    assert restored.config == module.config
+    _assert_same_weights(module.state_dict(), restored.state_dict())
+
+    recipe = tiny_recipe(recipe_name, data, vocab if family == "gpv1" else None, tmp_path / "recipe.yaml")
+    cli = _cli("validate", recipe, tmp_path / "v", "--init_weights", str(ckpt))
+    _assert_same_weights(module.state_dict(), cli.model.state_dict())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_checkpoint_of_a_recipe_run_resumes_and_starts_another_run(
+    family: str, shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, vocab = shapes_and_vocab
+    recipe_name, cls = FAMILIES[family]
+    recipe = tiny_recipe(recipe_name, data, vocab if family == "gpv1" else None, tmp_path / "recipe.yaml")
+    first = tmp_path / "first"
+    _cli("fit", recipe, first, "--trainer.max_steps=2")
+    ckpt = sorted(first.rglob("*.ckpt"))[-1]
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 2 and isinstance(checkpoint["hyper_parameters"]["config"], dict)
+
+    restored = cls.load_from_checkpoint(ckpt, weights_only=True)
+    _assert_same_weights(checkpoint["state_dict"], restored.state_dict())
+
+    resumed = _cli("fit", recipe, tmp_path / "r", "--ckpt_path", str(ckpt), "--trainer.max_steps=3")
+    assert resumed.trainer.global_step == 3
+
+    started = _cli("fit", recipe, tmp_path / "s", "--init_weights", str(ckpt), "--trainer.max_steps=1")
+    assert started.trainer.global_step == 1  # a new run: the step count starts again
