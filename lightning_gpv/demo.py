@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning_gpv.metrics.evaluation import flatten_results
 from lightning_gpv.shapesworld import SceneStyle
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(str(resources.files("lightning_gpv") / "recipes"))
+"""The recipes shipped with the package (the repository's ``recipes/``; a wheel carries a copy)."""
 STYLE = SceneStyle(max_objects=3, backgrounds=("plain",), sizes=("medium", "large"))
 """The demo's ShapesWorld: 1-3 medium or large objects on plain backgrounds, where tiny models trained from
 scratch learn to localise in CPU minutes (in the full world VistaLLM's REC Acc@0.5 stays under 0.04 after

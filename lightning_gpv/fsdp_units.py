@@ -2,10 +2,9 @@
 wrap time, makes these units:
 
 * **Layers**: every transformer block (``LlamaDecoderLayer`` and the ``_no_split_modules`` of any causal LM
-  found in the model, timm's ``EvaBlock``, open_clip's ``ResidualAttentionBlock``, transformers'
-  ``InstructBlipQFormerLayer``; for GPV-1 the DETR encoder/decoder layers, ``BertLayer``, the ResNet blocks,
-  ``CoAttentionLayer`` and the answer decoder's ``TransformerDecoderLayer``) is one unit. These are also
-  the activation-checkpointing targets.
+  found in the model, timm's ``EvaBlock``, transformers' ``InstructBlipQFormerLayer``; for GPV-1 the DETR
+  encoder/decoder layers, ``BertLayer``, the ResNet blocks, ``CoAttentionLayer`` and the answer decoder's
+  ``TransformerDecoderLayer``) is one unit. These are also the activation-checkpointing targets.
 * **Sub-models** (``unit_classes``): whole parts whose trainability differs from their surroundings and
   which are only ever called through their ``forward`` (VistaLLM's frozen ``EvaFeatures`` and trainable
   ``InstructionGuidedTokenizer``, GPV-1's frozen ``BertModel`` and the ResNet stem). The remainder of such
@@ -36,45 +35,15 @@ from typing import Any
 from torch import nn
 from torch.distributed.fsdp.wrap import CustomPolicy
 
-VISTALLM_LAYER_CLASSES: tuple[str, ...] = (
-    "LlamaDecoderLayer",
-    "EvaBlock",
-    "EvaBlockPostNorm",
-    "timm.models.vision_transformer.Block",
-    "ResidualAttentionBlock",
-    "CustomResidualAttentionBlock",
-    "InstructBlipQFormerLayer",
-)
-"""Transformer blocks of VistaLLM: LLM decoder layers, EVA (timm or open_clip) blocks, QFormer layers."""
-
-VISTALLM_UNIT_CLASSES: tuple[str, ...] = ("EvaFeatures", "InstructionGuidedTokenizer")
-"""VistaLLM parts wrapped whole: the frozen image encoder and the trainable instruction-guided tokenizer."""
-
-GPV1_LAYER_CLASSES: tuple[str, ...] = (
-    "DetrEncoderLayer",
-    "DetrDecoderLayer",
-    "BertLayer",
-    "CoAttentionLayer",
-    "torch.nn.modules.transformer.TransformerDecoderLayer",
-    "ResNetBasicLayer",
-    "ResNetBottleNeckLayer",
-    "timm.models.resnet.BasicBlock",
-    "timm.models.resnet.Bottleneck",
-)
-"""GPV-1 blocks: DETR encoder/decoder, BERT, ResNet, co-attention and answer-decoder layers."""
-
-GPV1_UNIT_CLASSES: tuple[str, ...] = ("BertModel", "ResNetEmbeddings")
-"""GPV-1 parts wrapped whole: the (frozen) BERT query encoder and the frozen ResNet stem."""
-
 _PEFT_SAVED_WRAPPER = "ModulesToSaveWrapper"
 
 
-def _matches(cls: type, names: frozenset[str]) -> bool:
-    """Whether ``cls`` or a base class is named in ``names`` (bare ``__name__`` or ``module.qualname``)."""
-    for klass in cls.__mro__:
-        if klass.__name__ in names or f"{klass.__module__}.{klass.__qualname__}" in names:
-            return True
-    return False
+def _matches(cls: type, classes: tuple[type, ...], names: frozenset[str] = frozenset()) -> bool:
+    """Whether ``cls`` is (a subclass of) one of ``classes``, or it or a base class is named in ``names``
+    (the ``_no_split_modules`` class names transformers declares)."""
+    if issubclass(cls, classes):
+        return True
+    return any(klass.__name__ in names for klass in cls.__mro__)
 
 
 def _grad_kinds(module: nn.Module) -> tuple[bool, bool]:
@@ -107,12 +76,13 @@ def causal_lm_layer_names(model: nn.Module) -> set[str]:
 
 
 class LayerWrapPolicy(CustomPolicy):
-    """FSDP / activation-checkpointing policy that selects layers, sub-models and adapters by class name.
+    """FSDP / activation-checkpointing policy that selects layers, sub-models and adapters by class.
 
     The selection is computed on the actual model when FSDP (or ``apply_activation_checkpointing``) runs the
-    policy, so no model class is imported here and the ``requires_grad`` flags of that moment decide the
-    frozen/trainable split. Class names are matched against the class and its bases, either bare
-    (``"LlamaDecoderLayer"``) or qualified (``"timm.models.vision_transformer.Block"``).
+    policy, so the ``requires_grad`` flags of that moment decide the frozen/trainable split. A module is
+    selected when it is an instance of one of the classes (subclasses included). Each model family declares
+    its classes next to its builder (``FSDP_LAYER_CLASSES``, ``FSDP_UNIT_CLASSES`` in
+    ``lightning_gpv.models.<family>.build``).
 
     Args:
         layer_classes: Transformer blocks; each instance is one unit.
@@ -126,40 +96,43 @@ class LayerWrapPolicy(CustomPolicy):
 
     def __init__(
         self,
-        layer_classes: Iterable[str],
-        unit_classes: Iterable[str] = (),
+        layer_classes: Iterable[type[nn.Module]],
+        unit_classes: Iterable[type[nn.Module]] = (),
         *,
         lm_no_split_modules: bool = True,
         split_mixed_layers: bool = True,
     ) -> None:
         super().__init__(self._is_selected)
-        self.layer_classes = frozenset(layer_classes)
-        self.unit_classes = frozenset(unit_classes)
+        self.layer_classes = tuple(layer_classes)
+        self.unit_classes = tuple(unit_classes)
+        for cls in (*self.layer_classes, *self.unit_classes):
+            if not isinstance(cls, type):
+                raise TypeError(f"layer_classes and unit_classes take classes, got {cls!r}")
         self.lm_no_split_modules = lm_no_split_modules
         self.split_mixed_layers = split_mixed_layers
         self._selected: set[int] = set()
 
     def __repr__(self) -> str:
+        layers = [c.__qualname__ for c in self.layer_classes]
+        units = [c.__qualname__ for c in self.unit_classes]
         return (
-            f"{type(self).__name__}(layer_classes={sorted(self.layer_classes)}, "
-            f"unit_classes={sorted(self.unit_classes)}, lm_no_split_modules={self.lm_no_split_modules}, "
-            f"split_mixed_layers={self.split_mixed_layers})"
+            f"{type(self).__name__}(layer_classes={layers}, unit_classes={units}, "
+            f"lm_no_split_modules={self.lm_no_split_modules}, split_mixed_layers={self.split_mixed_layers})"
         )
 
-    def layer_names(self, root: nn.Module) -> frozenset[str]:
-        """The layer class names in effect for ``root`` (``layer_classes`` plus resolved LM layers)."""
-        extra = causal_lm_layer_names(root) if self.lm_no_split_modules else set()
-        return self.layer_classes | extra
+    def lm_layer_names(self, root: nn.Module) -> frozenset[str]:
+        """Class names of the causal LMs' ``_no_split_modules`` in ``root`` (empty when not asked for)."""
+        return frozenset(causal_lm_layer_names(root) if self.lm_no_split_modules else ())
 
     def select(self, root: nn.Module) -> list[nn.Module]:
         """The modules of ``root`` that become units (``root`` itself excluded), in ``modules()`` order."""
-        layer_names = self.layer_names(root)
+        lm_names = self.lm_layer_names(root)
         layers: list[nn.Module] = []
         chosen: dict[int, nn.Module] = {}
         for module in root.modules():
             if module is root or next(module.parameters(), None) is None:
                 continue
-            if _matches(type(module), layer_names):
+            if _matches(type(module), self.layer_classes, lm_names):
                 layers.append(module)
                 chosen[id(module)] = module
             elif _matches(type(module), self.unit_classes):

@@ -29,15 +29,9 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lightning_gpv.fsdp_units import (
-    GPV1_LAYER_CLASSES,
-    GPV1_UNIT_CLASSES,
-    VISTALLM_LAYER_CLASSES,
-    VISTALLM_UNIT_CLASSES,
-    LayerWrapPolicy,
-    _uses_own_checkpointing,
-    describe_units,
-)
+from lightning_gpv.fsdp_units import LayerWrapPolicy, _uses_own_checkpointing, describe_units
+from lightning_gpv.models.gpv1 import build as gpv1_build
+from lightning_gpv.models.vistallm import build as vistallm_build
 
 ShardingName = Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"]
 
@@ -78,8 +72,9 @@ class GPVFSDPStrategy(FSDPStrategy):
     ``clip_grad_norm_``, which Lightning's plain FSDP strategy refuses.
 
     Args:
-        layer_classes: Transformer block class names (units and activation-checkpointing targets).
-        unit_classes: Sub-model class names wrapped whole (only called through ``forward``).
+        layer_classes: Transformer block classes (units and activation-checkpointing targets); a recipe
+            names them by import path (``transformers.models.llama.modeling_llama.LlamaDecoderLayer``).
+        unit_classes: Sub-model classes wrapped whole (only called through ``forward``).
         sharding_strategy: ``FULL_SHARD`` (ZeRO-3), ``SHARD_GRAD_OP`` (ZeRO-2), ``NO_SHARD`` (DDP) or
             ``HYBRID_SHARD`` (full sharding inside a node, replication across nodes).
         activation_checkpointing: Recompute the activations of every layer in the backward pass. Skipped
@@ -99,8 +94,8 @@ class GPVFSDPStrategy(FSDPStrategy):
 
     def __init__(
         self,
-        layer_classes: Sequence[str],
-        unit_classes: Sequence[str] = (),
+        layer_classes: Sequence[type[nn.Module]],
+        unit_classes: Sequence[type[nn.Module]] = (),
         sharding_strategy: ShardingName = "FULL_SHARD",
         activation_checkpointing: bool = True,
         cpu_offload: bool = False,
@@ -285,8 +280,8 @@ class VistaLLMFSDPStrategy(GPVFSDPStrategy):
         forward_prefetch: bool = False,
         state_dict_type: Literal["full", "sharded"] = "sharded",
         reduce_dtype: Literal["fp32", "bf16"] = "fp32",
-        layer_classes: Sequence[str] = VISTALLM_LAYER_CLASSES,
-        unit_classes: Sequence[str] = VISTALLM_UNIT_CLASSES,
+        layer_classes: Sequence[type[nn.Module]] = vistallm_build.FSDP_LAYER_CLASSES,
+        unit_classes: Sequence[type[nn.Module]] = vistallm_build.FSDP_UNIT_CLASSES,
         lm_no_split_modules: bool = True,
         split_mixed_layers: bool = True,
         timeout_minutes: float = 30.0,
@@ -326,8 +321,8 @@ class GPV1FSDPStrategy(GPVFSDPStrategy):
         forward_prefetch: bool = False,
         state_dict_type: Literal["full", "sharded"] = "full",
         reduce_dtype: Literal["fp32", "bf16"] = "fp32",
-        layer_classes: Sequence[str] = GPV1_LAYER_CLASSES,
-        unit_classes: Sequence[str] = GPV1_UNIT_CLASSES,
+        layer_classes: Sequence[type[nn.Module]] = gpv1_build.FSDP_LAYER_CLASSES,
+        unit_classes: Sequence[type[nn.Module]] = gpv1_build.FSDP_UNIT_CLASSES,
         lm_no_split_modules: bool = False,
         split_mixed_layers: bool = True,
         timeout_minutes: float = 30.0,

@@ -13,16 +13,15 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
+from timm.models.eva import Eva, EvaBlock
 from torch import nn
 from torch.distributed.fsdp import ShardingStrategy
 from torch.utils.data import DataLoader
 
-from lightning_gpv.fsdp_units import (
-    GPV1_LAYER_CLASSES,
-    VISTALLM_LAYER_CLASSES,
-    LayerWrapPolicy,
-    describe_units,
-)
+from lightning_gpv.fsdp_units import LayerWrapPolicy, describe_units
+from lightning_gpv.models.gpv1.build import FSDP_LAYER_CLASSES as GPV1_LAYER_CLASSES
+from lightning_gpv.models.vistallm.build import FSDP_LAYER_CLASSES as VISTALLM_LAYER_CLASSES
+from lightning_gpv.models.vistallm.vision import EvaFeatures
 from lightning_gpv.strategies import (
     GPV1FSDPStrategy,
     GPVFSDPStrategy,
@@ -109,7 +108,7 @@ def test_presets_build(cls: type[GPVFSDPStrategy], kwargs: dict) -> None:
     assert bool(strategy._activation_checkpointing_kwargs) is checkpointing
     if checkpointing:
         assert strategy._activation_checkpointing_kwargs["auto_wrap_policy"] is strategy.checkpoint_policy
-    expected = set(VISTALLM_LAYER_CLASSES if cls is VistaLLMFSDPStrategy else GPV1_LAYER_CLASSES)
+    expected = VISTALLM_LAYER_CLASSES if cls is VistaLLMFSDPStrategy else GPV1_LAYER_CLASSES
     assert strategy.wrap_policy.layer_classes == expected
 
 
@@ -161,7 +160,7 @@ def test_lightning_cli_yaml(tmp_path: Path, cls: type, monkeypatch: pytest.Monke
                   activation_checkpointing: true
                   state_dict_type: sharded
                   reduce_dtype: bf16
-                  unit_classes: [EvaFeatures]
+                  unit_classes: [lightning_gpv.models.vistallm.vision.EvaFeatures]
             """
         )
     )
@@ -171,7 +170,7 @@ def test_lightning_cli_yaml(tmp_path: Path, cls: type, monkeypatch: pytest.Monke
     assert strategy.sharding_strategy == ShardingStrategy.HYBRID_SHARD
     assert strategy._state_dict_type == "sharded"
     assert strategy.reduce_dtype == "bf16"
-    assert strategy.wrap_policy.unit_classes == {"EvaFeatures"}
+    assert strategy.wrap_policy.unit_classes == (EvaFeatures,)  # the import path became the class
     assert strategy.mixed_precision_config.reduce_dtype == torch.bfloat16
 
 
@@ -190,32 +189,32 @@ def test_policy_selects_exactly_the_layers(tiny_vlm: _TinyVLM) -> None:
     assert all(kwargs == {"x": 1} for kwargs in targets.values())
     assert not policy._lambda_fn(tiny_vlm.llm.model.layers[0])  # no state left behind after the run
     # The LLM's layers come from its _no_split_modules even when not listed.
-    no_llama = LayerWrapPolicy(["EvaBlock"])
+    no_llama = LayerWrapPolicy([EvaBlock])
     assert {id(m) for m in no_llama.select(tiny_vlm)} == _layers(tiny_vlm, ("EvaBlock", "LlamaDecoderLayer"))
-    off = LayerWrapPolicy(["EvaBlock"], lm_no_split_modules=False)
+    off = LayerWrapPolicy([EvaBlock], lm_no_split_modules=False)
     assert {id(m) for m in off.select(tiny_vlm)} == _layers(tiny_vlm, ("EvaBlock",))
     # The activation-checkpointing policy of the preset selects the layers only.
     strategy = VistaLLMFSDPStrategy()
     assert {id(m) for m in strategy.checkpoint_policy.select(tiny_vlm)} == layers
 
 
-def test_policy_qualified_names_and_subclasses() -> None:
+def test_policy_selects_classes_and_their_subclasses() -> None:
     class MyLayer(nn.Linear):
         pass
 
     model = nn.Sequential(nn.Linear(2, 2), MyLayer(2, 2), nn.ReLU())
-    assert LayerWrapPolicy([f"{__name__}.MyLayer"]).select(model) == []  # qualname includes the function
-    qualified = f"{MyLayer.__module__}.{MyLayer.__qualname__}"
-    assert LayerWrapPolicy([qualified]).select(model) == [model[1]]
-    assert LayerWrapPolicy(["torch.nn.modules.linear.Linear"]).select(model) == [model[0], model[1]]
-    assert LayerWrapPolicy(["ReLU"]).select(model) == []  # modules without parameters are never units
+    assert LayerWrapPolicy([MyLayer]).select(model) == [model[1]]
+    assert LayerWrapPolicy([nn.Linear]).select(model) == [model[0], model[1]]
+    assert LayerWrapPolicy([nn.ReLU]).select(model) == []  # modules without parameters are never units
+    with pytest.raises(TypeError, match="take classes, got 'Linear'"):
+        LayerWrapPolicy(["Linear"])  # type: ignore[list-item]
 
 
 def test_frozen_remainder_needs_its_own_unit(tiny_vlm: _TinyVLM) -> None:
     plain = describe_units(tiny_vlm, LayerWrapPolicy(VISTALLM_LAYER_CLASSES))
     root = plain[0]
     assert root.name == "" and root.mixed  # EVA's patch/position embeddings sit next to trainable weights
-    split = describe_units(tiny_vlm, LayerWrapPolicy(VISTALLM_LAYER_CLASSES, ["timm.models.eva.Eva"]))
+    split = describe_units(tiny_vlm, LayerWrapPolicy(VISTALLM_LAYER_CLASSES, [Eva]))
     assert not any(unit.mixed for unit in split)
     by_name = {unit.name: unit for unit in split}
     assert by_name["vision"].trainable_numel == 0 and by_name["vision"].frozen_numel > 0

@@ -22,7 +22,7 @@ read at construction; its words are also stored in every checkpoint, so a checkp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from functools import partial
 from typing import Any, Literal
 
@@ -33,12 +33,19 @@ from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, evaluation_table
+from lightning_gpv.models.gpv1.build import build_gpv1
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
-from lightning_gpv.models.gpv1.model import GPV1, GPV1Encoding
-from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch, GPV1Processor
+from lightning_gpv.models.gpv1.model import GPV1Encoding
+from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
-from lightning_gpv.systems.hooks import connect_datamodule, finish_evaluation, finish_loader, start_evaluation
+from lightning_gpv.systems.hooks import (
+    attached_trainer,
+    connect_datamodule,
+    finish_evaluation,
+    finish_loader,
+    start_evaluation,
+)
 from lightning_gpv.tasks.catalogue import Family, Task, tasks_of
 from lightning_gpv.tasks.samples import Prediction
 
@@ -121,24 +128,11 @@ class GPV1Module(LightningModule):
         # Checkpoints store the configs as plain data (loadable with torch.load(weights_only=True)).
         config = GPV1Config.resolve(config)
         loss = GPV1LossConfig(**loss) if isinstance(loss, Mapping) else loss
-        vectors = None
-        if vocab_path is not None:
-            vocab, vectors = AnswerVocabulary.load(vocab_path)
-            if vectors is None:
-                raise ValueError(f"the answer vocabulary at {vocab_path} has no embeddings.pt")
-            config = replace(config, vocab_size=len(vocab))
-        else:
-            words = [
-                *SPECIAL_TOKENS,
-                *(f"__word{i}__" for i in range(config.vocab_size - len(SPECIAL_TOKENS))),
-            ]
-            vocab = AnswerVocabulary(words)
         self.save_hyperparameters()
-        self.hparams["config"] = config.to_dict()
+        self.model, self.processor = build_gpv1(config, vocab_path, seed=seed)
+        self.config = self.model.config  # vocab_size is the vocabulary's
+        self.hparams["config"] = self.config.to_dict()
         self.hparams["loss"] = asdict(loss) if loss is not None else None
-        self.config = config
-        self.model = GPV1(config, answer_vectors=vectors)
-        self.processor = GPV1Processor.from_config(config, vocab, seed=seed)
         self.criterion = GPV1Criterion(loss)
         self.eval_answer_len = {**DEFAULT_EVAL_ANSWER_LEN, **(eval_answer_len or {})}
         self.classification_labels = classification_labels
@@ -205,7 +199,7 @@ class GPV1Module(LightningModule):
     ) -> None:
         """Clip the visual parameters' gradient norm (as DETR), then apply any Trainer-level clipping."""
         if self.hparams.visual_grad_clip > 0:
-            trainer = self._trainer  # None when called outside a Trainer (a single process)
+            trainer = attached_trainer(self)  # None outside a Trainer (a single process)
             sharded = (
                 trainer is not None and isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1
             )
@@ -221,13 +215,8 @@ class GPV1Module(LightningModule):
         DETR's parameters are included even while frozen (they join the optimization when unfrozen);
         the frozen text encoder and the ResNet stem/stage 1 are left out.
         """
-        visual = self.model.visual
-        detr_trainable = {f"visual.{n}" for n in visual._trainable_detr}
-        backbone, rest = [], []
-        for name, param in self.model.named_parameters():
-            if not (param.requires_grad or name in detr_trainable):
-                continue
-            (backbone if name.startswith("visual.detr.backbone.") else rest).append(param)
+        parts = self.model.parameter_groups()
+        backbone, rest = parts["backbone"], parts["main"]
         groups = [{"params": rest, "lr": self.hparams.lr, "name": "main"}]
         if backbone:
             groups.append({"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"})

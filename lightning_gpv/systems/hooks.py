@@ -13,6 +13,14 @@ from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.tasks.processing import SampleProcessor
 
 
+def attached_trainer(module: LightningModule) -> Trainer | None:
+    """The module's trainer, or ``None`` when it is used outside one (``module.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
+
+
 def connect_datamodule(module: LightningModule, processor: SampleProcessor) -> None:
     """Hand ``processor`` to the trainer's data module unless it already has one.
 
@@ -20,7 +28,7 @@ def connect_datamodule(module: LightningModule, processor: SampleProcessor) -> N
     script passing ``datamodule=`` to ``Trainer.fit``) yields the model's batches. A data module connected
     earlier (constructor, the CLI) keeps its processor.
     """
-    trainer = module._trainer  # the ``trainer`` property raises when the module is not attached
+    trainer = attached_trainer(module)
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     if datamodule is None or not hasattr(datamodule, "connect"):
         return
@@ -60,9 +68,10 @@ def evaluation_loader_names(trainer: Trainer) -> list[str]:
     split are told apart by their reader's tasks (``refcoco_unc.val-rec``, ``refcoco_unc.val-res``), or
     else by their index (``coco.val2014#2``)."""
     loaders = evaluation_loaders(trainer)
-    names = [loader_name(loader, i) for i, loader in enumerate(loaders)]
+    base = [loader_name(loader, i) for i, loader in enumerate(loaders)]
+    names = list(base)
     for i, loader in enumerate(loaders):
-        if names.count(names[i]) > 1:
+        if base.count(base[i]) > 1:
             tasks = getattr(getattr(getattr(loader, "dataset", None), "reader", None), "tasks", None)
             if tasks:
                 names[i] = f"{names[i]}-{'+'.join(getattr(t, 'value', str(t)) for t in tasks)}"

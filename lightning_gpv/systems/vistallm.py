@@ -24,10 +24,9 @@ from lightning.pytorch import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, answer_well_formed, evaluation_table
+from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
-from lightning_gpv.models.vistallm.model import VistaLLM
-from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
-from lightning_gpv.models.vistallm.tokenization import load_llm_tokenizer, load_qformer_tokenizer
+from lightning_gpv.models.vistallm.processor import VistaLLMBatch
 from lightning_gpv.systems.hooks import connect_datamodule, finish_evaluation, finish_loader, start_evaluation
 from lightning_gpv.tasks.catalogue import Family, Task
 from lightning_gpv.tasks.samples import Prediction
@@ -84,12 +83,9 @@ class VistaLLMModule(LightningModule):
         self.hparams["config"] = self.config.to_dict()
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        tokenizer = load_llm_tokenizer(self.config.llm, self.config.codec)
-        qformer_tokenizer = load_qformer_tokenizer(self.config.qformer, self.config.llm)
-        self.processor = VistaLLMProcessor(
-            self.config, tokenizer, qformer_tokenizer, eval_template=eval_template
+        self.model, self.processor = build_vistallm(
+            self.config, load_weights=load_weights, eval_template=eval_template
         )
-        self.model = VistaLLM.from_config(self.config, tokenizer=tokenizer, load_weights=load_weights)
         self.stage = stage
         self.freeze_for_stage()
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens

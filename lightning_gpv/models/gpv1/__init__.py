@@ -3,6 +3,7 @@
 The LightningModule is :class:`lightning_gpv.systems.gpv1.GPV1Module`.
 """
 
+from lightning_gpv.models.gpv1.build import build_gpv1
 from lightning_gpv.models.gpv1.config import (
     CoAttentionConfig,
     DetrEncoderConfig,
@@ -24,6 +25,7 @@ __all__ = [
     "GPV1Item",
     "GPV1Processor",
     "answer_texts",
+    "build_gpv1",
     "build_vocabulary",
     "write_wordpiece_vocab",
     "CoAttentionConfig",

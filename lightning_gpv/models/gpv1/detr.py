@@ -126,6 +126,11 @@ class DetrRegionEncoder(nn.Module):
     def _is_detr(name: str) -> bool:
         return name.startswith(("detr.", "box_head."))
 
+    def trainable_detr_parameters(self) -> list[nn.Parameter]:
+        """DETR's parameters that train once it is unfrozen (all but the ResNet stem and stage 1)."""
+        params = dict(self.named_parameters())
+        return [params[name] for name in self._trainable_detr]
+
     def detr_parameters(self) -> list[nn.Parameter]:
         """Parameters that come from DETR (backbone, transformer, box head): frozen in stage 1."""
         return [p for n, p in self.named_parameters() if self._is_detr(n)]

@@ -180,6 +180,21 @@ class GPV1(nn.Module):
             length_penalty=length_penalty,
         )
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """What the optimizer trains: ``{"main": [...], "backbone": [...]}``, the ResNet apart (the paper
+        gives it a 10x lower learning rate).
+
+        DETR's parameters are included even while frozen (they join the optimization when unfrozen); the
+        frozen text encoder and the ResNet stem/stage 1 are left out.
+        """
+        detr = {id(p) for p in self.visual.trainable_detr_parameters()}
+        backbone = {id(p) for p in self.visual.backbone_parameters()}
+        groups: dict[str, list[nn.Parameter]] = {"main": [], "backbone": []}
+        for param in self.parameters():
+            if param.requires_grad or id(param) in detr:
+                groups["backbone" if id(param) in backbone else "main"].append(param)
+        return groups
+
     def visual_parameters(self) -> list[nn.Parameter]:
         """DETR and its heads (the gradient-clipped group; DETR proper is frozen in stage 1)."""
         return [*self.visual.detr_parameters(), *self.visual.objectness.parameters()]

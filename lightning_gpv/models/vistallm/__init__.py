@@ -3,6 +3,7 @@
 Pure-torch model code; the LightningModule is :class:`lightning_gpv.systems.vistallm.VistaLLMModule`.
 """
 
+from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.codec import CoordinateCodec, ParseResult, decode_generated
 from lightning_gpv.models.vistallm.config import (
     LLMConfig,
@@ -33,6 +34,7 @@ __all__ = [
     "VistaLLMItem",
     "VistaLLMProcessor",
     "added_tokens",
+    "build_vistallm",
     "build_word_tokenizer",
     "decode_generated",
     "load_llm_tokenizer",

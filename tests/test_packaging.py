@@ -1,0 +1,36 @@
+"""A wheel of the package carries the recipes, and the demo finds them in an installed copy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_recipes_the_demo_reads(tmp_path: Path) -> None:
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"),
+                    str(ROOT)], check=True, capture_output=True, timeout=600)  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    recipes = {p.relative_to(ROOT).as_posix() for p in ROOT.glob("recipes/**/*.yaml")}
+    assert {f"lightning_gpv/{name}" for name in recipes} <= names
+    target = tmp_path / "site"
+    subprocess.run([*pip, "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True, timeout=600)  # fmt: skip
+    code = (
+        "import lightning_gpv.demo as d, pathlib;"
+        "print(d.__file__);"
+        "print(d.tiny_recipe('gpv1_shapes', pathlib.Path('w'), None, pathlib.Path('r.yaml')).is_file())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}  # ahead of the editable install
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.split()  # fmt: skip
+    assert out == [str(target / "lightning_gpv" / "demo.py"), "True"]
