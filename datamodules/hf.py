@@ -137,7 +137,7 @@ class HFReader(Reader):
         self.bbox_format = options.bbox_format
         self.source = path or f"<datasets object, format {options.format}>"
         self._data = dataset
-        self.name = f"hf-{format}"
+        self.name = f"hf-{options.format}"
         self.bad.name = self.name
 
     def __getstate__(self) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def is_quality_metric(key: str) -> bool:
     parse rate."""
     parts = key.split("/")
     rates = ("parse_failure", "well_formed")
-    return len(parts) == 4 and not parts[2].startswith("loss") and parts[3] not in rates
+    return len(parts) == 4 and not parts[3].startswith("loss") and parts[3] not in rates
 
 
 def fit_and_test(name: str, recipe: Path, overrides: list[str], out: Path, quick: bool) -> Metrics:

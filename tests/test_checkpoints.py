@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import LightningModule, Trainer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,3 +103,17 @@ def test_checkpoint_of_a_recipe_run_resumes_and_starts_another_run(
 
     started = _cli("fit", recipe, tmp_path / "s", "--init_weights", str(ckpt), "--trainer.max_steps=1")
     assert started.trainer.global_step == 1  # a new run: the step count starts again
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_hparams_yaml_holds_the_config_as_plain_data(
+    family: str, shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+    module = _python_module(family, shapes_and_vocab[1])
+    for hparams in (module.hparams_initial, module.hparams):  # what loggers and checkpoints write
+        path = tmp_path / "hparams.yaml"
+        save_hparams_to_yaml(path, hparams)
+        loaded = yaml.safe_load(path.read_text())
+        assert type(module.config).from_dict(loaded["config"]) == module.config

@@ -155,3 +155,37 @@ def test_init_weights_loads_the_model_weights_of_a_checkpoint(
     loaded = cli.model.state_dict()
     assert saved.keys() == loaded.keys()
     assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+
+
+@pytest.mark.parametrize("name", ["gpv1_shapes", "vistallm_shapes"])
+def test_test_prints_each_metric_once_under_its_own_loader(
+    name: str, shapes: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning.pytorch.loops.evaluation_loop import _EvaluationLoop
+
+    printed: list[list[dict[str, float]]] = []
+    monkeypatch.setattr(
+        _EvaluationLoop, "_print_results", staticmethod(lambda results, stage: printed.append(results))
+    )
+    data, vocab = shapes
+    recipe = tiny_recipe(name, data, vocab if name == "gpv1_shapes" else None, tmp_path / "recipe.yaml")
+    extra = ["--model.init_args.max_new_tokens=8"] if name == "vistallm_shapes" else []
+    args = [
+        "--trainer.limit_test_batches=1",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    cli = run_lightning_cli(["test", "-c", str(recipe), *args, *extra])
+    (results,) = printed
+    names = [loader.dataset.name for loader in cli.trainer.test_dataloaders]
+    assert len(results) == len(names) > 1
+    seen: dict[str, int] = {}
+    for index, result in enumerate(results):
+        for key in result:  # the uniform key, without Lightning's /dataloader_idx_N
+            assert key not in seen, f"{key} under loaders {seen[key]} and {index}"
+            seen[key] = index
+            stage, dataset = key.split("/")[:2]
+            assert stage == "test" and dataset.split("-")[0] == names[index], key
+    tasks = {key.split("/")[2] for key in seen if key.count("/") == 3 and "loss" not in key}
+    assert tasks == ({"localization", "classification", "captioning", "vqa"} if name == "gpv1_shapes"
+                     else {"captioning", "vqa", "rec", "res", "nlvr2"})  # fmt: skip

@@ -12,7 +12,8 @@
   rank that saw no sample of a task (it contributes empty states). Counts and rates include the samples a
   ``DistributedSampler`` repeats to even out the ranks; the metrics themselves drop them by sample id.
 * On request (``records_dir``) every sample's id, prediction, target and score are written as JSON lines to
-  ``records_dir/{stage}/{dataset}.jsonl`` (gathered on rank 0, written to a temporary name, then renamed).
+  ``records_dir/{stage}/{dataset}.jsonl`` (gathered on rank 0, written to a temporary name, then renamed;
+  the latest evaluation of a stage replaces the file).
 
 The systems call :meth:`Evaluator.start` at the start of an evaluation epoch with the loaders' names,
 :meth:`Evaluator.update` per batch, and :meth:`Evaluator.compute` once a loader is done.
@@ -31,13 +32,7 @@ import torch
 import torch.distributed as dist
 from torchmetrics import Metric
 
-from lightning_gpv.metrics.tables import (
-    EvalItem,
-    EvaluationTable,
-    MetricSpec,
-    answer_well_formed,
-    evaluation_table,
-)
+from lightning_gpv.metrics.tables import EvalItem, EvaluationTable
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Prediction, Target
 
@@ -96,7 +91,9 @@ class Evaluator:
         checks: Extra per-answer rates, name -> predicate (e.g. VistaLLM's ``well_formed``), logged as
             ``{task}/{name}``.
         loss_names: The evaluation losses the family reports (``update_losses`` takes these only).
-        records_dir: Folder for per-sample JSON lines; ``None`` keeps no records.
+        records_dir: Folder for per-sample JSON lines, ``{stage}/{dataset}.jsonl``, written when a loader is
+            computed; each evaluation of a stage replaces the file (after ``fit`` it holds the last
+            validation), and a loader without samples writes none. ``None`` keeps no records.
     """
 
     def __init__(
@@ -203,12 +200,14 @@ class Evaluator:
             label = f"{prefix}/{_key_name(task, subset)}"
             for i, spec in enumerate(self.table.get(task, ())):
                 value = self._metric(state, key, i).compute()
-                for name, item in value.items() if isinstance(value, dict) else [(spec.name, value)]:
+                named = value.items() if isinstance(value, dict) else [(spec.name or task.value, value)]
+                for name, item in named:
                     out[f"{label}/{name}"] = float(item)
             out[f"{label}/parse_failure"] = float(failures[key] / counts[key])
             for row, check in enumerate(self.checks):
                 out[f"{label}/{check}"] = float(checks[row, key] / counts[key])
-        self._write_records(state, stage)
+        if counts.sum() > 0:  # the same decision on every rank: the write gathers from all of them
+            self._write_records(state, stage)
         state.metrics.clear()
         state.records = []
         state.done = True
@@ -247,8 +246,9 @@ class Evaluator:
 
 
 def flatten_results(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    """One dict from what ``Trainer.validate``/``test`` return (one dict per loader): Lightning's
-    ``/dataloader_idx_N`` suffixes are dropped, since the keys already name their data set."""
+    """One dict from what ``Trainer.validate``/``test`` return (one dict per loader; the keys name their
+    data set). A ``/dataloader_idx_N`` suffix, which Lightning adds to what a system logs per loader
+    without naming it, is dropped."""
     out: dict[str, float] = {}
     for result in results:
         for key, value in result.items():
@@ -256,13 +256,4 @@ def flatten_results(results: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
-__all__ = [
-    "SUBSETS",
-    "EvalItem",
-    "EvaluationTable",
-    "Evaluator",
-    "MetricSpec",
-    "answer_well_formed",
-    "evaluation_table",
-    "flatten_results",
-]
+__all__ = ["SUBSETS", "Evaluator", "flatten_results"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -56,13 +57,14 @@ class MetricSpec:
     """One metric of a task.
 
     Attributes:
-        name: Log name of a scalar result; a metric returning a dict is logged under the dict's keys.
+        name: Log name of a metric that returns one value; ``None`` for one that returns a dict, whose keys
+            are the log names (``MaskIoU``: ``mIoU``, ``oIoU``).
         factory: Builds a fresh metric.
         update: Adds items to it.
         score: Per-sample score written into records (``None``: corpus-level only, e.g. CIDEr-D).
     """
 
-    name: str
+    name: str | None
     factory: Callable[[], Metric]
     update: Update
     score: Score | None = None
@@ -201,14 +203,14 @@ def _score_ranked_boxes(item: EvalItem) -> float:
     return query_ap(iou, torch.as_tensor(scores, dtype=torch.float64))
 
 
-def _score_mask_iou(item: EvalItem) -> float:
-    """IoU of the unions of predicted and target masks (0 when both are empty)."""
+def _score_mask_iou(item: EvalItem, empty: float = 0.0) -> float:
+    """IoU of the unions of predicted and target masks; ``empty`` when both are empty."""
     size = item.image_sizes[0]
     pred, target = _union(item.prediction.masks, size), _union(item.target.masks, size)
     pred = pred if pred is not None else torch.zeros(size, dtype=torch.bool)
     target = target if target is not None else torch.zeros(size, dtype=torch.bool)
     union = int((pred | target).sum())
-    return int((pred & target).sum()) / union if union else 0.0
+    return int((pred & target).sum()) / union if union else empty
 
 
 def evaluation_table(family: Family, vqa_variant: str = "official") -> dict[Task, tuple[MetricSpec, ...]]:
@@ -222,10 +224,13 @@ def evaluation_table(family: Family, vqa_variant: str = "official") -> dict[Task
         vqa_variant: ``"official"`` VQA accuracy or GPV-1's lower-case-only ``"gpv1"`` variant.
     """
     vqa_score = _score_vqa_gpv1 if vqa_variant == "gpv1" else _score_vqa
-    vqa = MetricSpec("accuracy", lambda: VQAAccuracy(variant=vqa_variant), _update_text, vqa_score)
+    # partial, not lambda: a module is pickled whole by spawn-based launchers (ddp_spawn).
+    vqa = MetricSpec("accuracy", partial(VQAAccuracy, variant=vqa_variant), _update_text, vqa_score)
     cider = MetricSpec("cider", CIDErD, _update_text)
+    # The dict-valued metrics log their own keys: ap; mIoU, oIoU; GREC/GRES rates; NLVR2 accuracy and
+    # consistency; co-segmentation jaccard and precision.
     if family is Family.GPV1:
-        ranked = MetricSpec("ap", LocalizationAP, _update_ranked_boxes, _score_ranked_boxes)
+        ranked = MetricSpec(None, LocalizationAP, _update_ranked_boxes, _score_ranked_boxes)
         classification = MetricSpec("accuracy", ClassificationAccuracy, _update_class, _score_class)
         return {
             Task.VQA: (vqa,),
@@ -234,15 +239,16 @@ def evaluation_table(family: Family, vqa_variant: str = "official") -> dict[Task
             Task.LOCALIZATION: (ranked,),
             Task.REC: (ranked,),
         }
-    coseg = MetricSpec("coseg", CoSegScore, _update_coseg)
+    coseg = MetricSpec(None, CoSegScore, _update_coseg)
+    gres_score = partial(_score_mask_iou, empty=1.0)  # an empty answer to a no-target expression is right
     return {
         Task.CAPTIONING: (cider,),
         Task.VQA: (vqa,),
         Task.REC: (MetricSpec("acc@0.5", ReferringAccuracy, _update_top_box, _score_top_box),),
-        Task.RES: (MetricSpec("miou", MaskIoU, _update_union_masks, _score_mask_iou),),
-        Task.GREC: (MetricSpec("grec", GRECScore, _update_box_sets),),
-        Task.GRES: (MetricSpec("gres", GRESScore, _update_union_masks, _score_mask_iou),),
-        Task.NLVR2: (MetricSpec("nlvr2", NLVRScore, _update_nlvr),),
+        Task.RES: (MetricSpec(None, MaskIoU, _update_union_masks, _score_mask_iou),),
+        Task.GREC: (MetricSpec(None, GRECScore, _update_box_sets),),
+        Task.GRES: (MetricSpec(None, GRESScore, _update_union_masks, gres_score),),
+        Task.NLVR2: (MetricSpec(None, NLVRScore, _update_nlvr),),
         Task.COSEG: (coseg,),
         Task.ATTCOSEG: (coseg,),
     }

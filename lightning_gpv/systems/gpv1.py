@@ -32,7 +32,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, evaluation_table
+from lightning_gpv.metrics.evaluation import Evaluator
+from lightning_gpv.metrics.tables import EvalItem, evaluation_table
 from lightning_gpv.models.gpv1.build import build_gpv1
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
@@ -125,37 +126,32 @@ class GPV1Module(LightningModule):
         eval_records_dir: str | None = None,
     ) -> None:
         super().__init__()
-        # Checkpoints store the configs as plain data (loadable with torch.load(weights_only=True)).
-        config = GPV1Config.resolve(config)
-        loss = GPV1LossConfig(**loss) if isinstance(loss, Mapping) else loss
-        self.save_hyperparameters()
-        self.model, self.processor = build_gpv1(config, vocab_path, seed=seed)
+        self.model, self.processor = build_gpv1(GPV1Config.resolve(config), vocab_path, seed=seed)
         self.config = self.model.config  # vocab_size is the vocabulary's
-        self.hparams["config"] = self.config.to_dict()
-        self.hparams["loss"] = asdict(loss) if loss is not None else None
-        self.criterion = GPV1Criterion(loss)
+        loss_config = GPV1LossConfig(**loss) if isinstance(loss, Mapping) else loss
+        # Checkpoints and hparams.yaml store the resolved configs as plain data, which
+        # torch.load(weights_only=True) and yaml.safe_load read back (the CLI hands save_hyperparameters
+        # the arguments as given: a preset name, a mapping or a config object).
+        self.save_hyperparameters()
+        plain_loss = asdict(loss_config) if loss_config is not None else None
+        self.save_hyperparameters({"config": self.config.to_dict(), "loss": plain_loss})
+        self.criterion = GPV1Criterion(loss_config)
         self.eval_answer_len = {**DEFAULT_EVAL_ANSWER_LEN, **(eval_answer_len or {})}
         self.classification_labels = classification_labels
         # Runtime state, not weights: plain objects (not submodules) so checkpoints and FSDP never see them.
         table = evaluation_table(Family.GPV1, vqa_variant=vqa_metric)
         loss_names = ["loss", "loss_ce", "loss_bbox", "loss_giou"]
-        loss_names += [f"loss_text/{t.value}" for t in tasks_of(Family.GPV1)]
+        loss_names += [_task_loss_key(f"loss_text/{t.value}") for t in tasks_of(Family.GPV1)]
         self.evaluators = {
             stage: Evaluator(table, loss_names=loss_names, records_dir=eval_records_dir)
             for stage in ("val", "test")
         }
 
     # --------------------------------------------------------------- evaluation
-    def _evaluator(self) -> Evaluator:
-        return self.evaluators["test" if self.trainer.testing else "val"]
-
-    def _start_evaluation(self) -> None:
-        start_evaluation(self, self._evaluator())
-
-    def _eval_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int) -> None:
-        evaluator, stage = self._evaluator(), "test" if self.trainer.testing else "val"
+    def _eval_step(self, batch: GPV1Batch, stage: str, batch_idx: int, dataloader_idx: int) -> None:
+        evaluator = self.evaluators[stage]
         predictions, _ = self._predict(batch, text_for_all=False)
-        losses = {name: value.detach() for name, value in self._losses(batch, self(batch)).items()}
+        losses = {_task_loss_key(k): v.detach() for k, v in self._losses(batch, self(batch)).items()}
         evaluator.update_losses(dataloader_idx, losses, weight=len(batch))
         items = [EvalItem(p, s.target, metadata=s.metadata) for p, s in zip(predictions, batch.samples)]
         evaluator.update(dataloader_idx, items)
@@ -268,19 +264,19 @@ class GPV1Module(LightningModule):
         return self.processor.predictions(batch, enc.boxes, enc.relevance, tokens), enc
 
     def on_validation_epoch_start(self) -> None:
-        self._start_evaluation()
+        start_evaluation(self, self.evaluators["val"])
 
     def validation_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, batch_idx, dataloader_idx)
+        self._eval_step(batch, "val", batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         finish_evaluation(self, self.evaluators["val"], "val")
 
     def on_test_epoch_start(self) -> None:
-        self._start_evaluation()
+        start_evaluation(self, self.evaluators["test"])
 
     def test_step(self, batch: GPV1Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, batch_idx, dataloader_idx)
+        self._eval_step(batch, "test", batch_idx, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         finish_evaluation(self, self.evaluators["test"], "test")
@@ -298,6 +294,13 @@ class GPV1Module(LightningModule):
         saved = checkpoint.get(_VOCAB_KEY)
         if saved is not None:
             self.processor.vocab = AnswerVocabulary(saved["words"], min_count=int(saved["min_count"]))
+
+
+def _task_loss_key(name: str) -> str:
+    """The evaluation log name of a criterion loss: a task's text loss ``loss_text/vqa`` is logged as
+    ``vqa/loss_text``, so that every evaluation key reads ``{stage}/{dataset}/{task}/{metric}``."""
+    kind, _, task = name.partition("/")
+    return f"{task}/{kind}" if task else name
 
 
 def warmup_linear_factor(step: int, warmup: int, total: int) -> float:

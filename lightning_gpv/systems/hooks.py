@@ -6,11 +6,22 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.tasks.processing import SampleProcessor
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any process (a collective under ``torch.distributed``)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    value = torch.tensor(int(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def attached_trainer(module: LightningModule) -> Trainer | None:
@@ -100,8 +111,9 @@ def start_evaluation(module: LightningModule, evaluator: Evaluator) -> None:
 def finish_loader(
     module: LightningModule, evaluator: Evaluator, stage: str, batch_idx: int, dataloader_idx: int
 ) -> None:
-    """After a batch: once a loader's last batch is in, compute and log its metrics (from the step, so that
-    Lightning files them under that loader: ``/dataloader_idx_N`` when there are several)."""
+    """After a batch: once a loader's last batch is in, compute and log its metrics. Logged from the step,
+    Lightning files them under that loader (its column of the printed table, its dict of the results);
+    the keys name their data set already, so Lightning's ``/dataloader_idx_N`` suffix is left out."""
     if is_last_batch(module.trainer, batch_idx, dataloader_idx):
         _log(module, evaluator.compute(dataloader_idx, stage))
 
@@ -115,4 +127,4 @@ def finish_evaluation(module: LightningModule, evaluator: Evaluator, stage: str)
 def _log(module: LightningModule, values: Mapping[str, float]) -> None:
     # The evaluator has synced every value over the processes already.
     for key, value in values.items():
-        module.log(key, value, sync_dist=False, batch_size=1)
+        module.log(key, value, sync_dist=False, batch_size=1, add_dataloader_idx=False)

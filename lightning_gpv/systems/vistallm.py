@@ -17,17 +17,25 @@ The module exposes its :class:`~lightning_gpv.models.vistallm.processor.VistaLLM
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
 
-from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, answer_well_formed, evaluation_table
+from lightning_gpv.metrics.evaluation import Evaluator
+from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluation_table
 from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
-from lightning_gpv.systems.hooks import connect_datamodule, finish_evaluation, finish_loader, start_evaluation
+from lightning_gpv.systems.hooks import (
+    any_rank,
+    connect_datamodule,
+    finish_evaluation,
+    finish_loader,
+    start_evaluation,
+)
 from lightning_gpv.tasks.catalogue import Family, Task
 from lightning_gpv.tasks.samples import Prediction
 
@@ -77,12 +85,14 @@ class VistaLLMModule(LightningModule):
         eval_records_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.config = VistaLLMConfig.resolve(config)
-        # Checkpoints store the config as plain data (loadable with torch.load(weights_only=True)).
-        self.hparams["config"] = self.config.to_dict()
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        self.config = VistaLLMConfig.resolve(config)
+        # Checkpoints and hparams.yaml store the resolved config as plain data, which
+        # torch.load(weights_only=True) and yaml.safe_load read back (the CLI hands save_hyperparameters
+        # the arguments as given: a preset name, a mapping or a config object).
+        self.save_hyperparameters()
+        self.save_hyperparameters({"config": self.config.to_dict(), "betas": [float(b) for b in betas]})
         self.model, self.processor = build_vistallm(
             self.config, load_weights=load_weights, eval_template=eval_template
         )
@@ -91,8 +101,8 @@ class VistaLLMModule(LightningModule):
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
         # Runtime state, not weights: plain objects (not submodules) so checkpoints and FSDP never see them.
         table = evaluation_table(Family.VISTALLM)
-        num_points = self.config.num_mask_points
-        checks = {"well_formed": lambda prediction: answer_well_formed(prediction, num_points)}
+        # partial, not lambda: spawn-based launchers (ddp_spawn) pickle the module whole.
+        checks = {"well_formed": partial(answer_well_formed, num_points=self.config.num_mask_points)}
         self.evaluators = {
             stage: Evaluator(table, checks=checks, records_dir=eval_records_dir) for stage in ("val", "test")
         }
@@ -177,8 +187,12 @@ class VistaLLMModule(LightningModule):
 
     def _evaluate(self, batch: VistaLLMBatch, stage: str, batch_idx: int, dataloader_idx: int) -> None:
         evaluator = self.evaluators[stage]
-        if bool((batch.labels != -100).any()):
-            evaluator.update_losses(dataloader_idx, {"loss": self(batch).loss.detach()}, weight=len(batch))
+        has_labels = bool((batch.labels != -100).any())
+        # Under FSDP a forward gathers shards with every rank: run it on all ranks or on none.
+        if any_rank(has_labels, self.device):
+            loss = self(batch).loss.detach()
+            if has_labels:
+                evaluator.update_losses(dataloader_idx, {"loss": loss}, weight=len(batch))
         predictions = self.predict_batch(batch)
         metadata = batch.metadata if batch.metadata is not None else [{} for _ in predictions]
         items = [

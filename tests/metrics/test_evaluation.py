@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, evaluation_table, flatten_results
+from lightning_gpv.metrics.evaluation import Evaluator, flatten_results
+from lightning_gpv.metrics.tables import EvalItem, evaluation_table
 from lightning_gpv.tasks import Prediction, Target, Task
 from lightning_gpv.tasks.catalogue import Family
 
@@ -57,7 +58,9 @@ def test_sce_subsets_and_family_tables() -> None:
     assert out["val/coco/vqa_seen/accuracy"] == 1.0 and out["val/coco/vqa_unseen/accuracy"] == 0.0
     assert out["val/coco/vqa/short"] == pytest.approx(2 / 3)
     # GPV-1 scores REC by per-query AP over its ranked boxes, VistaLLM by top-1 Acc@0.5.
-    assert [s.name for s in evaluation_table(Family.GPV1)[Task.REC]] == ["ap"]
+    assert [s.factory().__class__.__name__ for s in evaluation_table(Family.GPV1)[Task.REC]] == [
+        "LocalizationAP"
+    ]
     assert [s.name for s in evaluation_table(Family.VISTALLM)[Task.REC]] == ["acc@0.5"]
 
 

@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from datamodules.coco import CocoDataModule, CocoOptions  # noqa: E402
 from datamodules.multitask import MultiTaskDataModule  # noqa: E402
 from datamodules.vqav2 import VQAv2DataModule, VQAv2Options  # noqa: E402
-from lightning_gpv.metrics.evaluation import EvalItem, flatten_results  # noqa: E402
+from lightning_gpv.metrics.evaluation import flatten_results  # noqa: E402
+from lightning_gpv.metrics.tables import EvalItem  # noqa: E402
 from lightning_gpv.models.gpv1 import GPV1Config  # noqa: E402
 from lightning_gpv.models.gpv1.processor import GPV1Batch  # noqa: E402
 from lightning_gpv.models.gpv1.text import build_vocabulary, write_wordpiece_vocab  # noqa: E402
@@ -110,9 +111,10 @@ def test_fit_logs_per_task_losses_and_metrics(shapes) -> None:
     assert any(k.startswith("train/loss_text/") for k in logged)
     # Each metric once, under its own loader: val/{dataset}/{task}/{metric}.
     assert {"val/coco.val2014/captioning/cider", "val/vqav2.val2014/vqa/accuracy"} <= logged
-    assert all(
-        k.split("/")[2] in {t.value for t in Task} for k in logged if k.count("/") == 3 and "loss" not in k
-    )
+    assert "val/vqav2.val2014/vqa/loss_text" in logged  # a task's text loss under the task
+    tasks = {t.value for t in Task}
+    evaluation = [k for k in logged if k.startswith("val/") and k.count("/") == 3]
+    assert evaluation and all(k.split("/")[2] in tasks for k in evaluation)
     assert torch.isfinite(trainer.logged_metrics["train/loss"])
 
 
@@ -182,17 +184,25 @@ def test_seen_unseen_metrics(shapes) -> None:
     batch = _batch(module, shapes[0])
     for i, sample in enumerate(batch.samples):
         sample.metadata["sce"] = "seen" if i % 2 else "unseen"
+    items = [
+        EvalItem(p, s.target, metadata=s.metadata)
+        for p, s in zip(module.predict_step(batch, 0), batch.samples)
+    ]
     evaluator = module.evaluators["val"]
-    evaluator.start(["coco"])
-    predictions = module.predict_step(batch, 0)
-    evaluator.update(
-        0, [EvalItem(p, s.target, metadata=s.metadata) for p, s in zip(predictions, batch.samples)]
-    )
-    logged = evaluator.compute(0, "val")
-    tasks = {s.task.value for s in batch.samples}
-    assert {f"val/coco/{t}_{sub}" for t in tasks for sub in ("seen", "unseen")} <= {
-        k.rsplit("/", 1)[0] for k in logged
-    }
+
+    def scores(chosen: list[EvalItem]) -> dict[str, float]:
+        evaluator.start(["coco"])
+        evaluator.update(0, chosen)
+        return evaluator.compute(0, "val")
+
+    both = scores(items)
+    for subset in ("seen", "unseen"):  # a subset's metrics are the metrics of its samples alone
+        alone = scores([it for it in items if it.metadata["sce"] == subset])
+        whole = {k: v for k, v in alone.items() if "loss" not in k and not k.split("/")[2].endswith(subset)}
+        assert whole
+        for key, value in whole.items():
+            task, metric = key.split("/")[2:]
+            assert both[f"val/coco/{task}_{subset}/{metric}"] == pytest.approx(value), key
 
 
 def test_checkpoint_round_trip(shapes, tmp_path: Path) -> None:

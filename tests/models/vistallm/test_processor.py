@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lightning_gpv.geometry import Mask, mask_iou
-from lightning_gpv.metrics.evaluation import EvalItem, Evaluator, answer_well_formed, evaluation_table
+from lightning_gpv.metrics.evaluation import Evaluator
+from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluation_table
 from lightning_gpv.models.vistallm.codec import (
     PAPER_NUM_BINS,
     PAPER_NUM_MASK_POINTS,
