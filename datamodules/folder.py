@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from datamodules.base import Reader, TaskDataModule
 from datamodules.errors import DataFormatError, OnBadSample
 from lightning_gpv.tasks.catalogue import Task, task_spec
+from lightning_gpv.tasks.requests import check_request, request_sample
 from lightning_gpv.tasks.samples import TaskSample
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -41,24 +42,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 PREDICT_SPLIT = "predict"
 """The only split of a folder."""
-
-PROMPT_SLOTS: dict[Task, str] = {
-    Task.VQA: "question",
-    Task.NLVR2: "question",
-    Task.REC: "expression",
-    Task.RES: "expression",
-    Task.GREC: "expression",
-    Task.GRES: "expression",
-    Task.LOCALIZATION: "category",
-}
-"""Task to the :class:`TaskSample` field that ``prompt`` fills (the other tasks take no prompt)."""
-
-UNSUPPORTED: dict[Task, str] = {
-    Task.REG: "an input region (box)",
-    Task.BOX_QA: "an input region (box)",
-    Task.POINT_QA: "an input point",
-}
-"""Tasks a folder cannot feed, with what they would need."""
 
 
 class FolderRecord(NamedTuple):
@@ -90,26 +73,8 @@ def check_task_and_prompt(
         ValueError: Unknown or unsupported task, a missing or superfluous prompt, or an
             ``images_per_sample`` the task cannot take; the message names the argument.
     """
-    try:
-        spec = task_spec(task)
-    except ValueError as err:
-        raise ValueError(f"ImageFolderDataModule: argument `task`: {err}") from None
+    spec = check_request(task, prompt, where="ImageFolderDataModule: ")
     task = spec.task
-    if task in UNSUPPORTED:
-        raise ValueError(
-            f"ImageFolderDataModule: argument `task`: {task.value!r} needs {UNSUPPORTED[task]} per sample, "
-            "which a folder of images cannot give"
-        )
-    slot = PROMPT_SLOTS.get(task)
-    if slot is not None and not (prompt or "").strip():
-        raise ValueError(
-            f"ImageFolderDataModule: argument `prompt` is required for task {task.value!r} (the {slot})"
-        )
-    if slot is None and prompt is not None:
-        raise ValueError(
-            f"ImageFolderDataModule: argument `prompt`: task {task.value!r} takes no prompt (the model "
-            "uses its fixed instruction for it); leave `prompt` out"
-        )
     if images_per_sample is None:
         images_per_sample = spec.min_images if spec.max_images is not None else 0
     if images_per_sample < 0 or (images_per_sample and not spec.accepts_num_images(images_per_sample)):
@@ -189,14 +154,13 @@ class FolderReader(Reader):
         ]
 
     def sample(self, record: FolderRecord, *, train: bool) -> TaskSample:
-        slots = {PROMPT_SLOTS[self.task]: self.prompt} if self.task in PROMPT_SLOTS else {}
-        return TaskSample(
+        return request_sample(
             self.task,
-            list(record.images),
+            record.images,
+            self.prompt,
             sample_id=record.sample_id,
             image_ids=record.sample_id.split("+"),
             metadata={"image_paths": list(record.images), "prompt": self.prompt, "source": "folder"},
-            **slots,
         )
 
 

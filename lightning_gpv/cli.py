@@ -3,6 +3,10 @@
 * ``lightning-gpv make-shapes --root DIR --num-images N --seed S``: write the ShapesWorld data set.
 * ``lightning-gpv build-vocab --coco-root R/coco --vqa-root R/vqav2 --out DIR --tiny``: GPV-1's answer
   vocabulary folder (``DIR/answers``, a recipe's ``model.vocab_path``); see :mod:`lightning_gpv.build_vocab`.
+* ``lightning-gpv convert gpv1|detr --checkpoint FILE --out DIR``: published GPV-1 or DETR weights in
+  GPV1's parameter names; see :mod:`lightning_gpv.models.gpv1.convert`.
+* ``lightning-gpv export --ckpt_path CKPT --out DIR [--merge-lora]``: a checkpoint of either family as a
+  self-contained model folder (``save_pretrained``); see :mod:`lightning_gpv.export`.
 * ``lightning-gpv fit|validate|test|predict -c RECIPE.yaml``: the Lightning CLI, with the model and the
   data module chosen by ``class_path`` and the model's processor handed to the data module.
 """
@@ -88,6 +92,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         from lightning_gpv.build_vocab import main as build_vocab_main
 
         raise SystemExit(build_vocab_main(argv[1:]))
+    if argv and argv[0] == "export":
+        from lightning_gpv.export import main as export_main
+
+        raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "convert":
+        from lightning_gpv.models.gpv1.convert import main as convert_main
+
+        raise SystemExit(convert_main(argv[1:]))
     run_lightning_cli(args)
 
 

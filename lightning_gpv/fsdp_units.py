@@ -6,10 +6,11 @@ wrap time, makes these units:
   encoder/decoder layers, ``BertLayer``, the ResNet blocks, ``CoAttentionLayer`` and the answer decoder's
   ``TransformerDecoderLayer``) is one unit. These are also the activation-checkpointing targets.
 * **Sub-models** (``unit_classes``): whole parts whose trainability differs from their surroundings and
-  which are only ever called through their ``forward`` (VistaLLM's frozen ``EvaFeatures`` and trainable
-  ``InstructionGuidedTokenizer``, GPV-1's frozen ``BertModel`` and the ResNet stem). The remainder of such
-  a part (patch embedding, position embeddings, ``ln_vision``, queries, projection) gets its own unit
-  instead of landing in the root unit next to parameters of the other kind.
+  which are only ever called through their ``forward`` (VistaLLM's frozen ``EvaFeatures`` or
+  ``TransformersVisionFeatures`` and trainable ``InstructionGuidedTokenizer``, GPV-1's frozen ``BertModel``
+  and the ResNet stem). The remainder of such a part (patch embedding, position embeddings, ``ln_vision``,
+  queries, projection) gets its own unit instead of landing in the root unit next to parameters of the
+  other kind.
 * **Adapters**: inside a layer that holds frozen and trainable parameters (LoRA), each largest fully
   trainable sub-module (``lora_A.default``, ``lora_B.default``) is a unit, so the layer's unit keeps only
   frozen weights; peft's frozen ``ModulesToSaveWrapper.original_module`` copies are units too.

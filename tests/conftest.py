@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,3 +32,37 @@ def shapes_and_vocab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     data = make_shapes(work / "data", num_images=20, seed=0, progress=False)
     build(work / "vocab", coco_root=str(data / "coco"), vqa_root=str(data / "vqav2"), tiny=True)
     return Path(data), work / "vocab"
+
+
+@pytest.fixture
+def run_ranks() -> Callable[..., list[str]]:
+    """Run a worker script as ``world`` processes (``script RANK WORLD INIT_FILE *args``), wait for all, and
+    return their outputs; fails when a process fails or does not print ``rank N ok``."""
+
+    def run(script: Path, world: int, init: Path, *args: str, timeout: float = 240) -> list[str]:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+        cwd = Path(__file__).resolve().parents[1]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(script), str(rank), str(world), str(init), *args],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for rank in range(world)
+        ]
+        outputs = []
+        for proc in procs:
+            try:
+                outputs.append(proc.communicate(timeout=timeout)[0])
+            except subprocess.TimeoutExpired:
+                for other in procs:
+                    other.kill()
+                raise
+        for rank, (proc, out) in enumerate(zip(procs, outputs)):
+            assert proc.returncode == 0 and f"rank {rank} ok" in out, out[-4000:]
+        return outputs
+
+    return run

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -492,32 +492,8 @@ os._exit(0)
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_two_processes_full_shard(tmp_path: Path) -> None:
+def test_two_processes_full_shard(tmp_path: Path, run_ranks: Callable[..., list[str]]) -> None:
     """With real sharding, every unit is only entered through its forward (else a sharded weight is hit)."""
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    init = tmp_path / "init"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(rank), "2", str(init)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    outputs = []
-    for proc in procs:
-        try:
-            out, _ = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            for other in procs:
-                other.kill()
-            raise
-        outputs.append(out)
-    for rank, (proc, out) in enumerate(zip(procs, outputs)):
-        assert proc.returncode == 0, out[-4000:]
-        assert f"rank {rank} ok" in out
+    run_ranks(script, 2, tmp_path / "init")

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -37,9 +38,10 @@ from lightning_gpv.metrics.tables import EvalItem, evaluation_table
 from lightning_gpv.models.gpv1.build import build_gpv1
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
-from lightning_gpv.models.gpv1.model import GPV1Encoding
-from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch
+from lightning_gpv.models.gpv1.model import GPV1, GPV1Encoding
+from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch, GPV1Processor
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
+from lightning_gpv.models.hub import saved_model_folder
 from lightning_gpv.systems.hooks import (
     attached_trainer,
     connect_datamodule,
@@ -84,8 +86,9 @@ class GPV1Module(LightningModule):
     """GPV-1 as a LightningModule.
 
     Args:
-        config: The model: a :class:`GPV1Config`, a preset name (``"paper"``, ``"tiny"``) or a mapping of
-            fields, optionally with ``preset`` (:meth:`GPV1Config.resolve`); ``None`` is the paper's model.
+        config: The model: a :class:`GPV1Config`, a preset name (``"paper"``, ``"tiny"``), a mapping of
+            fields, optionally with ``preset`` (:meth:`GPV1Config.resolve`), or the path of a folder written
+            by :meth:`save_pretrained` (weights and vocabulary included); ``None`` is the paper's model.
         vocab_path: Folder of the answer vocabulary and its vectors (``vocab.json`` + ``embeddings.pt``).
             None builds a placeholder vocabulary of ``config.vocab_size`` words (memory planning, or
             loading a checkpoint, which restores the real words and vectors:
@@ -126,7 +129,14 @@ class GPV1Module(LightningModule):
         eval_records_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.model, self.processor = build_gpv1(GPV1Config.resolve(config), vocab_path, seed=seed)
+        saved = saved_model_folder(config, "gpv1")
+        if saved is not None:  # a folder written by save_pretrained: its model, processor and vocabulary
+            if vocab_path is not None:
+                raise ValueError(f"vocab_path: the saved model at {saved} holds its vocabulary; leave it out")
+            self.model = GPV1.from_pretrained(saved)
+            self.processor = GPV1Processor.from_pretrained(saved)
+        else:
+            self.model, self.processor = build_gpv1(GPV1Config.resolve(config), vocab_path, seed=seed)
         self.config = self.model.config  # vocab_size is the vocabulary's
         loss_config = GPV1LossConfig(**loss) if isinstance(loss, Mapping) else loss
         # Checkpoints and hparams.yaml store the resolved configs as plain data, which
@@ -134,7 +144,8 @@ class GPV1Module(LightningModule):
         # the arguments as given: a preset name, a mapping or a config object).
         self.save_hyperparameters()
         plain_loss = asdict(loss_config) if loss_config is not None else None
-        self.save_hyperparameters({"config": self.config.to_dict(), "loss": plain_loss})
+        plain = str(saved.resolve()) if saved is not None else self.config.to_dict()
+        self.save_hyperparameters({"config": plain, "loss": plain_loss})
         self.criterion = GPV1Criterion(loss_config)
         self.eval_answer_len = {**DEFAULT_EVAL_ANSWER_LEN, **(eval_answer_len or {})}
         self.classification_labels = classification_labels
@@ -146,6 +157,16 @@ class GPV1Module(LightningModule):
             stage: Evaluator(table, loss_names=loss_names, records_dir=eval_records_dir)
             for stage in ("val", "test")
         }
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write a self-contained model folder: config, weights (safetensors, the answer vectors included),
+        the text encoder's and DETR's architectures, the query tokenizer and the answer words; it loads with
+        ``GPV1Module(config=DIR)``, ``GPV1.from_pretrained(DIR)`` or ``lightning_gpv.Predictor``, offline
+        and without BERT, DETR or the vocabulary folder."""
+        path = Path(save_directory)
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+        return path
 
     # --------------------------------------------------------------- evaluation
     def _eval_step(self, batch: GPV1Batch, stage: str, batch_idx: int, dataloader_idx: int) -> None:

@@ -16,8 +16,11 @@ The module exposes its :class:`~lightning_gpv.models.vistallm.processor.VistaLLM
 
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -26,9 +29,11 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluation_table
+from lightning_gpv.models.hub import saved_model_folder
 from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
-from lightning_gpv.models.vistallm.processor import VistaLLMBatch
+from lightning_gpv.models.vistallm.model import VistaLLM
+from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
 from lightning_gpv.systems.hooks import (
     any_rank,
     connect_datamodule,
@@ -54,8 +59,9 @@ class VistaLLMModule(LightningModule):
 
     Args:
         config: The model: a :class:`VistaLLMConfig`, a preset name (``"7b"``, ``"13b"``, ``"smollm2"``,
-            ``"tiny"``) or a mapping of fields, optionally with ``preset``
-            (:meth:`VistaLLMConfig.resolve`); ``None`` is the paper's 7B model.
+            ``"tiny"``), a mapping of fields, optionally with ``preset`` (:meth:`VistaLLMConfig.resolve`),
+            or the path of a folder written by :meth:`save_pretrained` (its weights included); ``None``
+            is the paper's 7B model.
         stage: 1 trains everything but the image encoder (single-image tasks); 2 trains only the
             instruction-guided tokenizer (multi-image tasks).
         lr: Peak learning rate.
@@ -87,15 +93,24 @@ class VistaLLMModule(LightningModule):
         super().__init__()
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
-        self.config = VistaLLMConfig.resolve(config)
-        # Checkpoints and hparams.yaml store the resolved config as plain data, which
-        # torch.load(weights_only=True) and yaml.safe_load read back (the CLI hands save_hyperparameters
-        # the arguments as given: a preset name, a mapping or a config object).
         self.save_hyperparameters()
-        self.save_hyperparameters({"config": self.config.to_dict(), "betas": [float(b) for b in betas]})
-        self.model, self.processor = build_vistallm(
-            self.config, load_weights=load_weights, eval_template=eval_template
-        )
+        saved = saved_model_folder(config, "vistallm")
+        if saved is not None:  # a folder written by save_pretrained: its model, processor and config
+            self.model = VistaLLM.from_pretrained(saved)
+            self.processor = VistaLLMProcessor.from_pretrained(saved)
+            self.processor.eval_template = eval_template
+            self.config = self.processor.config
+            plain: str | dict[str, Any] = str(saved.resolve())
+        else:
+            self.config = VistaLLMConfig.resolve(config)
+            self.model, self.processor = build_vistallm(
+                self.config, load_weights=load_weights, eval_template=eval_template
+            )
+            plain = self.config.to_dict()
+        # Checkpoints and hparams.yaml store the resolved config as plain data (or the saved folder's
+        # path), which torch.load(weights_only=True) and yaml.safe_load read back; the CLI hands
+        # save_hyperparameters the arguments as given (a preset name, a mapping or a config object).
+        self.save_hyperparameters({"config": plain, "betas": [float(b) for b in betas]})
         self.stage = stage
         self.freeze_for_stage()
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
@@ -109,6 +124,26 @@ class VistaLLMModule(LightningModule):
 
     # ------------------------------------------------------------------------------------------------
     # Model
+
+    def save_pretrained(self, save_directory: str | Path, *, merge_lora: bool = False) -> Path:
+        """Write a self-contained model folder: config, weights (safetensors), the LLM's architecture and
+        both tokenizers; it loads with ``VistaLLMModule(config=DIR)``, ``VistaLLM.from_pretrained(DIR)`` or
+        ``lightning_gpv.Predictor.from_pretrained(DIR)``, offline and without the base models.
+
+        Args:
+            save_directory: The folder (created).
+            merge_lora: Fold LoRA adapters into the LLM's weights and save a plain model (the folder then
+                needs no peft); otherwise the adapters are saved under their peft names.
+        """
+        path = Path(save_directory)
+        model = self.model
+        if merge_lora and self.config.llm.lora is not None:
+            model = copy.deepcopy(self.model)
+            model.llm = model.llm.merge_and_unload()
+            model.config = replace(self.config, llm=replace(self.config.llm, lora=None))
+        model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+        return path
 
     def freeze_for_stage(self) -> None:
         """Set what trains in ``self.stage`` (see :meth:`VistaLLM.set_stage`)."""

@@ -23,6 +23,7 @@ from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 
 from lightning_gpv.geometry.boxes import box_convert
 from lightning_gpv.models.gpv1.config import DetrEncoderConfig
+from lightning_gpv.models.hub import architecture_only
 
 _TRAINABLE_BACKBONE_PARTS = ("stages.1.", "stages.2.", "stages.3.", "layer2.", "layer3.", "layer4.")
 """DETR trains only ResNet stages 2-4 (stem and stage 1 stay frozen); HF and timm ResNet names."""
@@ -50,6 +51,11 @@ def build_detr(config: DetrEncoderConfig) -> DetrForObjectDetection:
 
     The random build uses transformers' own ResNet (no timm, no download; works on the meta device).
     """
+    if (architecture := architecture_only(config.name_or_path)) is not None:
+        # A saved model's sub-folder: the architecture only (its weights come from the model's own file).
+        detr_config = DetrConfig.from_pretrained(architecture)
+        detr_config.use_pretrained_backbone = False
+        return DetrForObjectDetection(detr_config)
     if config.name_or_path is not None:
         return DetrForObjectDetection.from_pretrained(config.name_or_path)
     backbone = ResNetConfig(

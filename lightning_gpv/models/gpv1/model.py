@@ -20,16 +20,21 @@ head); one buffer serves both here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from huggingface_hub import ModelHubMixin
+from safetensors.torch import load_model, save_model
 from torch import nn
 
+from lightning_gpv.models.gpv1 import folder
 from lightning_gpv.models.gpv1.coattention import CoAttention
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.decoder import AnswerDecoder
 from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
 from lightning_gpv.models.gpv1.heads import RelatednessHead, RelevanceConditioning, relevance_scores
 from lightning_gpv.models.gpv1.text import QueryEncoder
+from lightning_gpv.models.hub import WEIGHTS_FILE, local_folder
 
 
 @dataclass
@@ -65,7 +70,7 @@ class GPV1Output(GPV1Encoding):
     answer_logits: torch.Tensor | None = None
 
 
-class GPV1(nn.Module):
+class GPV1(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["gpv-1", "vision-language"]):
     """The GPV-1 network (pure PyTorch; losses and optimization live in ``GPV1Module``).
 
     Args:
@@ -194,6 +199,36 @@ class GPV1(nn.Module):
             if param.requires_grad or id(param) in detr:
                 groups["backbone" if id(param) in backbone else "main"].append(param)
         return groups
+
+    # ------------------------------------------------------------------------------------------------
+    # Saved folders (huggingface_hub's ModelHubMixin: save_pretrained, from_pretrained, push_to_hub)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write the config, the sub-models' architectures and every weight (the files are listed in
+        ``lightning_gpv.models.gpv1.folder``); the processor writes the tokenizer and the vocabulary."""
+        folder.write_config(save_directory, self.config, self.query_encoder.bert, self.visual.detr)
+        save_model(self, str(save_directory / WEIGHTS_FILE))
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        **model_kwargs: object,
+    ) -> GPV1:
+        """Rebuild the saved architecture with random weights, then load every saved weight (strictly); the
+        base models (BERT, DETR) are not needed."""
+        path = local_folder(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                            local_files_only=local_files_only, token=token)  # fmt: skip
+        model = cls(folder.read_config(path))
+        load_model(model, str(path / WEIGHTS_FILE), strict=True, device=str(map_location))
+        return model
 
     def visual_parameters(self) -> list[nn.Parameter]:
         """DETR and its heads (the gradient-clipped group; DETR proper is frozen in stage 1)."""

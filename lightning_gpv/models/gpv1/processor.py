@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,11 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from lightning_gpv.geometry.boxes import box_convert, clip_boxes
+from lightning_gpv.models.gpv1 import folder
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.text import load_tokenizer
 from lightning_gpv.models.gpv1.vocab import PAD_ID, AnswerVocabulary
+from lightning_gpv.models.hub import local_folder, read_settings, write_settings
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.prompts import GPV1_PROMPTS
@@ -152,6 +155,23 @@ class GPV1Processor:
             max_answer_len=config.decoder.max_answer_len,
             seed=seed,
         )
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Write the query tokenizer, the answer words and the settings into a model folder (the model
+        writes the config and the weights: ``GPV1.save_pretrained``)."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(path / folder.TOKENIZER_DIR)
+        self.vocab.save(path / folder.ANSWERS_DIR)  # the vectors are in the model's weights
+        write_settings(path / folder.PROCESSOR_FILE, {"seed": self.seed})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **hub_kwargs: Any) -> GPV1Processor:
+        """The processor of a saved model folder (local or on the hub; see ``GPV1.from_pretrained``)."""
+        path = local_folder(name_or_path, **hub_kwargs)
+        vocab, _ = AnswerVocabulary.load(path / folder.ANSWERS_DIR)
+        seed = int(read_settings(path / folder.PROCESSOR_FILE).get("seed", 0))
+        return cls.from_config(folder.read_config(path), vocab, seed=seed)
 
     def prompt(self, sample: TaskSample, *, train: bool) -> str:
         """The task description of ``sample`` (seeded random template when training, else template 0)."""

@@ -18,17 +18,29 @@ from typing import Literal
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertTokenizer,
+    PreTrainedModel,
+)
 
 from lightning_gpv.models.gpv1.config import TextEncoderConfig
 from lightning_gpv.models.gpv1.vocab import AnswerVocabulary, cached_vocabulary
+from lightning_gpv.models.hub import architecture_only
 
 BERT_SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _BASIC_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 def build_text_encoder(config: TextEncoderConfig) -> PreTrainedModel:
-    """A BERT-architecture encoder: ``from_pretrained(config.name_or_path)`` or random from the sizes."""
+    """A BERT-architecture encoder: ``from_pretrained(config.name_or_path)``, random from the sizes, or
+    random in the architecture of a folder holding only a ``config.json`` (a saved model's sub-folder)."""
+    if (architecture := architecture_only(config.name_or_path)) is not None:
+        return AutoModel.from_config(AutoConfig.from_pretrained(architecture))
     if config.name_or_path is not None:
         return AutoModel.from_pretrained(config.name_or_path)
     bert_config = BertConfig(

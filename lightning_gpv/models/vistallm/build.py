@@ -6,28 +6,38 @@ import torch
 from timm.models.eva import EvaBlock, EvaBlockPostNorm
 from timm.models.vision_transformer import Block as VitBlock
 from torch import nn
+from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.instructblip.modeling_instructblip import InstructBlipQFormerLayer
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer
 
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMProcessor
 from lightning_gpv.models.vistallm.qformer import InstructionGuidedTokenizer
 from lightning_gpv.models.vistallm.tokenization import load_llm_tokenizer, load_qformer_tokenizer
-from lightning_gpv.models.vistallm.vision import EvaFeatures
+from lightning_gpv.models.vistallm.vision import EvaFeatures, TransformersVisionFeatures
 
 FSDP_LAYER_CLASSES: tuple[type[nn.Module], ...] = (
     LlamaDecoderLayer,
     EvaBlock,
     EvaBlockPostNorm,
     VitBlock,
+    CLIPEncoderLayer,
+    SiglipEncoderLayer,
     InstructBlipQFormerLayer,
 )
 """Transformer blocks of VistaLLM, each an FSDP unit and an activation-checkpointing target: LLM decoder
-layers (another causal LM's are found through its ``_no_split_modules``), EVA blocks, QFormer layers."""
+layers (another causal LM's are found through its ``_no_split_modules``), EVA, CLIP and SigLIP blocks,
+QFormer layers."""
 
-FSDP_UNIT_CLASSES: tuple[type[nn.Module], ...] = (EvaFeatures, InstructionGuidedTokenizer)
-"""Parts wrapped whole: the frozen image encoder and the trainable instruction-guided tokenizer."""
+FSDP_UNIT_CLASSES: tuple[type[nn.Module], ...] = (
+    EvaFeatures,
+    TransformersVisionFeatures,
+    InstructionGuidedTokenizer,
+)
+"""Parts wrapped whole: the frozen image encoder (EVA, or a CLIP/SigLIP tower) and the trainable
+instruction-guided tokenizer."""
 
 
 def build_vistallm(

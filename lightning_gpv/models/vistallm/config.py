@@ -35,10 +35,14 @@ VICUNA_V1_1 = (
 """Vicuna v1.1 conversation template; ``{instruction}`` is the rendered task instruction."""
 
 CHATML = "<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
-"""ChatML template (SmolLM2-Instruct)."""
+"""ChatML template: SmolLM2-Instruct's turns without the system turn its own chat template adds."""
 
 SHORT = "USER: {instruction} ASSISTANT:"
 """A short template for tiny models."""
+
+CHAT_TEMPLATE = "chat_template"
+"""``prompt_template`` value that renders the instruction as one user turn through the LLM tokenizer's own
+chat template (``tokenizer.apply_chat_template`` with the generation prompt) instead of a format string."""
 
 _TINY_WORDS = """
 red orange yellow green blue purple white black gray grey brown pink
@@ -56,29 +60,51 @@ TINY_EXTRA_WORDS: tuple[str, ...] = tuple(_TINY_WORDS.split())
 
 @dataclass
 class VisionConfig:
-    """The frozen image encoder: a timm ``Eva`` trunk, as open_clip's ``EVA01-g-14`` wraps it.
+    """The frozen image encoder: a timm ``Eva`` trunk, as open_clip's ``EVA01-g-14`` wraps it (default), or
+    a transformers CLIP or SigLIP vision tower.
+
+    Every tower hands the QFormer the tokens of block ``feature_index``, before any final norm
+    (``vision.build_vision_encoder``). The dimensions below describe the full tower; they build a random one
+    and are checked against pretrained weights. The presets :meth:`clip_vit_large`, :meth:`siglip_base` and
+    :meth:`siglip_so400m` fill them in for hub towers.
 
     Attributes:
-        timm_name: timm architecture the trunk is built from (dimensions below override its defaults).
-        open_clip_name: open_clip model whose ``visual.trunk`` supplies pretrained weights.
-        open_clip_pretrained: open_clip pretrained tag; ``None`` keeps the random init.
+        tower: ``"eva"`` (timm ``Eva``, weights from open_clip), ``"clip"`` (``CLIPVisionModel``) or
+            ``"siglip"`` (``SiglipVisionModel``).
+        hf_name_or_path: CLIP/SigLIP only: hub name or local folder of the pretrained tower (the vision
+            model or the whole CLIP/SigLIP model), loaded with ``from_pretrained`` when the model is built
+            with ``load_weights=True``; ``None`` keeps the random init.
+        timm_name: EVA only: timm architecture the trunk is built from (dimensions below override it).
+        open_clip_name: EVA only: open_clip model whose ``visual.trunk`` supplies pretrained weights.
+        open_clip_pretrained: EVA only: open_clip pretrained tag; ``None`` keeps the random init.
         image_size: Input side in pixels (images are resized to ``image_size x image_size``).
         patch_size: Patch side in pixels.
         width: Token width ``D_v``.
         depth: Number of transformer blocks of the full encoder.
         num_heads: Attention heads.
         mlp_ratio: MLP hidden width over ``width``.
+        hidden_act: CLIP/SigLIP only: MLP activation; ``None``: the transformers default of the tower
+            (CLIP ``"quick_gelu"`` as OpenAI's models, SigLIP ``"gelu_pytorch_tanh"``).
+        layer_norm_eps: CLIP/SigLIP only: LayerNorm epsilon; ``None``: the tower's default (1e-5, 1e-6).
         feature_layer: Block whose output feeds the QFormer; negative counts from the end (``-2`` is the
-            penultimate block, as in InstructBLIP). Later blocks and the final norm are dropped.
-        keep_prefix_tokens: Keep the CLS token in front of the patch tokens (InstructBLIP does).
-        position_embedding: Initial patch position table of a randomly initialised encoder: timm's
-            ``"learned"`` one (std 0.02) or a fixed unit-amplitude 2-D ``"sincos"`` table, which a frozen
+            penultimate block, as in InstructBLIP). Later blocks and the final norm are dropped. For
+            CLIP/SigLIP, ``k`` is ``hidden_states[k + 1]`` (``hidden_states[0]`` is the embedding output)
+            and a negative ``k`` is ``hidden_states[k]``.
+        keep_prefix_tokens: Keep the CLS token in front of the patch tokens (InstructBLIP does); SigLIP
+            has none, so it has no effect there.
+        position_embedding: Initial patch position table of a randomly initialised encoder: the tower's
+            ``"learned"`` one (random) or a fixed unit-amplitude 2-D ``"sincos"`` table, which a frozen
             random encoder needs to carry position information (see ``vision.use_sincos_positions``).
             Pretrained weights replace either.
-        mean: Normalisation mean (RGB, 0..1 scale).
-        std: Normalisation std.
+        mean: Normalisation mean (RGB, 0..1 scale); ``None``: the tower's (OpenAI CLIP's for EVA and
+            CLIP, 0.5 for SigLIP). A pretrained tower whose folder has an image processor
+            (``preprocessor_config.json``) must agree with it. ``dataclasses.replace`` of another tower's
+            config keeps its resolved values: pass ``mean=None, std=None`` when changing ``tower``.
+        std: Normalisation std; ``None``: the tower's (as ``mean``).
     """
 
+    tower: Literal["eva", "clip", "siglip"] = "eva"
+    hf_name_or_path: str | None = None
     timm_name: str = "eva_giant_patch14_224"
     open_clip_name: str | None = "EVA01-g-14"
     open_clip_pretrained: str | None = "laion400m_s11b_b41k"
@@ -88,15 +114,66 @@ class VisionConfig:
     depth: int = 40
     num_heads: int = 16
     mlp_ratio: float = 6144 / 1408
+    hidden_act: str | None = None
+    layer_norm_eps: float | None = None
     feature_layer: int = -2
     keep_prefix_tokens: bool = True
     position_embedding: Literal["learned", "sincos"] = "learned"
-    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
-    std: tuple[float, float, float] = OPENAI_CLIP_STD
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
-        self.mean = tuple(self.mean)  # type: ignore[assignment]
-        self.std = tuple(self.std)  # type: ignore[assignment]
+        if self.tower not in ("eva", "clip", "siglip"):
+            raise ValueError(f"tower must be 'eva', 'clip' or 'siglip', got {self.tower!r}")
+        if self.tower == "eva" and self.hf_name_or_path is not None:
+            raise ValueError("hf_name_or_path names a CLIP/SigLIP tower; EVA weights come from open_clip_*")
+        if self.position_embedding not in ("learned", "sincos"):
+            raise ValueError(f"position_embedding must be 'learned' or 'sincos': {self.position_embedding!r}")
+        default_mean, default_std = self.tower_normalization(self.tower)
+        self.mean = tuple(default_mean if self.mean is None else self.mean)  # type: ignore[assignment]
+        self.std = tuple(default_std if self.std is None else self.std)  # type: ignore[assignment]
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
+
+    @staticmethod
+    def tower_normalization(tower: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """``(mean, std)`` the tower was trained with: OpenAI CLIP's for ``"eva"`` and ``"clip"``, 0.5 for
+        ``"siglip"``."""
+        if tower == "siglip":
+            return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    @classmethod
+    def clip_vit_large(cls, image_size: int = 224, **overrides: object) -> VisionConfig:
+        """OpenAI CLIP ViT-L/14 (``openai/clip-vit-large-patch14``, or ``-336`` for ``image_size=336``):
+        24 blocks of width 1024, penultimate block (as LLaVA and Shikra), CLS kept: 257 tokens at 224 px.
+
+        Args:
+            image_size: 224 or 336.
+            overrides: Other fields (``hf_name_or_path`` for a local copy, ``keep_prefix_tokens``, ...).
+        """
+        if image_size not in (224, 336):
+            raise ValueError(f"CLIP ViT-L/14 exists at 224 or 336 px, got {image_size}")
+        name = "openai/clip-vit-large-patch14" + ("-336" if image_size == 336 else "")
+        fields = dict(tower="clip", hf_name_or_path=name, image_size=image_size, patch_size=14, width=1024,
+                      depth=24, num_heads=16, mlp_ratio=4.0)  # fmt: skip
+        return cls(**{**fields, **overrides})  # type: ignore[arg-type]
+
+    @classmethod
+    def siglip_base(cls, **overrides: object) -> VisionConfig:
+        """SigLIP ViT-B/16 at 224 px (``google/siglip-base-patch16-224``): 12 blocks of width 768,
+        penultimate block, 196 tokens (no CLS), mean/std 0.5."""
+        fields = dict(tower="siglip", hf_name_or_path="google/siglip-base-patch16-224", image_size=224,
+                      patch_size=16, width=768, depth=12, num_heads=12, mlp_ratio=4.0)  # fmt: skip
+        return cls(**{**fields, **overrides})  # type: ignore[arg-type]
+
+    @classmethod
+    def siglip_so400m(cls, **overrides: object) -> VisionConfig:
+        """SigLIP So400m/14 at 384 px (``google/siglip-so400m-patch14-384``): 27 blocks of width 1152
+        (MLP 4304), penultimate block, 729 tokens (no CLS), mean/std 0.5."""
+        fields = dict(tower="siglip", hf_name_or_path="google/siglip-so400m-patch14-384", image_size=384,
+                      patch_size=14, width=1152, depth=27, num_heads=16, mlp_ratio=4304 / 1152)  # fmt: skip
+        return cls(**{**fields, **overrides})  # type: ignore[arg-type]
 
     @property
     def feature_index(self) -> int:
@@ -107,9 +184,15 @@ class VisionConfig:
         return index
 
     @property
+    def num_prefix_tokens(self) -> int:
+        """CLS tokens in front of the patch tokens: 1 for EVA and CLIP, 0 for SigLIP."""
+        return 0 if self.tower == "siglip" else 1
+
+    @property
     def num_tokens(self) -> int:
-        """Tokens per image handed to the QFormer: patches plus the CLS token when kept."""
-        return (self.image_size // self.patch_size) ** 2 + int(self.keep_prefix_tokens)
+        """Tokens per image handed to the QFormer (``P``): patches plus the CLS token when kept."""
+        prefix = self.num_prefix_tokens if self.keep_prefix_tokens else 0
+        return (self.image_size // self.patch_size) ** 2 + prefix
 
 
 @dataclass
@@ -185,8 +268,12 @@ class LLMConfig:
         tokenizer_kind: ``"pretrained"`` loads the tokenizer from ``tokenizer`` (or ``name_or_path``);
             ``"words"`` builds the tiny offline word-piece tokenizer of
             :func:`~lightning_gpv.models.vistallm.tokenization.build_word_tokenizer`.
-        tokenizer: Tokenizer name or folder when it differs from ``name_or_path``.
+        tokenizer: Tokenizer name or folder when it differs from ``name_or_path``. A local folder holding
+            only a SentencePiece ``tokenizer.model`` (no ``tokenizer.json``, no ``tokenizer_config.json``)
+            loads as a Llama tokenizer.
         extra_words: Words the ``"words"`` tokenizer keeps whole besides those of the prompt templates.
+        chat_template: Jinja chat template set on the LLM tokenizer, replacing its own (a SentencePiece
+            model file carries none); used when the model's ``prompt_template`` is ``CHAT_TEMPLATE``.
         vocab_size: Vocabulary of the base model, before the added tokens (random init and meta builds).
         hidden_size: Model width.
         intermediate_size: MLP width.
@@ -207,6 +294,7 @@ class LLMConfig:
     tokenizer_kind: Literal["pretrained", "words"] = "pretrained"
     tokenizer: str | None = None
     extra_words: tuple[str, ...] = ()
+    chat_template: str | None = None
     vocab_size: int = 32000
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -236,7 +324,8 @@ class VistaLLMConfig(NamedPresets):
         vision: Image encoder.
         qformer: Instruction-guided image tokenizer.
         llm: Language model.
-        prompt_template: Conversation template with one ``{instruction}`` slot; the answer follows it.
+        prompt_template: Conversation template with one ``{instruction}`` slot, or ``CHAT_TEMPLATE`` for
+            the LLM tokenizer's chat template; the answer follows it.
         num_bins: Coordinate bins (one added token each).
         num_mask_points: Contour points per serialized mask.
         max_length: Longest training sequence (prompt, visual tokens and answer), in LLM tokens.
@@ -263,8 +352,8 @@ class VistaLLMConfig(NamedPresets):
             if isinstance(value, Mapping):
                 check_fields(part, value, f"VistaLLMConfig.{name}")
                 setattr(self, name, part(**value))
-        if "{instruction}" not in self.prompt_template:
-            raise ValueError("prompt_template needs an {instruction} slot")
+        if self.prompt_template != CHAT_TEMPLATE and "{instruction}" not in self.prompt_template:
+            raise ValueError(f"prompt_template needs an {{instruction}} slot or to be {CHAT_TEMPLATE!r}")
         if self.coord_label_sigma < 0:
             raise ValueError(f"coord_label_sigma must be >= 0, got {self.coord_label_sigma}")
         _ = self.vision.feature_index  # validates feature_layer
@@ -308,6 +397,9 @@ class VistaLLMConfig(NamedPresets):
         cls, model_dir: str | None = None, gguf_file: str = "SmolLM2-135M-Instruct.Q4_1.gguf"
     ) -> VistaLLMConfig:
         """SmolLM2-135M-Instruct (real weights, offline) behind a small random encoder and QFormer.
+
+        Prompts are rendered by SmolLM2's own chat template (``CHAT_TEMPLATE``; the GGUF file and the hub
+        tokenizer both carry it): ChatML turns after the default system turn the model was tuned with.
 
         Args:
             model_dir: Folder holding ``gguf_file`` or a folder written by ``save_pretrained``; ``None``:
@@ -357,7 +449,7 @@ class VistaLLMConfig(NamedPresets):
             rope_theta=100000.0,
             tie_word_embeddings=True,
         )
-        return cls(vision=vision, qformer=qformer, llm=llm, prompt_template=CHATML, max_length=1024)
+        return cls(vision=vision, qformer=qformer, llm=llm, prompt_template=CHAT_TEMPLATE, max_length=1024)
 
     @classmethod
     def tiny(cls) -> VistaLLMConfig:

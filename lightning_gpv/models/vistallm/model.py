@@ -13,33 +13,35 @@ tokenizer (LayerNorm on the image tokens, QFormer, queries, projection).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.distributed as dist
+from huggingface_hub import ModelHubMixin
+from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from lightning_gpv.models.hub import WEIGHTS_FILE, local_folder
+from lightning_gpv.models.vistallm import folder
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.llm import apply_lora, build_llama, load_causal_lm, resize_with_mean
 from lightning_gpv.models.vistallm.losses import IGNORE_INDEX, answer_loss
 from lightning_gpv.models.vistallm.qformer import InstructionGuidedTokenizer
-from lightning_gpv.models.vistallm.tokenization import added_tokens
-from lightning_gpv.models.vistallm.vision import (
-    EvaFeatures,
-    build_eva_trunk,
-    load_open_clip_trunk,
-    use_sincos_positions,
-)
+from lightning_gpv.models.vistallm.tokenization import added_tokens, load_llm_tokenizer
+from lightning_gpv.models.vistallm.vision import VisionEncoder, build_vision_encoder
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN
 
 STAGES = (1, 2)
 
 
-class VistaLLM(nn.Module):
+class VistaLLM(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["vistallm", "vision-language"]):
     """Image encoder + instruction-guided image tokenizer + LLM.
 
     Args:
-        vision: Image encoder returning ``(N, P, D_v)`` tokens.
+        vision: Image encoder returning ``(N, P, D_v)`` tokens (EVA, CLIP or SigLIP; see
+            :func:`~lightning_gpv.models.vistallm.vision.build_vision_encoder`).
         tokenizer: Instruction-guided tokenizer returning ``(N, L, D)`` visual tokens.
         llm: Causal LM (optionally a peft LoRA wrapper) with the added tokens already in its vocabulary.
         image_token_id: Id of ``<image>``; each image occupies ``L`` consecutive positions with this id.
@@ -50,7 +52,7 @@ class VistaLLM(nn.Module):
 
     def __init__(
         self,
-        vision: EvaFeatures,
+        vision: VisionEncoder,
         tokenizer: InstructionGuidedTokenizer,
         llm: PreTrainedModel,
         *,
@@ -70,6 +72,8 @@ class VistaLLM(nn.Module):
         self.num_queries = tokenizer.num_queries
         self.coord_label_sigma = coord_label_sigma
         self.coord_token_ids = tuple(coord_token_ids or ())
+        self.config: VistaLLMConfig | None = None
+        """The config the model was built from (:meth:`from_config`); ``save_pretrained`` needs it."""
 
     # ------------------------------------------------------------------------------------------------
     # Construction
@@ -82,6 +86,7 @@ class VistaLLM(nn.Module):
         tokenizer: PreTrainedTokenizerBase | None = None,
         load_weights: bool = True,
         dtype: torch.dtype = torch.float32,
+        llm: PreTrainedModel | None = None,
     ) -> VistaLLM:
         """Build VistaLLM from its config.
 
@@ -89,33 +94,21 @@ class VistaLLM(nn.Module):
             config: The config.
             tokenizer: The LLM tokenizer with the added tokens (``load_llm_tokenizer``); without one the
                 added tokens are assumed appended after ``config.llm.vocab_size`` (parameter counting).
-            load_weights: Load the pretrained weights the config names (open_clip EVA, InstructBLIP
-                QFormer, the LLM); ``False`` builds everything from the config's dimensions (no download,
-                works under ``torch.device("meta")``).
+            load_weights: Load the pretrained weights the config names (open_clip EVA or the CLIP/SigLIP
+                tower, InstructBLIP QFormer, the LLM); ``False`` builds everything from the config's
+                dimensions (no download, works under ``torch.device("meta")``).
             dtype: Dtype of the loaded LLM weights.
+            llm: A causal LM to use as it is, its vocabulary already holding the added tokens (a saved
+                model folder rebuilds its LLM from the saved architecture and loads every weight after);
+                ``config.llm`` then only adds LoRA and gradient checkpointing.
         """
         v, q, lc = config.vision, config.qformer, config.llm
-        if load_weights and v.open_clip_name and v.open_clip_pretrained:
-            trunk = load_open_clip_trunk(v.open_clip_name, v.open_clip_pretrained)
-            if int(trunk.embed_dim) != v.width or len(trunk.blocks) != v.depth:
-                raise ValueError(f"{v.open_clip_name} does not match the configured width/depth")
-        else:
-            trunk = build_eva_trunk(
-                timm_name=v.timm_name,
-                image_size=v.image_size,
-                patch_size=v.patch_size,
-                width=v.width,
-                depth=v.depth,
-                num_heads=v.num_heads,
-                mlp_ratio=v.mlp_ratio,
-            )
-            if v.position_embedding == "sincos" and trunk.pos_embed.device.type != "meta":
-                use_sincos_positions(trunk)
-        vision = EvaFeatures(trunk, feature_index=v.feature_index, keep_prefix_tokens=v.keep_prefix_tokens)
+        vision = build_vision_encoder(v, load_weights=load_weights)
 
-        if load_weights and lc.name_or_path:
+        prebuilt = llm is not None
+        if llm is None and load_weights and lc.name_or_path:
             llm = load_causal_lm(lc.name_or_path, gguf_file=lc.gguf_file, dtype=dtype)
-        else:
+        elif llm is None:
             llm = build_llama(
                 vocab_size=lc.vocab_size,
                 hidden_size=lc.hidden_size,
@@ -140,7 +133,8 @@ class VistaLLM(nn.Module):
             if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in new_ids:
                 raise ValueError("the tokenizer lacks the added tokens; build it with load_llm_tokenizer")
             new_size = max(base_size, len(tokenizer))
-        resize_with_mean(llm, new_size, new_ids)
+        if not prebuilt:
+            resize_with_mean(llm, new_size, new_ids)
 
         image_tokenizer = InstructionGuidedTokenizer(
             vision_width=vision.width,
@@ -169,6 +163,50 @@ class VistaLLM(nn.Module):
         )
         if lc.gradient_checkpointing:
             model.enable_gradient_checkpointing()
+        model.config = config
+        return model
+
+    # ------------------------------------------------------------------------------------------------
+    # Saved folders (huggingface_hub's ModelHubMixin: save_pretrained, from_pretrained, push_to_hub)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write the config, the LLM's architecture and every weight (``lightning_gpv.models.vistallm.folder``
+        lists the files); the processor writes the tokenizers (``VistaLLMProcessor.save_pretrained``)."""
+        if self.config is None:
+            raise ValueError("save_pretrained needs the model's config: build it with VistaLLM.from_config")
+        folder.write_config(save_directory, self.config, self.llm)
+        # save_model stores tied weights (tied input and output embeddings) once.
+        save_model(self, str(save_directory / WEIGHTS_FILE))
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        dtype: torch.dtype | None = None,
+        **model_kwargs: object,
+    ) -> VistaLLM:
+        """Rebuild the saved architecture with random weights, then load every saved weight (strictly).
+
+        Needs none of the base models (EVA, InstructBLIP, the LLM's original files or its GGUF package):
+        the folder holds the weights, the LLM's architecture and the tokenizers.
+        """
+        path = local_folder(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                            local_files_only=local_files_only, token=token)  # fmt: skip
+        config = folder.read_config(path)
+        tokenizer = load_llm_tokenizer(config.llm, config.codec)
+        model = cls.from_config(
+            config, tokenizer=tokenizer, load_weights=False, llm=folder.build_saved_llm(path)
+        )
+        load_model(model, str(path / WEIGHTS_FILE), strict=True, device=str(map_location))
+        if dtype is not None:
+            model = model.to(dtype)
         return model
 
     def enable_gradient_checkpointing(self) -> None:

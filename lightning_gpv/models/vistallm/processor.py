@@ -7,8 +7,9 @@
 2. an instruction is rendered (a random template in training, a fixed one in evaluation); regions and
    points in it are written with coordinate tokens for the LLM and as plain numbers for the QFormer;
 3. the target is serialized (:meth:`~lightning_gpv.models.vistallm.codec.CoordinateCodec.serialize_answer`);
-4. ``prompt_template`` wraps the instruction; each ``<image>`` becomes ``L`` image-token ids; the labels
-   are ``-100`` everywhere but on the answer and its end token.
+4. ``prompt_template`` wraps the instruction (:func:`render_prompt`: a format string, or the LLM
+   tokenizer's chat template for ``CHAT_TEMPLATE``); each ``<image>`` becomes ``L`` image-token ids; the
+   labels are ``-100`` everywhere but on the answer and its end token.
 
 :meth:`VistaLLMProcessor.collate` pads training sequences on the right and generation prompts on the
 left. :meth:`VistaLLMProcessor.decode` turns generated ids into :class:`Prediction` objects.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +31,17 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
+from lightning_gpv.models.hub import local_folder, read_settings, write_settings
+from lightning_gpv.models.vistallm import folder
 from lightning_gpv.models.vistallm.codec import Style, decode_generated
-from lightning_gpv.models.vistallm.config import VistaLLMConfig
+from lightning_gpv.models.vistallm.config import CHAT_TEMPLATE, VistaLLMConfig
 from lightning_gpv.models.vistallm.model import IGNORE_INDEX
-from lightning_gpv.models.vistallm.tokenization import added_tokens
+from lightning_gpv.models.vistallm.tokenization import (
+    added_tokens,
+    load_llm_tokenizer,
+    load_qformer_tokenizer,
+    require_chat_template,
+)
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, Task
 from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.prompts import VISTALLM_PROMPTS
@@ -138,6 +147,32 @@ class VistaLLMBatch:
         }
 
 
+def render_prompt(template: str, instruction: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The prompt text of one rendered instruction; the answer follows it directly.
+
+    Args:
+        template: A format string with one ``{instruction}`` slot, or ``CHAT_TEMPLATE``: the instruction
+            becomes one user turn rendered by ``tokenizer.apply_chat_template`` with the generation prompt.
+        instruction: The task instruction (``<image>`` and coordinate tokens already written in).
+        tokenizer: The LLM tokenizer (its chat template is used for ``CHAT_TEMPLATE``).
+
+    Returns:
+        The prompt text. A chat-template prompt already holds every special token the template writes
+        (the begin token included), so it is tokenized with ``add_special_tokens=False``.
+
+    Raises:
+        ValueError: ``CHAT_TEMPLATE`` with a tokenizer that has no chat template (the message names it).
+    """
+    if template != CHAT_TEMPLATE:
+        return template.format(instruction=instruction)
+    require_chat_template(tokenizer)
+    messages = [{"role": "user", "content": instruction}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str):
+        raise TypeError(f"apply_chat_template returned {type(text).__name__}, not the prompt text")
+    return text
+
+
 def _pad(rows: Sequence[torch.Tensor], value: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack 1-D tensors into ``(B, T_max)`` with ``value`` padding, and the ``(B, T_max)`` mask."""
     length = max((len(r) for r in rows), default=0)
@@ -183,6 +218,31 @@ class VistaLLMProcessor:
         self.std = torch.tensor(config.vision.std).view(3, 1, 1)
         added = sorted(added_tokens(self.codec), key=len, reverse=True)
         self._added = re.compile("|".join(re.escape(t) for t in added))
+        if config.prompt_template == CHAT_TEMPLATE:
+            # Fail when the model is built, not later in a loader worker.
+            require_chat_template(tokenizer)
+
+    # ------------------------------------------------------------------------------------------------
+    # Saved folders
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """Write the tokenizers and the processor settings into a model folder (the model writes the
+        config and the weights: ``VistaLLM.save_pretrained``)."""
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(path / folder.TOKENIZER_DIR)
+        self.qformer_tokenizer.save_pretrained(path / folder.QFORMER_TOKENIZER_DIR)
+        write_settings(path / folder.PROCESSOR_FILE, {"eval_template": self.eval_template})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **hub_kwargs: Any) -> VistaLLMProcessor:
+        """The processor of a saved model folder (local or on the hub; see ``VistaLLM.from_pretrained``)."""
+        path = local_folder(name_or_path, **hub_kwargs)
+        config = folder.read_config(path)
+        tokenizer = load_llm_tokenizer(config.llm, config.codec)
+        qformer_tokenizer = load_qformer_tokenizer(config.qformer, config.llm)
+        settings = read_settings(path / folder.PROCESSOR_FILE)
+        return cls(config, tokenizer, qformer_tokenizer, eval_template=int(settings.get("eval_template", 0)))
 
     # ------------------------------------------------------------------------------------------------
     # Pieces
@@ -215,8 +275,11 @@ class VistaLLMProcessor:
         return self._added.sub(lambda m: f"{m.group()[0]} {m.group()[1:]}", text)
 
     def _prompt_ids(self, instruction: str, num_images: int) -> list[int]:
-        text = self.config.prompt_template.format(instruction=instruction)
-        ids = self.tokenizer(text, add_special_tokens=True).input_ids
+        text = render_prompt(self.config.prompt_template, instruction, self.tokenizer)
+        # A chat template writes its own special tokens; adding them again would double the begin token
+        # (apply_chat_template(tokenize=True) also tokenizes without them).
+        add_special_tokens = self.config.prompt_template != CHAT_TEMPLATE
+        ids = self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids
         if ids.count(self.image_token_id) != num_images:
             raise ValueError(
                 f"prompt holds {ids.count(self.image_token_id)} {IMAGE_TOKEN} for {num_images} images"

@@ -1,9 +1,12 @@
 """Tokenizers of VistaLLM: the LLM's (with the added tokens) and the QFormer's instruction tokenizer.
 
-Pretrained tokenizers load by name or path (``AutoTokenizer``; GGUF files through ``gguf_file``). No
-Llama tokenizer ships in any wheel, so tiny configs build an offline word-piece tokenizer
-(:func:`build_word_tokenizer`): every word of the VistaLLM prompt templates and of a word list is one
-token, any other word is spelled with character pieces, so every ASCII text encodes without ``[UNK]``.
+Pretrained tokenizers load by name or path (``AutoTokenizer``; GGUF files through ``gguf_file``). A local
+folder that holds a SentencePiece ``tokenizer.model`` and nothing describing it (no ``tokenizer.json``, no
+``tokenizer_config.json``; Vicuna v1.3 may be shipped so) loads as a Llama tokenizer
+(:func:`load_sentencepiece_tokenizer`). No Llama tokenizer ships in any wheel, so tiny configs build an
+offline word-piece tokenizer (:func:`build_word_tokenizer`): every word of the VistaLLM prompt templates
+and of a word list is one token, any other word is spelled with character pieces, so every ASCII text
+encodes without ``[UNK]``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -21,6 +26,13 @@ from lightning_gpv.tasks.prompt_texts import VISTALLM_TEMPLATES
 
 WORD_SPECIALS = ("[UNK]", "<pad>", "<s>", "</s>")
 """Unknown, padding, begin and end tokens of the word tokenizer, ids 0..3."""
+
+SENTENCEPIECE_FILE = "tokenizer.model"
+"""File name of a SentencePiece model in a tokenizer folder (Llama and Vicuna ship one)."""
+
+TOKENIZER_DESCRIPTION_FILES = ("tokenizer.json", "tokenizer_config.json")
+"""Files that tell ``AutoTokenizer`` how to build a tokenizer; a folder with none of them next to a
+``tokenizer.model`` loads through :func:`load_sentencepiece_tokenizer`."""
 
 
 def added_tokens(codec: CoordinateCodec) -> list[str]:
@@ -61,12 +73,105 @@ def build_word_tokenizer(extra_words: Iterable[str] = ()) -> PreTrainedTokenizer
     )
 
 
+def sentencepiece_only(source: str | Path) -> Path | None:
+    """The SentencePiece model of a local tokenizer folder that has nothing else describing its tokenizer.
+
+    Returns:
+        The path of ``source/tokenizer.model`` when ``source`` is a local folder holding that file and
+        none of :data:`TOKENIZER_DESCRIPTION_FILES`; ``None`` otherwise (hub names included).
+    """
+    folder = Path(source)
+    if not folder.is_dir() or not (folder / SENTENCEPIECE_FILE).is_file():
+        return None
+    if any((folder / name).is_file() for name in TOKENIZER_DESCRIPTION_FILES):
+        return None
+    return folder / SENTENCEPIECE_FILE
+
+
+def _sentencepiece_normalizer(spec: Any) -> Any:
+    """The ``tokenizers`` normalizer of a SentencePiece ``NormalizerSpec``, or ``None`` for the identity
+    normalisation of Llama's model."""
+    from tokenizers import Regex, normalizers
+
+    steps: list[Any] = []
+    if spec.precompiled_charsmap:
+        steps.append(normalizers.Precompiled(spec.precompiled_charsmap))
+    if spec.remove_extra_whitespaces:
+        # Only the right end is stripped: text after an added token (``<image> Where``) arrives as its own
+        # segment, and its leading space is the word boundary SentencePiece would have seen.
+        steps += [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
+    return normalizers.Sequence(steps) if steps else None
+
+
+def load_sentencepiece_tokenizer(model_file: str | Path) -> PreTrainedTokenizerFast:
+    """A Llama-style tokenizer converted from a SentencePiece BPE model file (``tokenizer.model``).
+
+    The conversion is transformers' ``LlamaTokenizer`` one. The model's unknown, begin, end and (when it
+    has one) padding pieces become the tokenizer's special tokens. The begin token is prepended to every
+    encoded text and no end token is appended, as Llama and Vicuna were trained. Characters the model has
+    no piece for map to the unknown token unless the model falls back to bytes, and the model's own
+    normalisation (character map, removal of extra spaces) is kept, so plain text gets SentencePiece's ids.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` whose ``name_or_path`` is the model's folder. It is not a
+        ``LlamaTokenizer``: that class rebuilds its BPE model when it reloads a saved ``tokenizer.json``
+        and would lose the unknown token and the normalisation; this one reloads (``AutoTokenizer``) as saved.
+
+    Raises:
+        ValueError: The model is not a BPE model (a Unigram model needs its tokenizer class named in a
+            ``tokenizer_config.json`` next to it).
+    """
+    from sentencepiece import sentencepiece_model_pb2
+    from transformers import LlamaTokenizer
+
+    path = Path(model_file)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(path.read_bytes())
+    spec = proto.trainer_spec
+    if spec.model_type != sentencepiece_model_pb2.TrainerSpec.BPE:
+        kind = sentencepiece_model_pb2.TrainerSpec.ModelType.Name(spec.model_type)
+        raise ValueError(
+            f"{path} is a SentencePiece {kind} model; only BPE models (the Llama family) load from "
+            f"{SENTENCEPIECE_FILE} alone: add a tokenizer_config.json naming the tokenizer class"
+        )
+
+    def piece(index: int) -> str | None:
+        return proto.pieces[index].piece if 0 <= index < len(proto.pieces) else None
+
+    specials = {
+        "unk_token": piece(spec.unk_id),
+        "bos_token": piece(spec.bos_id),
+        "eos_token": piece(spec.eos_id),
+        "pad_token": piece(spec.pad_id),
+        "add_bos_token": spec.bos_id >= 0,
+        "add_eos_token": False,
+    }
+    converted = LlamaTokenizer.from_pretrained(
+        str(path.parent), add_prefix_space=proto.normalizer_spec.add_dummy_prefix, legacy=False, **specials
+    )
+    backend = converted.backend_tokenizer
+    # LlamaTokenizer assumes byte pieces and sets no unknown token: a model without byte pieces would
+    # silently drop every character it has no piece for.
+    backend.model.byte_fallback = spec.byte_fallback
+    if not spec.byte_fallback:
+        backend.model.unk_token = piece(spec.unk_id)
+    normalizer = _sentencepiece_normalizer(proto.normalizer_spec)
+    if normalizer is not None:
+        backend.normalizer = normalizer
+    return PreTrainedTokenizerFast(tokenizer_object=backend, name_or_path=str(path.parent), **specials)
+
+
 def _base_llm_tokenizer(config: LLMConfig) -> PreTrainedTokenizerBase:
     if config.tokenizer_kind == "words":
         return build_word_tokenizer(config.extra_words)
     source = config.tokenizer or config.name_or_path
     if source is None:
         raise ValueError("a pretrained tokenizer needs llm.tokenizer or llm.name_or_path")
+    model_file = None if config.gguf_file and not config.tokenizer else sentencepiece_only(source)
+    if model_file is not None:
+        # Without a tokenizer_config.json, AutoTokenizer prepends no <s> and (unless a config.json names
+        # Llama) misses the word-start marker of the first word.
+        return load_sentencepiece_tokenizer(model_file)
     kwargs = {"gguf_file": config.gguf_file} if config.gguf_file and not config.tokenizer else {}
     return AutoTokenizer.from_pretrained(source, **kwargs)
 
@@ -81,12 +186,42 @@ def load_llm_tokenizer(config: LLMConfig, codec: CoordinateCodec) -> PreTrainedT
     """The LLM tokenizer with :func:`added_tokens` appended as special tokens and a padding token set.
 
     Vicuna has no padding token: the unknown token pads (padding never enters the loss or attention).
+    ``config.chat_template``, when set, replaces the tokenizer's chat template.
+
+    Returns:
+        The tokenizer, ready for :class:`~lightning_gpv.models.vistallm.processor.VistaLLMProcessor`.
     """
     tokenizer = _base_llm_tokenizer(config)
     if tokenizer.eos_token is None:
-        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no end-of-sequence token")
+        raise ValueError(f"tokenizer {describe_tokenizer(tokenizer)} has no end-of-sequence token")
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template
     tokenizer.add_tokens(added_tokens(codec), special_tokens=True)
     return _ensure_pad(tokenizer)
+
+
+def describe_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A name for ``tokenizer`` in messages.
+
+    Returns:
+        Its class name, followed by the hub name or folder it was loaded from when it has one.
+    """
+    source = getattr(tokenizer, "name_or_path", "")
+    return f"{type(tokenizer).__name__} ({source})" if source else type(tokenizer).__name__
+
+
+def require_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Check that ``tokenizer`` can render chat turns (``tokenizer.apply_chat_template``).
+
+    Raises:
+        ValueError: It has no chat template; the message names the tokenizer and the remedies.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"prompt_template is CHAT_TEMPLATE but the LLM tokenizer {describe_tokenizer(tokenizer)} has no "
+            "chat template: set llm.chat_template to a Jinja template, or choose a prompt_template with "
+            "an {instruction} slot (e.g. VICUNA_V1_1)"
+        )
 
 
 def load_qformer_tokenizer(config: QFormerConfig, llm_config: LLMConfig) -> PreTrainedTokenizerBase:

@@ -1,16 +1,35 @@
-"""The image encoder: a timm ``Eva`` trunk (EVA-CLIP through open_clip), read at an intermediate block.
+"""The image encoder: a timm ``Eva`` trunk (EVA-CLIP through open_clip) or a transformers CLIP or SigLIP
+vision tower, read at an intermediate block.
 
 open_clip's ``EVA01-g-14`` vision tower is a ``TimmModel`` around timm's ``eva_giant_patch14_224``; this
 module builds the same timm class with explicit dimensions (tiny ones for tests, the giant ones under
 ``torch.device("meta")`` to count parameters) and takes pretrained weights from open_clip when asked.
-Blocks after the feature layer, the final norm and the head are pruned: they never influence the output.
+CLIP and SigLIP towers are transformers' ``CLIPVisionModel`` / ``SiglipVisionModel``, random from the same
+dimensions or ``from_pretrained`` by hub name or local folder. Every encoder returns the tokens of the
+block ``VisionConfig.feature_index`` chooses, before any norm: blocks after it, the final norm and the
+heads are pruned, as they never influence the output. :func:`build_vision_encoder` builds either kind.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TypeAlias
+
 import timm
 import torch
 from torch import nn
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+from transformers.utils.hub import cached_file
+
+from lightning_gpv.models.vistallm.config import VisionConfig
 
 
 def build_eva_trunk(
@@ -146,3 +165,251 @@ class EvaFeatures(nn.Module):
         )
         patches, prefix = out
         return torch.cat([prefix, patches], dim=1) if self.keep_prefix_tokens else patches
+
+
+# ----------------------------------------------------------------------------------------------------
+# transformers towers: CLIP and SigLIP
+
+TRANSFORMERS_TOWERS: dict[str, tuple[type[PreTrainedModel], type[PretrainedConfig]]] = {
+    "clip": (CLIPVisionModel, CLIPVisionConfig),
+    "siglip": (SiglipVisionModel, SiglipVisionConfig),
+}
+"""``VisionConfig.tower`` -> transformers vision model and config classes."""
+
+_CHECKED_FIELDS: dict[str, str] = {
+    "hidden_size": "width",
+    "intermediate_size": "mlp_ratio",
+    "num_hidden_layers": "depth",
+    "num_attention_heads": "num_heads",
+    "image_size": "image_size",
+    "patch_size": "patch_size",
+    "num_channels": "(3 channels)",
+    "hidden_act": "hidden_act",
+    "layer_norm_eps": "layer_norm_eps",
+}
+"""Architecture fields (transformers name -> ``VisionConfig`` field) a pretrained tower must share with the
+config's random build: a saved VistaLLM folder loads its weights into that random build, so any difference
+would change the features."""
+
+
+def transformers_tower_config(config: VisionConfig) -> PretrainedConfig:
+    """The transformers config of a CLIP or SigLIP tower with ``config``'s dimensions (full depth).
+
+    ``hidden_act`` and ``layer_norm_eps`` keep the transformers defaults of the tower when ``None``
+    (CLIP: ``quick_gelu``, 1e-5, as OpenAI's models; SigLIP: ``gelu_pytorch_tanh``, 1e-6). SigLIP's
+    attention-pooling head is left out (``vision_use_head=False``): it reads the last block.
+    """
+    if config.tower not in TRANSFORMERS_TOWERS:
+        raise ValueError(f"tower {config.tower!r} is not one of {sorted(TRANSFORMERS_TOWERS)}")
+    _, config_cls = TRANSFORMERS_TOWERS[config.tower]
+    kwargs: dict[str, object] = {
+        "hidden_size": config.width,
+        "intermediate_size": round(config.width * config.mlp_ratio),
+        "num_hidden_layers": config.depth,
+        "num_attention_heads": config.num_heads,
+        "image_size": config.image_size,
+        "patch_size": config.patch_size,
+    }
+    if config.hidden_act is not None:
+        kwargs["hidden_act"] = config.hidden_act
+    if config.layer_norm_eps is not None:
+        kwargs["layer_norm_eps"] = config.layer_norm_eps
+    if config.tower == "siglip":
+        kwargs["vision_use_head"] = False
+    return config_cls(**kwargs)
+
+
+def build_transformers_tower(config: VisionConfig) -> PreTrainedModel:
+    """A randomly initialised ``CLIPVisionModel`` or ``SiglipVisionModel`` with ``config``'s dimensions
+    (works under ``torch.device("meta")``)."""
+    model_cls, _ = TRANSFORMERS_TOWERS[config.tower]
+    return model_cls(transformers_tower_config(config))
+
+
+def load_transformers_tower(config: VisionConfig) -> PreTrainedModel:
+    """The pretrained tower ``config.hf_name_or_path`` names (a hub name or a local folder, downloaded on
+    first use), in fp32. A folder of the whole CLIP or SigLIP model works too (the text half is skipped).
+
+    Raises:
+        ValueError: The checkpoint misses weights of the tower, or its architecture differs from the
+            config's (:data:`_CHECKED_FIELDS`; the message names the values to set).
+    """
+    if config.hf_name_or_path is None:
+        raise ValueError("load_transformers_tower needs VisionConfig.hf_name_or_path")
+    model_cls, _ = TRANSFORMERS_TOWERS[config.tower]
+    tower, info = model_cls.from_pretrained(
+        config.hf_name_or_path, dtype=torch.float32, output_loading_info=True
+    )
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise ValueError(f"{config.hf_name_or_path}: no weights for {missing[:5]} ({len(missing)} in all)")
+    expected = transformers_tower_config(config)
+    wrong = [
+        f"{ours}: the tower has {name}={getattr(tower.config, name)!r}, the config builds "
+        f"{getattr(expected, name)!r}"
+        for name, ours in _CHECKED_FIELDS.items()
+        if getattr(tower.config, name) != getattr(expected, name)
+    ]
+    if wrong:
+        raise ValueError(f"{config.hf_name_or_path} does not match the VisionConfig ({'; '.join(wrong)})")
+    _check_normalization(config)
+    return tower
+
+
+def read_image_normalization(name_or_path: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(image_mean, image_std)`` of the image processor saved next to a tower
+    (``preprocessor_config.json``), or ``None`` when there is none (or it cannot be reached)."""
+    try:
+        path = cached_file(
+            name_or_path,
+            "preprocessor_config.json",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+    except OSError:
+        return None
+    if path is None:
+        return None
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if "image_mean" not in data or "image_std" not in data:
+        return None
+    return tuple(float(x) for x in data["image_mean"]), tuple(float(x) for x in data["image_std"])
+
+
+def _check_normalization(config: VisionConfig) -> None:
+    """Raise a ``ValueError`` when the config's mean/std differ from the tower's own image processor."""
+    found = read_image_normalization(config.hf_name_or_path) if config.hf_name_or_path else None
+    if found is None:
+        return
+    mean, std = found
+    ours = (*config.mean, *config.std)
+    theirs = (*mean, *std)
+    if len(ours) != len(theirs) or any(abs(a - b) > 1e-4 for a, b in zip(ours, theirs, strict=True)):
+        raise ValueError(
+            f"VisionConfig mean={config.mean}, std={config.std} differ from the image processor of "
+            f"{config.hf_name_or_path} (mean={mean}, std={std}); set them to the tower's"
+        )
+
+
+@torch.no_grad()
+def use_sincos_positions_transformers(tower: PreTrainedModel) -> None:
+    """:func:`use_sincos_positions` for a CLIP or SigLIP tower: the patch rows of
+    ``embeddings.position_embedding`` get :func:`sincos_position_table`, the CLS row (CLIP) zero."""
+    weight = tower.embeddings.position_embedding.weight
+    grid = tower.config.image_size // tower.config.patch_size
+    prefix = weight.shape[0] - grid * grid
+    weight.zero_()
+    weight[prefix:] = sincos_position_table(grid, weight.shape[1]).to(weight.dtype)
+
+
+class TransformersVisionFeatures(nn.Module):
+    """Token features of one intermediate block of a transformers CLIP or SigLIP vision tower.
+
+    The features are ``hidden_states[feature_index + 1]`` of the tower called with
+    ``output_hidden_states=True`` (``hidden_states[0]`` is the embedding output, after CLIP's
+    ``pre_layrnorm``; ``hidden_states[i + 1]`` is the output of block ``i``), so ``feature_index = depth - 2``
+    is ``hidden_states[-2]`` of the whole tower: the penultimate block, as for EVA. The blocks after it,
+    ``post_layernorm`` and SigLIP's pooling head are pruned: they never influence the output.
+
+    Args:
+        tower: A ``CLIPVisionModel`` or ``SiglipVisionModel`` (see :func:`build_transformers_tower`,
+            :func:`load_transformers_tower`); it is pruned in place.
+        feature_index: 0-based block whose output is returned.
+        keep_prefix_tokens: Keep CLIP's CLS token in front of the patch tokens (SigLIP has none).
+    """
+
+    def __init__(self, tower: PreTrainedModel, *, feature_index: int, keep_prefix_tokens: bool) -> None:
+        super().__init__()
+        layers = tower.encoder.layers
+        depth = len(layers)
+        if not 0 <= feature_index < depth:
+            raise ValueError(f"feature_index {feature_index} out of range for {depth} blocks")
+        del layers[feature_index + 1 :]
+        tower.config.num_hidden_layers = feature_index + 1
+        tower.post_layernorm = nn.Identity()  # CLIP: normalises the pooled CLS only; SigLIP: the last block
+        if getattr(tower, "use_head", False):
+            del tower.head
+            tower.use_head = False
+        self.tower = tower
+        self.feature_index = feature_index
+        self.keep_prefix_tokens = keep_prefix_tokens
+        self.num_prefix_tokens = int(getattr(tower.embeddings, "class_embedding", None) is not None)
+        self.width = int(tower.config.hidden_size)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in the backward pass (only matters when the tower trains)."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.tower, "activation_checkpointing_enable"):  # newer transformers' name
+            if enable:
+                self.tower.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.tower.activation_checkpointing_disable()
+        elif enable:
+            self.tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            self.tower.gradient_checkpointing_disable()
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Encode images.
+
+        Args:
+            pixel_values: ``(N, 3, S, S)`` normalised images.
+
+        Returns:
+            ``(N, P, D_v)`` tokens of block ``feature_index`` before any norm: ``P = (S / patch)^2``, plus 1
+            with CLIP's CLS token first when ``keep_prefix_tokens``.
+        """
+        out = self.tower(pixel_values=pixel_values, output_hidden_states=True)
+        features = out.hidden_states[-1]  # the pruned tower's last block is block feature_index
+        if self.num_prefix_tokens and not self.keep_prefix_tokens:
+            features = features[:, self.num_prefix_tokens :]
+        return features
+
+
+VisionEncoder: TypeAlias = EvaFeatures | TransformersVisionFeatures
+"""What :func:`build_vision_encoder` returns: a module mapping ``(N, 3, S, S)`` images to ``(N, P, D_v)``
+tokens, with ``width`` (``D_v``) and ``set_grad_checkpointing``."""
+
+
+def build_vision_encoder(config: VisionConfig, *, load_weights: bool = True) -> VisionEncoder:
+    """The image encoder ``config`` describes, read at ``config.feature_index``.
+
+    ``tower="eva"``: the open_clip EVA trunk with pretrained weights when ``load_weights`` and
+    ``open_clip_name``/``open_clip_pretrained`` name them, else a random timm ``Eva``. ``"clip"`` and
+    ``"siglip"``: ``from_pretrained(hf_name_or_path)`` when ``load_weights`` and it is set, else a random
+    tower from the dimensions. A random encoder gets the ``"sincos"`` position table when asked (not on the
+    meta device).
+
+    Raises:
+        ValueError: Pretrained weights do not match the configured dimensions (or normalisation).
+    """
+    if config.tower == "eva":
+        if load_weights and config.open_clip_name and config.open_clip_pretrained:
+            trunk = load_open_clip_trunk(config.open_clip_name, config.open_clip_pretrained)
+            if int(trunk.embed_dim) != config.width or len(trunk.blocks) != config.depth:
+                raise ValueError(f"{config.open_clip_name} does not match the configured width/depth")
+        else:
+            trunk = build_eva_trunk(
+                timm_name=config.timm_name,
+                image_size=config.image_size,
+                patch_size=config.patch_size,
+                width=config.width,
+                depth=config.depth,
+                num_heads=config.num_heads,
+                mlp_ratio=config.mlp_ratio,
+            )
+            if config.position_embedding == "sincos" and trunk.pos_embed.device.type != "meta":
+                use_sincos_positions(trunk)
+        return EvaFeatures(
+            trunk, feature_index=config.feature_index, keep_prefix_tokens=config.keep_prefix_tokens
+        )
+    if load_weights and config.hf_name_or_path:
+        tower = load_transformers_tower(config)
+    else:
+        tower = build_transformers_tower(config)
+        weight = tower.embeddings.position_embedding.weight
+        if config.position_embedding == "sincos" and weight.device.type != "meta":
+            use_sincos_positions_transformers(tower)
+    return TransformersVisionFeatures(
+        tower, feature_index=config.feature_index, keep_prefix_tokens=config.keep_prefix_tokens
+    )

@@ -1,0 +1,110 @@
+"""``lightning-gpv export --ckpt_path CKPT --out DIR [--merge-lora]``: a Lightning checkpoint of either family
+to a self-contained model folder (``save_pretrained``), loadable offline without the base models.
+
+The checkpoint is read with ``torch.load(weights_only=True)``; an FSDP checkpoint saved sharded (a folder of
+``.distcp`` files) is consolidated first. Building the model from the checkpoint still reads what its
+config names besides the weights (the tokenizers, GPV-1's vocabulary folder is not needed: the checkpoint
+holds it); the folder written here needs none of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+
+from lightning_gpv.systems import SYSTEMS
+
+
+def checkpoint_family(hparams: Mapping[str, Any], path: Path) -> str:
+    """The family of a checkpoint's system, from the class path the CLI records, else from its
+    hyper-parameters (GPV-1 has a ``vocab_path``, VistaLLM a ``stage``)."""
+    class_path = str(hparams.get("_class_path", ""))
+    for family, system in SYSTEMS.items():
+        if class_path.endswith(f".{system.__name__}"):
+            return family
+    if "vocab_path" in hparams:
+        return "gpv1"
+    if "stage" in hparams:
+        return "vistallm"
+    raise ValueError(f"{path}: a checkpoint of neither GPV1Module nor VistaLLMModule")
+
+
+def _consolidated(path: Path, workdir: Path) -> Path:
+    """A single-file copy of an FSDP checkpoint saved sharded (a folder), or ``path`` itself."""
+    if not path.is_dir():
+        return path
+    if not (path / ".metadata").is_file():
+        raise FileNotFoundError(f"{path}: a folder, but not a sharded checkpoint (no .metadata)")
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    single = workdir / "consolidated.ckpt"
+    dcp_to_torch_save(path, single)
+    meta = path / "meta.pt"  # Lightning keeps the non-tensor state (hyper-parameters, loops) there
+    checkpoint = torch.load(single, map_location="cpu", weights_only=True)
+    if meta.is_file():
+        checkpoint.update(torch.load(meta, map_location="cpu", weights_only=True))
+    if "state_dict" not in checkpoint and "model" in checkpoint:
+        checkpoint["state_dict"] = checkpoint.pop("model")
+    torch.save(checkpoint, single)
+    return single
+
+
+def load_system(ckpt_path: str | Path) -> LightningModule:
+    """The system a checkpoint holds, weights restored (no pretrained weights are downloaded)."""
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"--ckpt_path: {path} does not exist")
+    with tempfile.TemporaryDirectory() as workdir:
+        single = _consolidated(path, Path(workdir))
+        try:
+            checkpoint = torch.load(single, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated file, a pickle of arbitrary objects, not a checkpoint
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from err
+        hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+        if not isinstance(hparams, dict):
+            raise ValueError(f"{path}: no hyper_parameters; not a checkpoint of a lightning-gpv system")
+        family = checkpoint_family(hparams, path)
+        # The weights come from the checkpoint: no pretrained download, and GPV-1's vocabulary words and
+        # vectors are restored from it too.
+        overrides = {"vocab_path": None} if family == "gpv1" else {"load_weights": False}
+        return SYSTEMS[family].load_from_checkpoint(
+            single, map_location="cpu", weights_only=True, **overrides
+        )
+
+
+def export(ckpt_path: str | Path, out: str | Path, *, merge_lora: bool = False) -> Path:
+    """Write the model folder of a checkpoint; returns the folder."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"--out: {out} exists and is not empty; choose a new folder")
+    system = load_system(ckpt_path)
+    if not merge_lora:
+        return system.save_pretrained(out)
+    if not isinstance(system, SYSTEMS["vistallm"]):
+        raise ValueError("--merge-lora: only VistaLLM checkpoints have LoRA adapters")
+    return system.save_pretrained(out, merge_lora=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lightning-gpv export``; returns the exit code (2 on bad input, with the reason)."""
+    parser = argparse.ArgumentParser(prog="lightning-gpv export", description=__doc__.split("\n")[0])
+    parser.add_argument("--ckpt_path", required=True, help="Lightning checkpoint file or sharded FSDP folder")
+    parser.add_argument("--out", required=True, help="new folder for the model (must not hold files)")
+    parser.add_argument(
+        "--merge-lora", action="store_true", help="fold VistaLLM's LoRA adapters into the LLM weights"
+    )
+    args = parser.parse_args(argv)
+    try:
+        folder = export(args.ckpt_path, args.out, merge_lora=args.merge_lora)
+    except (OSError, ValueError) as err:
+        print(f"lightning-gpv export: error: {err}")
+        return 2
+    print(f"lightning-gpv export: wrote {folder}")
+    return 0

@@ -1,0 +1,115 @@
+"""Model folders: where a saved model lives, by local path or by hub name.
+
+Every family saves itself the same way (``save_pretrained(dir)`` of ``huggingface_hub.ModelHubMixin``):
+``config.json`` (``{"family": ..., "config": <the family's config as plain data>}``), the weights as
+``model.safetensors``, and the processor's files (tokenizers, vocabularies) in sub-folders. Paths inside a
+saved config are relative to the folder, so a folder can be moved, shared or pushed to the hub, and loads
+with ``HF_HUB_OFFLINE=1`` when it (or the hub cache) is on disk and none of the base models is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import snapshot_download
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def local_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
+    """The folder of a saved model: ``name_or_path`` itself when it is a directory, else the hub snapshot
+    of that repository (downloaded, or read from the cache when offline).
+
+    Args:
+        name_or_path: A local folder or a hub repository id.
+        hub_kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only``, ``force_download``.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; a saved model is a folder (save_pretrained writes one)")
+    kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+    return Path(snapshot_download(str(name_or_path), **kwargs))
+
+
+def architecture_only(name_or_path: str | None) -> Path | None:
+    """``name_or_path`` as a folder when it holds a transformers ``config.json`` and no weights: a saved
+    model keeps its sub-models' architectures that way (their weights are in its own weights file)."""
+    if name_or_path is None:
+        return None
+    path = Path(name_or_path)
+    if not (path / "config.json").is_file():
+        return None
+    weights = [*path.glob("*.safetensors"), *path.glob("*.bin"), *path.glob("*.gguf")]
+    return None if weights else path
+
+
+def read_folder_config(folder: Path, family: str) -> dict[str, Any]:
+    """The ``config`` entry of ``folder/config.json``, checked to belong to ``family``."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a folder written by save_pretrained")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    found = data.get("family") if isinstance(data, dict) else None
+    if found != family:
+        raise ValueError(f"{path}: a saved {found or 'unknown'} model, not a {family} one")
+    if not isinstance(data.get("config"), dict):
+        raise ValueError(f"{path}: no 'config' mapping")
+    return data["config"]
+
+
+def write_folder_config(folder: Path, family: str, config: dict[str, Any]) -> None:
+    """Write ``folder/config.json`` for ``family``."""
+    text = json.dumps({"family": family, "config": config}, indent=2, sort_keys=True)
+    (folder / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+
+
+def saved_model_folder(config: object, family: str) -> Path | None:
+    """``config`` as a saved model folder of ``family`` when it names one (a local folder whose
+    ``config.json`` says so), else ``None`` (a preset name, a mapping or a config object)."""
+    if not isinstance(config, (str, Path)):
+        return None
+    path = Path(config).expanduser()
+    if not (path / CONFIG_FILE).is_file():
+        return None
+    found = family_of(path)
+    if found != family:
+        raise ValueError(f"{path} holds a saved {found} model, not a {family} one")
+    return path
+
+
+def inside(folder: Path, name: str | None) -> str | None:
+    """``folder/name`` when that exists (a saved config keeps names relative to its folder), else ``name``."""
+    if name is None or Path(name).is_absolute():
+        return name
+    candidate = folder / name
+    return str(candidate) if candidate.exists() else name
+
+
+def write_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Write a small JSON settings file of a saved folder (a processor's)."""
+    path.write_text(json.dumps(settings, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """A settings file written by :func:`write_settings` (none when absent)."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def family_of(folder: Path) -> str:
+    """The family named by ``folder/config.json`` (``"gpv1"`` or ``"vistallm"``)."""
+    path = folder / CONFIG_FILE
+    try:
+        family = json.loads(path.read_text(encoding="utf-8")).get("family")
+    except (OSError, json.JSONDecodeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a folder written by save_pretrained ({err})") from err
+    if not isinstance(family, str):
+        raise ValueError(f"{path}: no 'family' entry")
+    return family

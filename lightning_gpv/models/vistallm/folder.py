@@ -1,0 +1,72 @@
+"""What a saved VistaLLM folder holds, besides the weights (``VistaLLM.save_pretrained``).
+
+```
+DIR/config.json         {"family": "vistallm", "config": VistaLLMConfig as plain data (portable_config)}
+DIR/model.safetensors   every weight of the model (LoRA adapters under their peft names)
+DIR/llm_config.json     the LLM's transformers config: its architecture, rebuilt without any download
+DIR/tokenizer/          the LLM tokenizer, coordinate and <image> tokens included
+DIR/qformer_tokenizer/  the QFormer's instruction tokenizer
+DIR/processor.json      processor settings (evaluation instruction template)
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from lightning_gpv.models.hub import inside, read_folder_config, write_folder_config
+from lightning_gpv.models.vistallm.config import VisionConfig, VistaLLMConfig
+
+FAMILY = "vistallm"
+LLM_CONFIG_FILE = "llm_config.json"
+TOKENIZER_DIR = "tokenizer"
+QFORMER_TOKENIZER_DIR = "qformer_tokenizer"
+PROCESSOR_FILE = "processor.json"
+
+_VISION_WEIGHT_FIELDS = ("open_clip_pretrained", "hf_name_or_path")
+"""VisionConfig fields that point at pretrained weights (those the config has are cleared on saving)."""
+
+
+def portable_config(config: VistaLLMConfig) -> VistaLLMConfig:
+    """The config a folder stores: no pointer to pretrained weights (the folder holds every weight) and
+    the tokenizers in the folder's sub-folders (relative names, resolved by :func:`read_config`)."""
+    names = {f.name for f in fields(VisionConfig)}
+    vision = replace(config.vision, **{k: None for k in _VISION_WEIGHT_FIELDS if k in names})
+    qformer = replace(
+        config.qformer, checkpoint=None, tokenizer=QFORMER_TOKENIZER_DIR, tokenizer_subfolder=None
+    )
+    llm = replace(
+        config.llm, name_or_path=None, gguf_file=None, tokenizer_kind="pretrained", tokenizer=TOKENIZER_DIR
+    )
+    return replace(config, vision=vision, qformer=qformer, llm=llm)
+
+
+def write_config(folder: Path, config: VistaLLMConfig, llm: PreTrainedModel) -> None:
+    """Write ``config.json`` (the portable config) and ``llm_config.json`` (the LLM's architecture)."""
+    write_folder_config(folder, FAMILY, portable_config(config).to_dict())
+    (folder / LLM_CONFIG_FILE).write_text(llm.config.to_json_string(), encoding="utf-8")
+
+
+def read_config(folder: Path) -> VistaLLMConfig:
+    """The saved config with its tokenizer sub-folders made absolute."""
+    config = VistaLLMConfig.from_dict(read_folder_config(folder, FAMILY))
+    llm = replace(config.llm, tokenizer=inside(folder, config.llm.tokenizer))
+    qformer = replace(config.qformer, tokenizer=inside(folder, config.qformer.tokenizer))
+    return replace(config, llm=llm, qformer=qformer)
+
+
+def build_saved_llm(folder: Path) -> PreTrainedModel:
+    """The LLM of ``llm_config.json`` with random weights (the caller loads the saved ones): any causal LM
+    architecture transformers knows, built without downloading anything."""
+    path = folder / LLM_CONFIG_FILE
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        model_type = data.pop("model_type")
+    except (OSError, json.JSONDecodeError, KeyError) as err:
+        raise ValueError(f"{path}: not an LLM config written by save_pretrained ({err})") from err
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **data))

@@ -1,0 +1,149 @@
+"""Predictions from Python: a saved model folder, images and a task.
+
+```python
+from lightning_gpv import Predictor
+
+predictor = Predictor.from_pretrained("outputs/export/vistallm", device="cuda", dtype=torch.bfloat16)
+prediction = predictor("photo.jpg", "rec", "the red mug")        # one Prediction
+predictions = predictor(["a.jpg", "b.jpg"], "captioning")         # one per image
+predictor.draw(prediction).save("photo_rec.png")                  # boxes, masks and text drawn
+```
+
+Boxes (``xyxy``) and masks come back in the original image's pixels. The folder is one written by
+``save_pretrained`` of either family (``GPV1Module``, ``VistaLLMModule``; ``lightning-gpv export`` writes one
+from a checkpoint); the predictions are those of the family's ``predict_step``, as ``lightning-gpv
+predict`` makes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from PIL import Image
+
+from lightning_gpv.models.hub import family_of, local_folder
+from lightning_gpv.systems import SYSTEMS
+from lightning_gpv.tasks.catalogue import Task
+from lightning_gpv.tasks.requests import check_request, request_sample
+from lightning_gpv.tasks.samples import Prediction, TaskSample
+
+ImageInput = str | Path | Image.Image | np.ndarray
+"""An image path, a PIL image (any mode; converted to RGB) or an ``(H, W, 3)`` uint8 RGB array."""
+
+
+def _image(image: ImageInput) -> str | np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+        return image
+    return str(image)
+
+
+class Predictor:
+    """A model of either family ready to answer requests.
+
+    Args:
+        system: The family's LightningModule (its model, processor and ``predict_step``).
+        device: Where the model runs.
+        batch_size: Samples per forward pass when several images are given.
+    """
+
+    def __init__(
+        self, system: LightningModule, device: str | torch.device = "cpu", batch_size: int = 8
+    ) -> None:
+        self.system = system.to(device).eval()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self._samples: dict[str, TaskSample] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        batch_size: int = 8,
+        **system_kwargs: Any,
+    ) -> Predictor:
+        """Load a saved model folder (local or a hub repository; offline from the cache).
+
+        Args:
+            name_or_path: The folder or hub repository id.
+            device: Where the model runs.
+            dtype: Cast the weights (e.g. ``torch.bfloat16`` on a GPU); ``None`` keeps float32.
+            batch_size: Samples per forward pass.
+            system_kwargs: Settings of the family's system, e.g. ``max_new_tokens`` (VistaLLM),
+                ``num_beams`` or ``classification_labels`` (GPV-1).
+        """
+        folder = local_folder(name_or_path)
+        family = family_of(folder)
+        if family not in SYSTEMS:
+            raise ValueError(f"{folder}: unknown model family {family!r} (known: {sorted(SYSTEMS)})")
+        system = SYSTEMS[family](config=str(folder), **system_kwargs)
+        if dtype is not None:
+            system.model.to(dtype)
+        return cls(system, device=device, batch_size=batch_size)
+
+    @property
+    def processor(self) -> Any:
+        """The family's processor (tokenizers, image resizing, answer parsing)."""
+        return self.system.processor
+
+    def __call__(
+        self,
+        images: ImageInput | Sequence[ImageInput] | Sequence[Sequence[ImageInput]],
+        task: str | Task,
+        prompt: str | None = None,
+    ) -> Prediction | list[Prediction]:
+        """Answer ``task`` for each image (or group of images, for multi-image tasks such as NLVR2).
+
+        Args:
+            images: One image (returns one :class:`Prediction`), or a list (returns a list): of images for
+                single-image tasks, of image groups for multi-image tasks.
+            task: The task (``"vqa"``, ``"captioning"``, ``"rec"``, ``"res"``, ``"localization"``, ...).
+            prompt: The question (VQA, NLVR2), expression (REC, RES, GREC, GRES) or category
+                (localization); tasks with a fixed instruction take none.
+        """
+        spec = check_request(task, prompt, where="Predictor: ")
+        single = not isinstance(images, (list, tuple))
+        requests = [images] if single else list(images)
+        groups = []
+        for request in requests:
+            group = list(request) if isinstance(request, (list, tuple)) else [request]
+            if not spec.accepts_num_images(len(group)):
+                raise ValueError(f"Predictor: task {spec.task.value!r} does not take {len(group)} image(s)")
+            groups.append([_image(image) for image in group])
+        samples = [
+            request_sample(spec.task, group, prompt, sample_id=f"request-{i}", metadata={"prompt": prompt})
+            for i, group in enumerate(groups)
+        ]
+        predictions = []
+        for start in range(0, len(samples), self.batch_size):
+            chunk = samples[start : start + self.batch_size]
+            batch = self.processor.collate([self.processor.encode(s, train=False) for s in chunk])
+            batch = self.system.transfer_batch_to_device(batch, self.device, 0)
+            with torch.no_grad():
+                predictions += self.system.predict_step(batch, 0)
+        self._samples = {s.sample_id: s for s in samples}
+        return predictions[0] if single else predictions
+
+    def draw(self, prediction: Prediction, **kwargs: Any) -> Image.Image:
+        """The images of the request ``prediction`` answers, with its boxes, masks and text drawn (keyword
+        arguments: :func:`~lightning_gpv.visualize.draw_prediction_for`)."""
+        from lightning_gpv.visualize import draw_prediction_for
+
+        sample = self._samples.get(prediction.sample_id)
+        if sample is None:
+            raise ValueError(f"no request {prediction.sample_id!r} in the last call: draw a fresh prediction")
+        return draw_prediction_for(sample, prediction, show_target=False, **kwargs)
+
+
+__all__ = ["ImageInput", "Predictor"]
