@@ -2,9 +2,10 @@
 to a self-contained model folder (``save_pretrained``), loadable offline without the base models.
 
 The checkpoint is read with ``torch.load(weights_only=True)``; an FSDP checkpoint saved sharded (a folder of
-``.distcp`` files) is consolidated first. Building the model from the checkpoint still reads what its
-config names besides the weights (the tokenizers, GPV-1's vocabulary folder is not needed: the checkpoint
-holds it); the folder written here needs none of it.
+``.distcp`` files) is consolidated first. The model is rebuilt as training built it, so the base models
+its config names (the LLM and its tokenizer, BERT, DETR, EVA) must be reachable here, on disk or in the hub
+cache; their weights are then replaced by the checkpoint's (GPV-1's vocabulary comes from the checkpoint
+too). The folder written here needs none of them.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def load_system(ckpt_path: str | Path) -> LightningModule:
         if not isinstance(hparams, dict):
             raise ValueError(f"{path}: no hyper_parameters; not a checkpoint of a lightning-gpv system")
         family = checkpoint_family(hparams, path)
-        # The weights come from the checkpoint: no pretrained download, and GPV-1's vocabulary words and
-        # vectors are restored from it too.
-        overrides = {"vocab_path": None} if family == "gpv1" else {"load_weights": False}
+        # Built as in training (the base models give each sub-model its exact architecture), then the
+        # checkpoint's weights, and GPV-1's vocabulary words and vectors, replace theirs.
+        overrides = {"vocab_path": None} if family == "gpv1" else {}
         return SYSTEMS[family].load_from_checkpoint(
             single, map_location="cpu", weights_only=True, **overrides
         )

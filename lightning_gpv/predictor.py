@@ -17,6 +17,7 @@ predict`` makes them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,16 @@ def _image(image: ImageInput) -> str | np.ndarray:
             raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
         return image
     return str(image)
+
+
+def _cast_floats(batch: Any, dtype: torch.dtype) -> Any:
+    """The batch with its floating-point tensors (pixels) in ``dtype``: a model cast to bf16 takes bf16
+    inputs (its convolutions do not cast them)."""
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != dtype:
+            setattr(batch, f.name, value.to(dtype))
+    return batch
 
 
 class Predictor:
@@ -93,6 +104,11 @@ class Predictor:
         return cls(system, device=device, batch_size=batch_size)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's weights (images are cast to it)."""
+        return next(self.system.model.parameters()).dtype
+
+    @property
     def processor(self) -> Any:
         """The family's processor (tokenizers, image resizing, answer parsing)."""
         return self.system.processor
@@ -129,7 +145,7 @@ class Predictor:
         for start in range(0, len(samples), self.batch_size):
             chunk = samples[start : start + self.batch_size]
             batch = self.processor.collate([self.processor.encode(s, train=False) for s in chunk])
-            batch = self.system.transfer_batch_to_device(batch, self.device, 0)
+            batch = _cast_floats(self.system.transfer_batch_to_device(batch, self.device, 0), self.dtype)
             with torch.no_grad():
                 predictions += self.system.predict_step(batch, 0)
         self._samples = {s.sample_id: s for s in samples}

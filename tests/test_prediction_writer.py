@@ -217,3 +217,28 @@ def test_cli_predict_with_vistallm(images: Path, tmp_path: Path, monkeypatch: py
         ("captioning", "red.png", None),
     ]
     assert all((tmp_path / "out" / line["picture"]).is_file() for line in lines)
+
+
+def test_cli_predict_from_a_saved_folder_equals_the_predictor(
+    images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning_gpv import Predictor
+
+    L.seed_everything(0, verbose=False)
+    folder = VistaLLMModule("tiny", load_weights=False).save_pretrained(tmp_path / "model")
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "vistallm_shapes.yaml"
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "-c", str(recipe), "--model.init_args.config", str(folder),
+          "--model.init_args.max_new_tokens=12", "--trainer.logger=false",
+          "--trainer.enable_progress_bar=false",
+          "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images),
+          "--data.task", "rec", "--data.prompt", "the red shape", "--data.recursive", "true",
+          "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
+          "--trainer.callbacks.output_dir", "out", "--trainer.callbacks.pictures", "false"])  # fmt: skip
+    lines = _lines(tmp_path / "out" / "predictions.jsonl")
+    paths = [images / line["sample_id"] for line in lines]
+    predictor = Predictor.from_pretrained(folder, max_new_tokens=12)
+    predictions = predictor(paths, "rec", "the red shape")
+    assert [p.text for p in predictions] == [line["text"] for line in lines]
+    for prediction, line in zip(predictions, lines):
+        assert prediction.to_json().get("boxes") == line.get("boxes")

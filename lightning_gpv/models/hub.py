@@ -17,6 +17,8 @@ from huggingface_hub import snapshot_download
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
+"""Files that make a folder a model with weights rather than an architecture only."""
 
 
 def local_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
@@ -44,7 +46,7 @@ def architecture_only(name_or_path: str | None) -> Path | None:
     path = Path(name_or_path)
     if not (path / "config.json").is_file():
         return None
-    weights = [*path.glob("*.safetensors"), *path.glob("*.bin"), *path.glob("*.gguf")]
+    weights = [p for suffix in _WEIGHT_SUFFIXES for p in path.glob(f"*{suffix}")]
     return None if weights else path
 
 

@@ -71,7 +71,7 @@ class VistaLLMModule(LightningModule):
         min_lr_ratio: Final learning rate over the peak one at the end of the cosine.
         max_new_tokens: Generation budget in evaluation (default ``config.max_new_tokens``).
         load_weights: Load the pretrained weights the config names (``False``: random init, no download).
-        eval_template: Instruction template used in evaluation.
+        eval_template: Instruction template used in evaluation (default 0, or a saved folder's).
         eval_records_dir: Write every evaluated sample (id, prediction, target, score) as JSON lines to
             ``DIR/{stage}/{dataset}.jsonl``; ``None`` writes none.
     """
@@ -87,7 +87,7 @@ class VistaLLMModule(LightningModule):
         min_lr_ratio: float = 0.0,
         max_new_tokens: int | None = None,
         load_weights: bool = True,
-        eval_template: int = 0,
+        eval_template: int | None = None,
         eval_records_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -98,13 +98,14 @@ class VistaLLMModule(LightningModule):
         if saved is not None:  # a folder written by save_pretrained: its model, processor and config
             self.model = VistaLLM.from_pretrained(saved)
             self.processor = VistaLLMProcessor.from_pretrained(saved)
-            self.processor.eval_template = eval_template
+            if eval_template is not None:  # else the saved folder's
+                self.processor.eval_template = eval_template
             self.config = self.processor.config
             plain: str | dict[str, Any] = str(saved.resolve())
         else:
             self.config = VistaLLMConfig.resolve(config)
             self.model, self.processor = build_vistallm(
-                self.config, load_weights=load_weights, eval_template=eval_template
+                self.config, load_weights=load_weights, eval_template=eval_template or 0
             )
             plain = self.config.to_dict()
         # Checkpoints and hparams.yaml store the resolved config as plain data (or the saved folder's

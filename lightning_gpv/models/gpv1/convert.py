@@ -355,10 +355,13 @@ def write_converted(
     config: GPV1Config,
     report: ConversionReport,
     vocab: AnswerVocabulary | None = None,
+    family: str = FAMILY,
 ) -> Path:
-    """Write ``out/model.safetensors``, ``out/config.json`` (``{"family": "gpv1", "config": ...}``, as
-    ``save_pretrained`` writes it) and
-    ``out/conversion_report.json``, and ``out/answers`` (vocabulary and vectors) when ``vocab`` is given.
+    """Write ``out/model.safetensors``, ``out/config.json`` (``{"family": ..., "config": ...}``, as
+    ``save_pretrained`` writes it: ``GPV1.from_pretrained(out)`` reads a whole GPV-1; a DETR conversion is
+    marked ``"gpv1-detr"``, the weights of GPV-1's DETR only) and ``out/conversion_report.json``, and
+    ``out/answers`` (vocabulary and vectors) when ``vocab`` is given. The query tokenizer is not part of a
+    released checkpoint: set ``text.tokenizer_name_or_path`` (BERT-base-uncased's) to predict with it.
 
     Returns:
         ``out``.
@@ -369,7 +372,7 @@ def write_converted(
     out.mkdir(parents=True, exist_ok=True)
     save_file(dict(state), str(out / "model.safetensors"), metadata={"format": "pt", "source": report.source})
     # The saved-folder layout (lightning_gpv.models.hub), so that GPV1.from_pretrained(out) reads it.
-    write_folder_config(out, FAMILY, config.to_dict())
+    write_folder_config(out, family, config.to_dict())
     report_text = json.dumps(report.to_dict(), indent=2)
     (out / "conversion_report.json").write_text(report_text + "\n", encoding="utf-8")
     if vocab is not None:
@@ -472,7 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         named = str(err).startswith((str(args.checkpoint), str(getattr(args, "vocab", None))))
         message = str(err) if named else f"{args.checkpoint}: {err}"
         parser.exit(2, f"lightning-gpv convert: error: {' '.join(message.split())}\n")
-    write_converted(out, state, config, report, vocab)
+    family = f"{FAMILY}-detr" if args.source == "detr" else FAMILY
+    write_converted(out, state, config, report, vocab, family=family)
     print(report)
     print(f"wrote {out / 'model.safetensors'}, {out / 'config.json'}, {out / 'conversion_report.json'}")
     return 0

@@ -220,6 +220,7 @@ class GPV1(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["gpv-1"
         local_files_only: bool,
         token: str | bool | None,
         map_location: str = "cpu",
+        dtype: torch.dtype | None = None,
         **model_kwargs: object,
     ) -> GPV1:
         """Rebuild the saved architecture with random weights, then load every saved weight (strictly); the
@@ -227,8 +228,8 @@ class GPV1(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["gpv-1"
         path = local_folder(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
                             local_files_only=local_files_only, token=token)  # fmt: skip
         model = cls(folder.read_config(path))
-        load_model(model, str(path / WEIGHTS_FILE), strict=True, device=str(map_location))
-        return model
+        load_model(model, str(path / WEIGHTS_FILE), strict=True)
+        return model.to(device=map_location, dtype=dtype)
 
     def visual_parameters(self) -> list[nn.Parameter]:
         """DETR and its heads (the gradient-clipped group; DETR proper is frozen in stage 1)."""

@@ -204,10 +204,8 @@ class VistaLLM(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["vi
         model = cls.from_config(
             config, tokenizer=tokenizer, load_weights=False, llm=folder.build_saved_llm(path)
         )
-        load_model(model, str(path / WEIGHTS_FILE), strict=True, device=str(map_location))
-        if dtype is not None:
-            model = model.to(dtype)
-        return model
+        load_model(model, str(path / WEIGHTS_FILE), strict=True)
+        return model.to(device=map_location, dtype=dtype)
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations of the LLM, the QFormer and the image encoder in the backward pass."""
