@@ -163,3 +163,40 @@ def test_tiny_gpv1_with_minilm_exports_and_reloads_offline(tmp_path: Path) -> No
     assert torch.equal(reloaded["generated"], generated)
     words = (folder / "answers" / "vocab.json").read_text()
     assert module.processor.vocab.words[5] in words
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_sharded_fsdp_checkpoint_exports(tmp_path: Path) -> None:
+    """A sharded FSDP checkpoint (a folder of .distcp files and meta.pt) exports like a single file."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    from lightning_gpv.models.vistallm import VistaLLM
+    from lightning_gpv.strategies import VistaLLMFSDPStrategy
+    from lightning_gpv.systems.vistallm import VistaLLMModule
+
+    environ = dict(os.environ)
+    try:
+        torch.manual_seed(0)
+        module = VistaLLMModule("tiny", load_weights=False, lr=1e-3)
+        items = [module.processor.encode(s, train=True) for s in _samples()]
+        loader = DataLoader(items, batch_size=2, collate_fn=module.processor.collate)
+        trainer = Trainer(strategy=VistaLLMFSDPStrategy(state_dict_type="sharded"), accelerator="cpu",
+                          devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer.fit(module, loader)
+        trainer.save_checkpoint(tmp_path / "sharded.ckpt")
+        assert (tmp_path / "sharded.ckpt").is_dir()
+        with FullyShardedDataParallel.summon_full_params(trainer.strategy.model):
+            trained = {k.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", ""):
+                       v.detach().clone() for k, v in module.model.state_dict().items()}  # fmt: skip
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
+    folder = tmp_path / "export"
+    assert export_main(["--ckpt_path", str(tmp_path / "sharded.ckpt"), "--out", str(folder)]) == 0
+    reloaded = VistaLLM.from_pretrained(folder).state_dict()
+    assert reloaded.keys() == trained.keys()
+    assert all(torch.equal(reloaded[k], trained[k]) for k in trained)

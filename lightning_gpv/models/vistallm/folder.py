@@ -49,7 +49,13 @@ def portable_config(config: VistaLLMConfig) -> VistaLLMConfig:
 def write_config(folder: Path, config: VistaLLMConfig, llm: PreTrainedModel) -> None:
     """Write ``config.json`` (the portable config) and ``llm_config.json`` (the LLM's architecture)."""
     write_folder_config(folder, FAMILY, portable_config(config).to_dict())
-    (folder / LLM_CONFIG_FILE).write_text(llm.config.to_json_string(), encoding="utf-8")
+    llm_config = llm.config.to_dict()
+    if llm_config.get("tie_word_embeddings") and not hasattr(llm, "peft_config"):  # peft: the base's own
+        output = llm.get_output_embeddings()
+        if output is None or output.weight is not llm.get_input_embeddings().weight:
+            # Trained apart (LoRA's modules_to_save, then merged): the rebuilt LLM must not tie them again.
+            llm_config["tie_word_embeddings"] = False
+    (folder / LLM_CONFIG_FILE).write_text(json.dumps(llm_config, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def read_config(folder: Path) -> VistaLLMConfig:
