@@ -13,12 +13,42 @@ import json
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import snapshot_download
+import torch
+from huggingface_hub import ModelHubMixin, snapshot_download
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 """Files that make a folder a model with weights rather than an architecture only."""
+
+
+class SavedFolderMixin(ModelHubMixin):
+    """huggingface_hub's mixin for a family's model: ``save_pretrained`` (the family's ``_save_pretrained``),
+    ``push_to_hub``, and ``from_pretrained(name_or_path, map_location=..., dtype=...)``, which finds the
+    folder (local, or the hub's snapshot) and hands it to the family's ``_load_folder``."""
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        dtype: torch.dtype | None = None,
+        **model_kwargs: object,
+    ) -> Any:
+        path = local_folder(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                            local_files_only=local_files_only, token=token)  # fmt: skip
+        return cls._load_folder(path).to(device=map_location, dtype=dtype)
+
+    @classmethod
+    def _load_folder(cls, path: Path) -> Any:
+        """The model saved in ``path`` (on the CPU, float32)."""
+        raise NotImplementedError
 
 
 def local_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelHubMixin
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -34,7 +33,7 @@ from lightning_gpv.models.gpv1.decoder import AnswerDecoder
 from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
 from lightning_gpv.models.gpv1.heads import RelatednessHead, RelevanceConditioning, relevance_scores
 from lightning_gpv.models.gpv1.text import QueryEncoder
-from lightning_gpv.models.hub import WEIGHTS_FILE, local_folder
+from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin
 
 
 @dataclass
@@ -70,7 +69,7 @@ class GPV1Output(GPV1Encoding):
     answer_logits: torch.Tensor | None = None
 
 
-class GPV1(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["gpv-1", "vision-language"]):
+class GPV1(nn.Module, SavedFolderMixin, library_name="lightning-gpv", tags=["gpv-1", "vision-language"]):
     """The GPV-1 network (pure PyTorch; losses and optimization live in ``GPV1Module``).
 
     Args:
@@ -210,26 +209,12 @@ class GPV1(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["gpv-1"
         save_model(self, str(save_directory / WEIGHTS_FILE))
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        map_location: str = "cpu",
-        dtype: torch.dtype | None = None,
-        **model_kwargs: object,
-    ) -> GPV1:
+    def _load_folder(cls, path: Path) -> GPV1:
         """Rebuild the saved architecture with random weights, then load every saved weight (strictly); the
         base models (BERT, DETR) are not needed."""
-        path = local_folder(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                            local_files_only=local_files_only, token=token)  # fmt: skip
         model = cls(folder.read_config(path))
         load_model(model, str(path / WEIGHTS_FILE), strict=True)
-        return model.to(device=map_location, dtype=dtype)
+        return model
 
     def visual_parameters(self) -> list[nn.Parameter]:
         """DETR and its heads (the gradient-clipped group; DETR proper is frozen in stage 1)."""

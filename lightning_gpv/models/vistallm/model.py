@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from huggingface_hub import ModelHubMixin
 from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from lightning_gpv.models.hub import WEIGHTS_FILE, local_folder
+from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin
 from lightning_gpv.models.vistallm import folder
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.llm import apply_lora, build_llama, load_causal_lm, resize_with_mean
@@ -36,7 +35,9 @@ from lightning_gpv.tasks.catalogue import IMAGE_TOKEN
 STAGES = (1, 2)
 
 
-class VistaLLM(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["vistallm", "vision-language"]):
+class VistaLLM(
+    nn.Module, SavedFolderMixin, library_name="lightning-gpv", tags=["vistallm", "vision-language"]
+):
     """Image encoder + instruction-guided image tokenizer + LLM.
 
     Args:
@@ -179,33 +180,19 @@ class VistaLLM(nn.Module, ModelHubMixin, library_name="lightning-gpv", tags=["vi
         save_model(self, str(save_directory / WEIGHTS_FILE))
 
     @classmethod
-    def _from_pretrained(
-        cls,
-        *,
-        model_id: str,
-        revision: str | None,
-        cache_dir: str | Path | None,
-        force_download: bool,
-        local_files_only: bool,
-        token: str | bool | None,
-        map_location: str = "cpu",
-        dtype: torch.dtype | None = None,
-        **model_kwargs: object,
-    ) -> VistaLLM:
+    def _load_folder(cls, path: Path) -> VistaLLM:
         """Rebuild the saved architecture with random weights, then load every saved weight (strictly).
 
         Needs none of the base models (EVA, InstructBLIP, the LLM's original files or its GGUF package):
         the folder holds the weights, the LLM's architecture and the tokenizers.
         """
-        path = local_folder(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                            local_files_only=local_files_only, token=token)  # fmt: skip
         config = folder.read_config(path)
         tokenizer = load_llm_tokenizer(config.llm, config.codec)
         model = cls.from_config(
             config, tokenizer=tokenizer, load_weights=False, llm=folder.build_saved_llm(path)
         )
         load_model(model, str(path / WEIGHTS_FILE), strict=True)
-        return model.to(device=map_location, dtype=dtype)
+        return model
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations of the LLM, the QFormer and the image encoder in the backward pass."""
