@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -39,6 +41,44 @@ class GPVLightningCLI(LightningCLI):
             "state, unlike --ckpt_path). Used by fine-tuning and second-stage recipes.",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """``--ckpt_path`` with a recipe's model (Lightning would silently replace its arguments by the
+        checkpoint's): a checkpoint of another model class is refused, naming both; ``fit`` (a resume, which
+        also restores the optimizer and schedule) refuses model arguments that differ from the checkpoint's,
+        naming them; ``validate``/``test``/``predict`` keep the arguments given (the checkpoint gives the
+        weights). Without a model in the config the checkpoint's model is rebuilt, as Lightning does."""
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        ckpt_path = self.config[subcommand].get("ckpt_path")
+        model = self.config[subcommand].get("model")
+        given = getattr(model, "class_path", None) if model is not None else None
+        if not (ckpt_path and Path(ckpt_path).is_file()) or given is None:
+            super()._parse_ckpt_path()
+            return
+        saved, hparams = checkpoint_class_path(Path(ckpt_path))
+        if saved is not None and saved != given:
+            self.parser.error(
+                f"--ckpt_path {ckpt_path} holds a checkpoint of {saved}, but the recipe's model is {given}; "
+                "resume it with a recipe of its own model class"
+            )
+        if subcommand == "fit":
+            args = self.config[subcommand].model.get("init_args") or {}
+            # The config is stored resolved (a checkpoint may not match a preset name textually); a
+            # different architecture fails when the weights load.
+            differ = sorted(
+                key for key, value in dict(args).items()
+                if key != "config" and key in hparams and _plain(value) != _plain(hparams[key])
+            )  # fmt: skip
+            if differ:
+                listing = ", ".join(
+                    f"{k}={_plain(args[k])!r} (checkpoint: {_plain(hparams[k])!r})" for k in differ
+                )
+                self.parser.error(
+                    f"--ckpt_path {ckpt_path}: a resume keeps the checkpoint's model arguments, not: "
+                    f"{listing}; drop them, or start a new run from the weights with --init_weights"
+                )
+
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         init_weights = self._get(self.config, "init_weights") if self.subcommand else None
@@ -49,6 +89,34 @@ class GPVLightningCLI(LightningCLI):
         connect = getattr(self.datamodule, "connect", None)
         if processor is not None and connect is not None:
             connect(processor)
+
+
+def checkpoint_class_path(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """The class path of the system a checkpoint holds (``None`` when it does not say) and its
+    hyper-parameters, read with ``weights_only=True`` and memory-mapped (no tensor is copied)."""
+    from lightning_gpv.export import checkpoint_family
+    from lightning_gpv.systems import SYSTEMS
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict):
+        return None, {}
+    if isinstance(hparams.get("_class_path"), str):
+        return hparams["_class_path"], hparams
+    try:
+        system = SYSTEMS[checkpoint_family(hparams, path)]
+    except ValueError:
+        return None, hparams
+    return f"{system.__module__}.{system.__qualname__}", hparams
+
+
+def _plain(value: Any) -> Any:
+    """A hyper-parameter as plain data, to compare a parsed argument with a stored one."""
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in dict(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def run_lightning_cli(
@@ -80,10 +148,36 @@ def run_lightning_cli(
         sys.argv = saved
 
 
+COMMANDS = (
+    ("make-shapes", "write the ShapesWorld synthetic data set (--root DIR --num-images N --seed S)"),
+    ("build-vocab", "build GPV-1's answer vocabulary folder (--coco-root R --vqa-root R --out DIR)"),
+    ("convert", "convert published GPV-1 or DETR weights to GPV1's names (gpv1|detr --checkpoint F --out D)"),
+    ("export", "export a checkpoint as a self-contained model folder (--ckpt_path CKPT --out DIR)"),
+)
+"""The commands ``main`` runs itself, before the Lightning CLI; each has its own ``--help``."""
+
+OVERVIEW = "\n".join(
+    [
+        "usage: lightning-gpv COMMAND [options]",
+        "",
+        "Data and model commands (lightning-gpv COMMAND --help for their options):",
+        *(f"  {name:<13}{line}" for name, line in COMMANDS),
+        "",
+        "Training and evaluation, the Lightning CLI (lightning-gpv fit --help etc.):",
+        "  fit, validate, test, predict -c RECIPE.yaml",
+        "",
+        "The Lightning CLI's help follows.",
+        "",
+    ]
+)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``lightning-gpv`` console script."""
     args = None if argv is None else list(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(OVERVIEW, flush=True)
     if argv and argv[0] == "make-shapes":
         from lightning_gpv.shapesworld.cli import main as make_shapes_main
 

@@ -117,3 +117,37 @@ def test_hparams_yaml_holds_the_config_as_plain_data(
         save_hparams_to_yaml(path, hparams)
         loaded = yaml.safe_load(path.read_text())
         assert type(module.config).from_dict(loaded["config"]) == module.config
+
+
+def test_ckpt_path_of_another_family_is_refused_and_flags_win(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, vocab = shapes_and_vocab
+    gpv1 = _save(_python_module("gpv1", vocab), tmp_path / "gpv1.ckpt")
+    recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "recipe.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        _cli("fit", recipe, tmp_path / "r", "--ckpt_path", str(gpv1), "--trainer.max_steps=1")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "lightning_gpv.systems.gpv1.GPV1Module" in err
+        and "lightning_gpv.systems.vistallm.VistaLLMModule" in err
+    )
+    # A checkpoint of the recipe's class: a resume refuses changed model arguments, naming them...
+    first = tmp_path / "first"
+    _cli("fit", recipe, first, "--trainer.max_steps=1")
+    ckpt = sorted(first.rglob("last.ckpt"))[-1]  # the recipe saves last.ckpt
+    with pytest.raises(SystemExit) as exit_info:
+        _cli("fit", recipe, tmp_path / "s", "--ckpt_path", str(ckpt), "--model.init_args.lr=0.0005")
+    assert exit_info.value.code == 2 and "lr=0.0005 (checkpoint: 0.001)" in capsys.readouterr().err
+    # ... and resumes with the same ones; evaluation keeps the arguments given (the weights come from it).
+    assert (
+        _cli(
+            "fit", recipe, tmp_path / "t", "--ckpt_path", str(ckpt), "--trainer.max_steps=2"
+        ).trainer.global_step
+        == 2
+    )
+    tested = _cli(
+        "validate", recipe, tmp_path / "v", "--ckpt_path", str(ckpt), "--model.init_args.max_new_tokens=7"
+    )
+    assert tested.model.max_new_tokens == 7

@@ -49,6 +49,10 @@ def encode_ids(ids: SampleIds, n: int) -> tuple[Tensor, Tensor]:
     """
     if ids is None:
         return torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.uint8)
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(
+            f"ids must be a sequence of {n} ints or strings (one per sample), got {describe(ids)}"
+        )
     if isinstance(ids, Tensor):
         out = ids.detach().to("cpu", torch.int64).reshape(-1)
     else:
@@ -58,6 +62,62 @@ def encode_ids(ids: SampleIds, n: int) -> tuple[Tensor, Tensor]:
     if out.numel() != n:
         raise ValueError(f"Expected {n} ids, got {out.numel()}.")
     return out, torch.ones(n, dtype=torch.uint8)
+
+
+def describe(value: Any) -> str:
+    """Short description of a bad input for error messages."""
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (str, bytes)):
+        return f"the {type(value).__name__} {value[:40]!r}"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def check_batch(where: str, name: str, value: Any) -> int:
+    """Check that ``value`` is a batch (a sequence or a tensor, not a string); return its length."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, Tensor)):
+        raise TypeError(
+            f"{where}: {name} must be a sequence with one entry per sample, got {describe(value)}"
+        )
+    return len(value)
+
+
+def check_lengths(where: str, *named: tuple[str, int]) -> None:
+    """Raise ``ValueError`` unless every ``(name, length)`` pair has the first pair's length."""
+    first_name, n = named[0]
+    for name, length in named[1:]:
+        if length != n:
+            raise ValueError(f"{where}: {name} must have {n} entries (like {first_name}), got {length}")
+
+
+def check_strings(where: str, name: str, value: Any) -> list[str]:
+    """A batch of strings: a sequence (not a bare ``str``) whose entries are all ``str``."""
+    check_batch(where, name, value)
+    out = list(value)
+    for i, item in enumerate(out):
+        if not isinstance(item, str):
+            raise TypeError(f"{where}: {name}[{i}] must be a str, got {describe(item)}")
+    return out
+
+
+def check_references(where: str, name: str, value: Any) -> list[list[str]]:
+    """A batch of reference lists: per sample a non-empty ``Sequence[str]`` (a bare ``str`` is refused, since
+    iterating it gives characters)."""
+    check_batch(where, name, value)
+    out = []
+    for i, refs in enumerate(value):
+        if isinstance(refs, (str, bytes)) or not isinstance(refs, Sequence):
+            raise TypeError(
+                f"{where}: {name}[{i}] must be a sequence of reference strings (e.g. [{str(refs)[:20]!r}]), "
+                f"got {describe(refs)}"
+            )
+        if len(refs) == 0:
+            raise ValueError(f"{where}: {name}[{i}] must hold at least one reference string, got none")
+        for j, ref in enumerate(refs):
+            if not isinstance(ref, str):
+                raise TypeError(f"{where}: {name}[{i}][{j}] must be a str, got {describe(ref)}")
+        out.append(list(refs))
+    return out
 
 
 def first_occurrence(ids: Tensor, has_id: Tensor) -> Tensor:

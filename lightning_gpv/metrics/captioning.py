@@ -33,7 +33,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_gpv.metrics._sync import DedupMetric, SampleIds, segment_ids, select_segments, stable_hash
+from lightning_gpv.metrics._sync import (
+    DedupMetric,
+    SampleIds,
+    check_lengths,
+    check_references,
+    check_strings,
+    segment_ids,
+    select_segments,
+    stable_hash,
+)
 from lightning_gpv.metrics.ptb_tokenizer import ptb_tokenize
 
 __all__ = ["CIDErD", "cider_d_scores"]
@@ -171,7 +180,9 @@ class CIDErD(DedupMetric):
 
     ``update(predictions, references, ids=None)``: N hypothesis strings, N lists of >= 1 reference
     strings, optional N unit ids (image ids; ``cap_id`` for GPV-1 style) used to drop
-    DistributedSampler repeats.
+    DistributedSampler repeats. A hypothesis that is not a ``str``, or references that are not a non-empty
+    list of strings per unit (a bare ``str`` is refused: iterating it gives characters), raise ``TypeError``
+    (``ValueError`` for an empty list); batches of different lengths raise ``ValueError``.
     """
 
     def __init__(
@@ -200,15 +211,13 @@ class CIDErD(DedupMetric):
         self, predictions: Sequence[str], references: Sequence[Sequence[str]], ids: SampleIds = None
     ) -> None:
         """Store a batch of (hypothesis, references) units."""
-        if isinstance(predictions, str):
-            raise TypeError("predictions must be a list of strings, not a string.")
-        if len(predictions) != len(references):
-            raise ValueError(f"Got {len(predictions)} predictions and {len(references)} reference lists.")
+        where = "CIDErD.update"
+        predictions = check_strings(where, "predictions", predictions)
+        references = check_references(where, "references", references)
+        check_lengths(where, ("predictions", len(predictions)), ("references", len(references)))
         sentences: list[str] = []
         n_refs: list[int] = []
         for prediction, refs in zip(predictions, references):
-            if isinstance(refs, str) or len(refs) == 0:
-                raise ValueError("Every prediction needs a non-empty list of reference strings.")
             sentences.append(prediction)
             sentences.extend(refs)
             n_refs.append(len(refs))

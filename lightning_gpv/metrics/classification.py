@@ -8,7 +8,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_gpv.metrics._sync import DedupMetric, SampleIds, stable_hash
+from lightning_gpv.metrics._sync import (
+    DedupMetric,
+    SampleIds,
+    check_batch,
+    check_lengths,
+    check_strings,
+    describe,
+    stable_hash,
+)
 from lightning_gpv.metrics.grounding import _fraction
 
 __all__ = ["ClassificationAccuracy", "NLVRScore", "vocabulary_mask"]
@@ -21,7 +29,9 @@ class ClassificationAccuracy(DedupMetric):
     ``data/coco/synonyms.py``: 80 COCO categories, each with its synonym list) or the target name itself.
     Without ``synonyms`` it is an exact (case-insensitive) match.
 
-    ``update(predictions, targets, ids=None)``: N predicted strings, N target class names.
+    ``update(predictions, targets, ids=None)``: N predicted strings, N target class names. A batch that is not
+    a sequence of ``str`` (``None``, a bare string, a non-string entry) raises ``TypeError``; batches of
+    different lengths raise ``ValueError``.
     """
 
     def __init__(self, synonyms: Mapping[str, Iterable[str]] | None = None, **kwargs: Any) -> None:
@@ -34,8 +44,10 @@ class ClassificationAccuracy(DedupMetric):
 
     def update(self, predictions: Sequence[str], targets: Sequence[str], ids: SampleIds = None) -> None:
         """Score a batch."""
-        if len(predictions) != len(targets):
-            raise ValueError(f"Got {len(predictions)} predictions and {len(targets)} targets.")
+        where = "ClassificationAccuracy.update"
+        predictions = check_strings(where, "predictions", predictions)
+        targets = check_strings(where, "targets", targets)
+        check_lengths(where, ("predictions", len(predictions)), ("targets", len(targets)))
         correct = []
         for pred, target in zip(predictions, targets):
             key = target.lower().strip()
@@ -87,7 +99,8 @@ class NLVRScore(DedupMetric):
     ``consistency``: fraction of unique sentences (identifier without its pair id) whose examples are all
     correct. The identifiers double as sample ids for de-duplication.
 
-    ``update(predictions, labels, identifiers)``.
+    ``update(predictions, labels, identifiers)``: predictions and labels are ``str`` or ``bool`` entries,
+    identifiers ``str``; other types raise ``TypeError``, batches of different lengths ``ValueError``.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -99,8 +112,16 @@ class NLVRScore(DedupMetric):
         self, predictions: Sequence[str | bool], labels: Sequence[str | bool], identifiers: Sequence[str]
     ) -> None:
         """Score a batch of examples."""
-        if not len(predictions) == len(labels) == len(identifiers):
-            raise ValueError("predictions, labels and identifiers must have the same length.")
+        where = "NLVRScore.update"
+        lengths = [
+            (n, check_batch(where, n, v)) for n, v in (("predictions", predictions), ("labels", labels))
+        ]
+        for name, values in (("predictions", predictions), ("labels", labels)):
+            for i, value in enumerate(values):
+                if not isinstance(value, (str, bool)):
+                    raise TypeError(f"{where}: {name}[{i}] must be a str or bool, got {describe(value)}")
+        identifiers = check_strings(where, "identifiers", identifiers)
+        check_lengths(where, *lengths, ("identifiers", len(identifiers)))
         correct = [int(str(p).strip().lower() == str(g).strip().lower()) for p, g in zip(predictions, labels)]
         sentences = [stable_hash(nlvr_sentence_key(i)) for i in identifiers]
         self._append("correct", torch.tensor(correct, dtype=torch.uint8))

@@ -1,6 +1,12 @@
 """Box grounding metrics: GPV-1 localization AP, REC accuracy, gRefCOCO's GREC score.
 
 All boxes are ``xyxy`` in absolute pixels (``x1 <= x2``, ``y1 <= y2``), one tensor per sample.
+
+Inputs are checked: a box tensor that is not ``(k, 4)``, scores that do not match the boxes, or batches of
+different lengths raise ``ValueError``; non-numeric inputs (``None``, strings) raise ``TypeError``. A target
+box with a non-finite coordinate raises ``ValueError`` (targets come from the data). A predicted box with a
+non-finite coordinate, or a non-finite score (``nan`` and ``+-inf``), is a miss: it overlaps nothing (IoU 0)
+and a non-finite score ranks last; see each class for how a miss enters its counts.
 """
 
 from __future__ import annotations
@@ -12,14 +18,46 @@ import torch
 from torch import Tensor
 
 from lightning_gpv.geometry.boxes import box_iou, generalized_box_iou
-from lightning_gpv.metrics._sync import DedupMetric, SampleIds
+from lightning_gpv.metrics._sync import DedupMetric, SampleIds, check_batch, check_lengths, describe
 
 __all__ = ["GRECScore", "LocalizationAP", "ReferringAccuracy", "query_ap"]
 
 
-def _as_boxes(boxes: Tensor | Sequence[Sequence[float]]) -> Tensor:
-    out = torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4)
-    return out.cpu()
+def _as_float(where: str, name: str, value: Any) -> Tensor:
+    if value is None or isinstance(value, (str, bytes)):
+        raise TypeError(f"{where}: {name} must be a numeric tensor, got {describe(value)}")
+    try:
+        return torch.as_tensor(
+            value.detach() if isinstance(value, Tensor) else value, dtype=torch.float64
+        ).cpu()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{where}: {name} must be a numeric tensor, got {describe(value)}") from err
+
+
+def _check_boxes(where: str, name: str, value: Any, rows: str = "k", target: bool = False) -> Tensor:
+    """``value`` as a float64 ``(rows, 4)`` tensor (an empty input is ``(0, 4)``); targets must be finite."""
+    out = _as_float(where, name, value)
+    if out.numel() == 0:
+        return out.reshape(0, 4)
+    if out.ndim != 2 or out.shape[1] != 4:
+        raise ValueError(f"{where}: {name} must be ({rows}, 4), got {tuple(out.shape)}")
+    if target:
+        bad = ~torch.isfinite(out).all(dim=1)
+        if bool(bad.any()):
+            row = int(torch.nonzero(bad)[0])
+            raise ValueError(f"{where}: {name} must be finite, got {out[row].tolist()} in row {row}")
+    return out
+
+
+def _check_scores(where: str, name: str, value: Any, n: int) -> Tensor:
+    out = _as_float(where, name, value)
+    if out.ndim > 1 or out.numel() != n:
+        raise ValueError(f"{where}: {name} must be ({n},) (one score per box), got {tuple(out.shape)}")
+    return out.reshape(-1)
+
+
+def _finite_rows(boxes: Tensor) -> Tensor:
+    return torch.isfinite(boxes).all(dim=1)
 
 
 def _paired_iou(a: Tensor, b: Tensor, generalized: bool = False) -> Tensor:
@@ -76,7 +114,8 @@ def query_ap(iou: Tensor, scores: Tensor, iou_threshold: float = 0.5) -> float:
 
     Args:
         iou: ``(k, m)`` IoU of the k predictions with the m >= 1 targets.
-        scores: ``(k,)`` prediction scores; ties keep the input order (stable sort).
+        scores: ``(k,)`` prediction scores; ties keep the input order (stable sort). A non-finite score
+            ranks last and its prediction is a false positive; a ``nan`` IoU counts as 0.
 
     Each prediction, in descending score order, is matched to the target it overlaps most (first one on
     ties); it is a true positive when that IoU >= ``iou_threshold`` and the target is not taken yet, and a
@@ -85,8 +124,10 @@ def query_ap(iou: Tensor, scores: Tensor, iou_threshold: float = 0.5) -> float:
     k, m = iou.shape
     if k == 0:
         return 0.0
-    order = torch.sort(scores, descending=True, stable=True).indices
-    iou = iou[order]
+    finite = torch.isfinite(scores)
+    ranked = torch.where(finite, scores, torch.full_like(scores, -torch.inf))
+    order = torch.sort(ranked, descending=True, stable=True).indices
+    iou = torch.where(finite[order, None], iou[order].nan_to_num(0.0), 0.0)
     best_iou, best = iou.max(dim=1)
     hit = (best_iou >= iou_threshold) & (best_iou > 0)
     # A hit is a true positive iff it is the first hit on its target (a prediction's best target does not
@@ -126,6 +167,10 @@ class LocalizationAP(DedupMetric):
 
     ``update(pred_boxes, pred_scores, target_boxes, ids=None, image_sizes=None)``: per query a ``(k, 4)`` xyxy
     tensor, ``(k,)`` scores and an ``(m, 4)`` xyxy tensor; ``image_sizes`` are ``(height, width)`` pairs.
+
+    Non-finite values: a predicted box with a non-finite coordinate overlaps nothing (a false positive at its
+    rank); a prediction with a non-finite score ranks last and is a false positive. Either can only lower
+    the AP. A non-finite target coordinate raises ``ValueError``.
     """
 
     def __init__(self, iou_threshold: float = 0.5, gpv1_box_quirk: bool = False, **kwargs: Any) -> None:
@@ -144,16 +189,21 @@ class LocalizationAP(DedupMetric):
         image_sizes: Sequence[tuple[int, int]] | Tensor | None = None,
     ) -> None:
         """Score a batch of queries."""
-        if not len(pred_boxes) == len(pred_scores) == len(target_boxes):
-            raise ValueError("pred_boxes, pred_scores and target_boxes must have the same length.")
+        where = "LocalizationAP.update"
+        named = (("pred_boxes", pred_boxes), ("pred_scores", pred_scores), ("target_boxes", target_boxes))
+        lengths = [(name, check_batch(where, name, value)) for name, value in named]
         if self.gpv1_box_quirk and image_sizes is None:
-            raise ValueError("gpv1_box_quirk=True needs image_sizes=(height, width) per query.")
+            raise ValueError(f"{where}: gpv1_box_quirk=True needs image_sizes=(height, width) per query.")
+        if image_sizes is not None:
+            lengths.append(("image_sizes", check_batch(where, "image_sizes", image_sizes)))
+        check_lengths(where, *lengths)
         aps, valid = [], []
         for i, (boxes, scores, targets) in enumerate(zip(pred_boxes, pred_scores, target_boxes)):
-            boxes, targets = _as_boxes(boxes), _as_boxes(targets)
-            scores = torch.as_tensor(scores, dtype=torch.float64).reshape(-1).cpu()
-            if scores.numel() != boxes.shape[0]:
-                raise ValueError(f"Query {i}: {boxes.shape[0]} boxes but {scores.numel()} scores.")
+            boxes = _check_boxes(where, f"pred_boxes[{i}]", boxes)
+            scores = _check_scores(where, f"pred_scores[{i}]", scores, boxes.shape[0])
+            targets = _check_boxes(where, f"target_boxes[{i}]", targets, rows="m", target=True)
+            finite = _finite_rows(boxes)
+            boxes = torch.where(finite[:, None], boxes, 0.0)
             if targets.shape[0] == 0:
                 aps.append(0.0)
                 valid.append(0)
@@ -165,6 +215,7 @@ class LocalizationAP(DedupMetric):
                 )
             else:
                 iou = box_iou(boxes, targets)
+            iou = torch.where(finite[:, None], iou, 0.0)
             aps.append(query_ap(iou, scores, self.iou_threshold))
             valid.append(1)
         self._append("ap", torch.tensor(aps, dtype=torch.float64))
@@ -186,7 +237,9 @@ class ReferringAccuracy(DedupMetric):
         iou_type: ``"iou"`` (default) or ``"giou"`` (MDETR's Precision@1 thresholds generalized IoU).
         strict: use ``>`` instead of ``>=`` (Shikra/VistaLLM ``rec.py``).
 
-    ``update(pred_boxes, target_boxes, ids=None)``: ``(N, 4)`` xyxy tensors.
+    ``update(pred_boxes, target_boxes, ids=None)``: ``(N, 4)`` xyxy tensors (other shapes raise
+    ``ValueError``). A predicted box with a non-finite coordinate is a miss (IoU 0); a non-finite target
+    coordinate raises ``ValueError``.
     """
 
     def __init__(
@@ -206,11 +259,20 @@ class ReferringAccuracy(DedupMetric):
 
     def update(self, pred_boxes: Tensor, target_boxes: Tensor, ids: SampleIds = None) -> None:
         """Score a batch of ``N`` expressions."""
-        pred, target = _as_boxes(pred_boxes), _as_boxes(target_boxes)
+        where = "ReferringAccuracy.update"
+        pred = _check_boxes(where, "pred_boxes", pred_boxes, rows="N")
+        target = _check_boxes(where, "target_boxes", target_boxes, rows="N", target=True)
         if pred.shape != target.shape:
-            raise ValueError(f"pred_boxes {tuple(pred.shape)} and target_boxes {tuple(target.shape)} differ.")
-        iou = _paired_iou(pred, target, generalized=self.iou_type == "giou")
+            raise ValueError(
+                f"{where}: target_boxes must be ({pred.shape[0]}, 4) like pred_boxes, "
+                f"got {tuple(target.shape)}"
+            )
+        finite = _finite_rows(pred)
+        iou = _paired_iou(
+            torch.where(finite[:, None], pred, 0.0), target, generalized=self.iou_type == "giou"
+        )
         correct = iou > self.iou_threshold if self.strict else iou >= self.iou_threshold
+        correct &= finite
         self._append("correct", correct.to(torch.uint8))
         self._append_ids(ids, len(pred))
 
@@ -235,19 +297,34 @@ def grec_sample(
     matched greedily on generalized IoU (global maximum first, its row and column then zeroed, at most
     ``min(#pred, #target)`` times, stopping at the first maximum below ``iou_threshold``) and the sample is
     correct iff F1 = 1, i.e. every prediction and every target is matched.
+
+    A prediction with a non-finite box coordinate or score is kept whatever its score and matches nothing,
+    so its sample is wrong. The count returned includes these predictions.
     """
-    pred = _as_boxes(pred_boxes)
-    target = _as_boxes(target_boxes)
-    if pred_scores is not None:
-        scores = torch.as_tensor(pred_scores, dtype=torch.float64).reshape(-1).cpu()
-        if scores.numel() != pred.shape[0]:
-            raise ValueError(f"{pred.shape[0]} boxes but {scores.numel()} scores.")
-        pred = pred[scores >= score_threshold]
+    where = "grec_sample"
+    pred = _check_boxes(where, "pred_boxes", pred_boxes)
+    target = _check_boxes(where, "target_boxes", target_boxes, rows="m", target=True)
+    scores = None if pred_scores is None else _check_scores(where, "pred_scores", pred_scores, pred.shape[0])
+    correct, kept, invalid = _grec_checked(pred, target, scores, score_threshold, iou_threshold)
+    return correct, kept + invalid
+
+
+def _grec_checked(
+    pred: Tensor, target: Tensor, scores: Tensor | None, score_threshold: float, iou_threshold: float
+) -> tuple[bool, int, int]:
+    """:func:`grec_sample` on checked tensors: ``(correct, n_kept_finite, n_non_finite)``."""
+    finite = _finite_rows(pred)
+    if scores is not None:
+        finite &= torch.isfinite(scores)
+        pred = pred[finite & (scores >= score_threshold)]
+    else:
+        pred = pred[finite]
+    invalid = int((~finite).sum())
     k, m = pred.shape[0], target.shape[0]
     if m == 0:
-        return k == 0, k
+        return k == 0 and invalid == 0, k, invalid
     if k == 0:
-        return False, 0
+        return False, 0, invalid
     giou = generalized_box_iou(pred, target)
     tp = 0
     for _ in range(min(k, m)):
@@ -257,7 +334,7 @@ def grec_sample(
         tp += 1
         giou[flat // m, :] = 0.0
         giou[:, flat % m] = 0.0
-    return (tp == k and tp == m), k
+    return (tp == k and tp == m and invalid == 0), k, invalid
 
 
 class GRECScore(DedupMetric):
@@ -271,6 +348,10 @@ class GRECScore(DedupMetric):
     ``update(pred_boxes, target_boxes, pred_scores=None, ids=None)``: per sample a ``(k, 4)`` xyxy tensor of
     predictions, a ``(m, 4)`` xyxy tensor of targets (``m = 0`` for a no-target expression) and optionally
     ``(k,)`` scores, thresholded at ``score_threshold`` (0.7).
+
+    A prediction with a non-finite box coordinate or score is a miss in every count: it is kept whatever its
+    score and matches no target (the sample is wrong; on a no-target sample it is a prediction, against
+    ``N_acc``) and it earns no ``T_acc`` credit. A non-finite target coordinate raises ``ValueError``.
     """
 
     def __init__(self, score_threshold: float = 0.7, iou_threshold: float = 0.5, **kwargs: Any) -> None:
@@ -289,17 +370,24 @@ class GRECScore(DedupMetric):
         ids: SampleIds = None,
     ) -> None:
         """Score a batch of expressions."""
-        if len(pred_boxes) != len(target_boxes):
-            raise ValueError("pred_boxes and target_boxes must have the same length.")
-        if pred_scores is not None and len(pred_scores) != len(pred_boxes):
-            raise ValueError("pred_scores must have one entry per sample.")
+        where = "GRECScore.update"
+        lengths = [("pred_boxes", check_batch(where, "pred_boxes", pred_boxes))]
+        lengths.append(("target_boxes", check_batch(where, "target_boxes", target_boxes)))
+        if pred_scores is not None:
+            lengths.append(("pred_scores", check_batch(where, "pred_scores", pred_scores)))
+        check_lengths(where, *lengths)
         correct, no_target, predicted = [], [], []
         for i, (pred, target) in enumerate(zip(pred_boxes, target_boxes)):
-            scores = None if pred_scores is None else pred_scores[i]
-            ok, kept = grec_sample(pred, target, scores, self.score_threshold, self.iou_threshold)
+            pred = _check_boxes(where, f"pred_boxes[{i}]", pred)
+            target = _check_boxes(where, f"target_boxes[{i}]", target, rows="m", target=True)
+            scores = None
+            if pred_scores is not None:
+                scores = _check_scores(where, f"pred_scores[{i}]", pred_scores[i], pred.shape[0])
+            ok, kept, invalid = _grec_checked(pred, target, scores, self.score_threshold, self.iou_threshold)
+            is_empty = target.shape[0] == 0
             correct.append(int(ok))
-            no_target.append(int(_as_boxes(target).shape[0] == 0))
-            predicted.append(int(kept > 0))
+            no_target.append(int(is_empty))
+            predicted.append(int(kept > 0 or (is_empty and invalid > 0)))
         self._append("correct", torch.tensor(correct, dtype=torch.uint8))
         self._append("no_target", torch.tensor(no_target, dtype=torch.uint8))
         self._append("predicted", torch.tensor(predicted, dtype=torch.uint8))

@@ -2,6 +2,11 @@
 
 Masks are bool ``H x W`` tensors; polygons and the resolution rules are described in
 :mod:`lightning_gpv.metrics.masks` (``canvas_size``, ``normalized`` and ``rasterizer`` are passed there).
+
+Inputs are checked: batches that are not sequences raise ``TypeError``, batches of different lengths and
+malformed masks or polygons raise ``ValueError`` naming the argument. A target polygon with a non-finite
+coordinate raises ``ValueError`` (targets come from the data); a predicted polygon with a non-finite
+coordinate makes that prediction a miss, scored as described by each class.
 """
 
 from __future__ import annotations
@@ -9,12 +14,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_gpv.metrics._sync import DedupMetric, SampleIds, stable_hash
+from lightning_gpv.metrics._sync import (
+    DedupMetric,
+    SampleIds,
+    check_batch,
+    check_lengths,
+    check_strings,
+    describe,
+    stable_hash,
+)
 from lightning_gpv.metrics.grounding import _fraction
-from lightning_gpv.metrics.masks import MaskLike, Rasterizer, mask_pair
+from lightning_gpv.metrics.masks import MaskLike, Rasterizer, _is_mask, _polygon_list, mask_pair
 
 __all__ = ["CoSegScore", "GRESScore", "MaskIoU"]
 
@@ -34,13 +48,37 @@ class _MaskMetric(DedupMetric):
 
     def _pairs(
         self, preds: Sequence[MaskLike], targets: Sequence[MaskLike]
-    ) -> list[tuple[Tensor | None, Tensor | None]]:
-        if len(preds) != len(targets):
-            raise ValueError(f"Got {len(preds)} predictions and {len(targets)} targets.")
-        return [
-            mask_pair(p, t, self.canvas_size, self.normalized, self.rasterizer)
-            for p, t in zip(preds, targets)
-        ]
+    ) -> list[tuple[Tensor | None, Tensor | None, bool]]:
+        """``(pred, target, pred_invalid)`` per sample; a non-finite prediction becomes ``None``."""
+        where = f"{type(self).__name__}.update"
+        n = check_batch(where, "pred_masks", preds)
+        check_lengths(where, ("pred_masks", n), ("target_masks", check_batch(where, "target_masks", targets)))
+        out = []
+        for i, (pred, target) in enumerate(zip(preds, targets)):
+            if not _finite_polygons(where, f"target_masks[{i}]", target):
+                raise ValueError(f"{where}: target_masks[{i}] has a non-finite polygon coordinate")
+            invalid = not _finite_polygons(where, f"pred_masks[{i}]", pred)
+            try:
+                pair = mask_pair(
+                    None if invalid else pred, target, self.canvas_size, self.normalized, self.rasterizer
+                )
+            except ValueError as err:
+                raise ValueError(f"{where}: sample {i}: {err}") from err
+            out.append((*pair, invalid))
+        return out
+
+
+def _finite_polygons(where: str, name: str, obj: MaskLike) -> bool:
+    """Check the type of a mask-like input; False when it is a polygon input with a non-finite coordinate."""
+    if obj is None or _is_mask(obj):
+        return True
+    if isinstance(obj, (str, bytes)) or not isinstance(obj, (Sequence, Tensor, np.ndarray)):
+        raise TypeError(f"{where}: {name} must be a bool H x W mask, polygons or None, got {describe(obj)}")
+    try:
+        polygons = _polygon_list(obj)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {name}: {err}") from err
+    return all(bool(np.isfinite(p).all()) for p in polygons)
 
 
 def _counts(pred: Tensor | None, target: Tensor | None) -> tuple[int, int, int, int]:
@@ -65,7 +103,8 @@ class MaskIoU(_MaskMetric):
     use :class:`GRESScore` when no-target expressions are part of the benchmark.
 
     ``update(pred_masks, target_masks, ids=None)``: lists of bool ``H x W`` masks (or polygons / ``None`` for
-    an unparsable prediction).
+    an unparsable prediction). A prediction with a non-finite polygon coordinate scores as ``None`` (IoU 0,
+    the target area enters the union).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -77,7 +116,7 @@ class MaskIoU(_MaskMetric):
         self, pred_masks: Sequence[MaskLike], target_masks: Sequence[MaskLike], ids: SampleIds = None
     ) -> None:
         """Accumulate per-sample intersections and unions."""
-        counts = [_counts(p, t) for p, t in self._pairs(pred_masks, target_masks)]
+        counts = [_counts(p, t) for p, t, _ in self._pairs(pred_masks, target_masks)]
         self._append("inter", torch.tensor([c[0] for c in counts], dtype=torch.int64))
         self._append("union", torch.tensor([c[1] for c in counts], dtype=torch.int64))
         self._append_ids(ids, len(counts))
@@ -108,6 +147,9 @@ class GRESScore(_MaskMetric):
     ``"T_acc"`` = TN / (TN + FP) (both 0 when there is no no-target sample, as in ReLA), and
     ``"Pr@0.7"``, ``"Pr@0.8"``, ``"Pr@0.9"`` (fraction of target samples with IoU >= threshold).
     ReLA compares masks at its 480 x 480 test resolution; VistaLLM rasterizes 1000 x 1000 contours.
+
+    A prediction with a non-finite polygon coordinate is a miss in every count: on a no-target sample it is a
+    non-empty prediction (IoU 0, FN; nothing enters the union), on a target sample an empty one (IoU 0, FP).
     """
 
     thresholds = (0.7, 0.8, 0.9)
@@ -124,9 +166,11 @@ class GRESScore(_MaskMetric):
     ) -> None:
         """Accumulate one row per expression."""
         inter, union, iou, nt, empty = [], [], [], [], []
-        for pred, target in self._pairs(pred_masks, target_masks):
+        for pred, target, invalid in self._pairs(pred_masks, target_masks):
             i, u, p, t = _counts(pred, target)
             no_target, pred_empty = t == 0, p == 0
+            if invalid and no_target:
+                pred_empty = False
             if no_target:
                 i, u, value = 0, (0 if pred_empty else u), (1.0 if pred_empty else 0.0)
             else:
@@ -179,7 +223,8 @@ class CoSegScore(_MaskMetric):
     the Jaccard mean.
 
     ``update(pred_masks, target_masks, groups, ids=None)``: bool masks (``None`` prediction = empty) and one
-    group name per image.
+    group name per image. A prediction with a non-finite polygon coordinate gets every pixel wrong (it
+    scores as the complement of its target).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -195,12 +240,18 @@ class CoSegScore(_MaskMetric):
         ids: SampleIds = None,
     ) -> None:
         """Accumulate per-image confusion counts."""
-        if len(groups) != len(pred_masks):
-            raise ValueError("groups must have one entry per image.")
+        where = "CoSegScore.update"
         rows = []
-        for pred, target in self._pairs(pred_masks, target_masks):
+        pairs = self._pairs(pred_masks, target_masks)
+        groups = check_strings(where, "groups", groups)
+        check_lengths(where, ("pred_masks", len(pairs)), ("groups", len(groups)))
+        for i, (pred, target, invalid) in enumerate(pairs):
             if target is None:
-                raise ValueError("Co-segmentation targets must be masks (an empty mask for no foreground).")
+                raise ValueError(
+                    f"{where}: target_masks[{i}] must be a mask (an empty mask for no foreground), got None"
+                )
+            if invalid:
+                pred = ~target
             pred = torch.zeros_like(target) if pred is None else pred
             tp = int((pred & target).sum())
             fp = int((pred & ~target).sum())

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_gpv.metrics._sync import DedupMetric, SampleIds
+from lightning_gpv.metrics._sync import DedupMetric, SampleIds, check_lengths, check_references, check_strings
 
 __all__ = ["VQAAccuracy", "normalize_vqa_answer", "vqa_answer_accuracy"]
 
@@ -159,7 +159,10 @@ class VQAAccuracy(DedupMetric):
 
     ``update(predictions, answers, ids=None, answer_types=None)``: ``predictions`` is a list of N strings,
     ``answers`` a list of N lists of human answers (10 each in VQAv2), ``ids`` the question ids (used to
-    drop DistributedSampler repeats), ``answer_types`` N names from ``answer_types``.
+    drop DistributedSampler repeats), ``answer_types`` N names from ``answer_types``. A prediction that is not
+    a ``str``, or answers that are not a non-empty list of strings per question (a bare ``str`` is refused:
+    iterating it gives characters), raise ``TypeError`` (``ValueError`` for an empty list); batches of
+    different lengths raise ``ValueError``.
     """
 
     def __init__(
@@ -187,18 +190,22 @@ class VQAAccuracy(DedupMetric):
         answer_types: Sequence[str] | None = None,
     ) -> None:
         """Score a batch (see class docstring)."""
-        if len(predictions) != len(answers):
-            raise ValueError(f"Got {len(predictions)} predictions and {len(answers)} answer lists.")
+        where = "VQAAccuracy.update"
+        predictions = check_strings(where, "predictions", predictions)
+        answers = check_references(where, "answers", answers)
+        check_lengths(where, ("predictions", len(predictions)), ("answers", len(answers)))
         score_fn = vqa_answer_accuracy if self.variant == "official" else gpv1_vqa_accuracy
         scores = [score_fn(p, a) for p, a in zip(predictions, answers)]
         if answer_types is None:
             types = [-1] * len(scores)
         else:
-            if len(answer_types) != len(scores):
-                raise ValueError("answer_types must have one entry per prediction.")
+            answer_types = check_strings(where, "answer_types", answer_types)
+            check_lengths(where, ("predictions", len(scores)), ("answer_types", len(answer_types)))
             unknown = set(answer_types) - set(self._type_index)
             if unknown:
-                raise ValueError(f"Unknown answer types {sorted(unknown)}; known: {self.answer_type_names}.")
+                raise ValueError(
+                    f"{where}: unknown answer types {sorted(unknown)}; known: {self.answer_type_names}."
+                )
             types = [self._type_index[t] for t in answer_types]
         self._append("scores", torch.tensor(scores, dtype=torch.float64))
         self._append("types", torch.tensor(types, dtype=torch.int64))

@@ -4,7 +4,8 @@ Everything is written into a hidden temporary folder next to ``root``
 (``.<name>.tmp-XXXXXXXX``); the manifest ``shapesworld.json`` is written last and only then is
 the folder renamed into place. An interrupted run therefore never leaves a set at ``root`` that
 looks complete, and with ``overwrite=True`` the previous set is removed only after the new one is
-complete.
+complete. Only a folder with a ShapesWorld manifest is ever overwritten; any other non-empty folder is
+refused untouched.
 """
 
 from __future__ import annotations
@@ -181,7 +182,18 @@ def generate(
     return counts
 
 
+def is_shapes_world(root: Path) -> bool:
+    """Whether ``root`` carries a ShapesWorld manifest (``shapesworld.json`` naming ``ShapesWorld``)."""
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("name") == "ShapesWorld"
+
+
 def _check_target(root: Path, overwrite: bool) -> None:
+    """Refuse a ``root`` that is a file, or non-empty unless ``overwrite`` and it holds a ShapesWorld set."""
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root} exists and is not a directory")
     if root.exists() and any(root.iterdir()):
@@ -189,6 +201,11 @@ def _check_target(root: Path, overwrite: bool) -> None:
             raise FileExistsError(
                 f"refusing to write into the non-empty directory {root}; "
                 "pass overwrite=True (--overwrite on the command line) to replace it"
+            )
+        if not is_shapes_world(root):
+            raise FileExistsError(
+                f"refusing to overwrite {root}: it is not empty and has no ShapesWorld manifest "
+                f"({MANIFEST}), so it was not written by make-shapes; nothing in it was touched"
             )
         cwd = Path.cwd().resolve()
         real = root.resolve()
@@ -228,16 +245,18 @@ def make_shapes(
     """Generate ShapesWorld at ``root`` and return its path.
 
     Args:
-        root: Output folder. It must be absent or empty unless ``overwrite`` is true.
+        root: Output folder. It must be absent or empty, or with ``overwrite`` hold a ShapesWorld set
+            (a ``shapesworld.json`` manifest at its root); any other non-empty folder is refused.
         num_images: Number of COCO-style scenes (at least :data:`MIN_IMAGES`); NLVR2, co-seg and
             AttCoSeg sizes follow from it (see :func:`plan`).
         seed: Non-negative seed; the same seed, ``num_images`` and ``style`` give byte-identical files.
-        overwrite: Replace a non-empty ``root`` (only once the new set is complete).
+        overwrite: Replace a ShapesWorld set at ``root`` (only once the new set is complete).
         progress: Show a tqdm progress bar.
         style: How cluttered the scenes are (default: the full ShapesWorld); recorded in the manifest.
 
     Raises:
-        FileExistsError: ``root`` is non-empty and ``overwrite`` is false, or is a file.
+        FileExistsError: ``root`` is a file, or is non-empty and ``overwrite`` is false or it has no
+            ShapesWorld manifest.
         ValueError: Bad ``num_images`` or ``seed``.
     """
     if num_images < MIN_IMAGES:
@@ -265,6 +284,7 @@ def make_shapes(
             "style": style.to_json(),
         }
         write_json(tmp / MANIFEST, manifest)
+        _check_target(root, overwrite)  # again: root may have changed while the set was written
         _swap(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

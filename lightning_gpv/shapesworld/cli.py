@@ -14,7 +14,11 @@ from lightning_gpv.shapesworld.scene import BACKGROUNDS, SIZES
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``make-shapes`` options to ``parser`` (also usable on a subparser)."""
-    parser.add_argument("--root", required=True, help="output folder (absent or empty unless --overwrite)")
+    parser.add_argument(
+        "--root",
+        required=True,
+        help="output folder (absent or empty, or a ShapesWorld folder with --overwrite)",
+    )
     parser.add_argument(
         "--num-images",
         type=int,
@@ -24,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     add_style_arguments(parser)
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace a non-empty root once the new set is complete"
+        "--overwrite",
+        action="store_true",
+        help="replace a ShapesWorld set at --root (one with shapesworld.json) once the new set is complete; "
+        "any other non-empty folder is refused",
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return parser

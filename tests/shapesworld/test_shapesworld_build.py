@@ -109,14 +109,46 @@ def test_refuses_non_empty_root(tmp_path: Path, capsys: pytest.CaptureFixture[st
         make_shapes(tmp_path / "tiny", 3, 0, progress=False)
 
 
+@pytest.mark.parametrize("manifest", [None, "{}", '{"name": "Other"}', "not json"])
+def test_overwrite_refuses_a_folder_without_shapesworld_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], manifest: str | None
+) -> None:
+    root = tmp_path / "thesis"
+    (root / "chapters").mkdir(parents=True)
+    files = {root / "thesis.tex": b"\\chapter{Mine}\n", root / "chapters" / "one.bin": bytes(range(256))}
+    if manifest is not None:
+        files[root / MANIFEST] = manifest.encode()
+    for path, data in files.items():
+        path.write_bytes(data)
+    with pytest.raises(FileExistsError, match="no ShapesWorld manifest") as err:
+        make_shapes(root, 10, 0, overwrite=True, progress=False)
+    assert str(root) in str(err.value)
+    args = ["--root", str(root), "--num-images", "10", "--seed", "0", "--overwrite", "--no-progress"]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and str(root) in lines[0] and MANIFEST in lines[0]
+    assert {p for p in root.rglob("*") if p.is_file()} == set(files)
+    assert all(path.read_bytes() == data for path, data in files.items())
+    assert _siblings(root) == []
+
+
+def test_overwrite_accepts_an_empty_folder(tmp_path: Path, small_plan: None) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    make_shapes(root, 10, 0, overwrite=True, progress=False)
+    verify(root)
+
+
 def test_overwrite_and_failure_leave_no_half_written_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_plan: None
 ) -> None:
     root = tmp_path / "world"
     root.mkdir()
     (root / "old.txt").write_text("old")
+    (root / MANIFEST).write_text('{"name": "ShapesWorld", "seed": 0}')  # an earlier set
     make_shapes(root, 10, 1, overwrite=True, progress=False)
     assert not (root / "old.txt").exists() and _siblings(root) == []
+    assert json.loads((root / MANIFEST).read_text())["seed"] == 1
     before = (root / MANIFEST).read_bytes()
 
     def boom(*args: object, **kwargs: object) -> int:
