@@ -56,7 +56,10 @@ class GPVLightningCLI(LightningCLI):
         if not (ckpt_path and Path(ckpt_path).is_file()) or given is None:
             super()._parse_ckpt_path()
             return
-        saved, hparams = checkpoint_class_path(Path(ckpt_path))
+        try:
+            saved, hparams = checkpoint_class_path(Path(ckpt_path))
+        except ValueError as err:
+            self.parser.error(str(err))
         if saved is not None and saved != given:
             self.parser.error(
                 f"--ckpt_path {ckpt_path} holds a checkpoint of {saved}, but the recipe's model is {given}; "
@@ -97,7 +100,12 @@ def checkpoint_class_path(path: Path) -> tuple[str | None, dict[str, Any]]:
     from lightning_gpv.export import checkpoint_family
     from lightning_gpv.systems import SYSTEMS
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated, not a checkpoint, or pickled objects weights_only refuses
+        first = (str(err).strip().splitlines() or [""])[0]
+        reason = f"{type(err).__name__}: {first}"
+        raise ValueError(f"--ckpt_path {path}: not a readable checkpoint ({reason})") from err
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict):
         return None, {}

@@ -151,3 +151,34 @@ def test_ckpt_path_of_another_family_is_refused_and_flags_win(
         "validate", recipe, tmp_path / "v", "--ckpt_path", str(ckpt), "--model.init_args.max_new_tokens=7"
     )
     assert tested.model.max_new_tokens == 7
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint_and_a_truncated_one_is_named(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from fsspec.implementations.local import LocalFileOpener
+
+    data, vocab = shapes_and_vocab
+    module = _python_module("vistallm", vocab)
+    path = _save(module, tmp_path / "last.ckpt")
+    before = path.read_bytes()
+
+    def full_disk(self: LocalFileOpener, data: bytes) -> int:
+        self.f.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalFileOpener, "write", full_disk, raising=False)
+        with pytest.raises(OSError, match="No space left"):
+            _save(module, path)
+    assert path.read_bytes() == before  # the earlier checkpoint is whole
+    torch.load(path, map_location="cpu", weights_only=True)
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(before[: len(before) // 3])
+    recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "recipe.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        _cli("fit", recipe, tmp_path / "r", "--ckpt_path", str(truncated))
+    assert exit_info.value.code == 2
+    assert f"--ckpt_path {truncated}: not a readable checkpoint" in capsys.readouterr().err
