@@ -11,6 +11,7 @@ too). The folder written here needs none of them.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         folder = export(args.ckpt_path, args.out, merge_lora=args.merge_lora)
     except (OSError, ValueError) as err:
-        print(f"lightning-gpv export: error: {err}")
+        print(f"lightning-gpv export: error: {err}", file=sys.stderr)
         return 2
     print(f"lightning-gpv export: wrote {folder}")
     return 0

@@ -159,7 +159,8 @@ class Evaluator:
             if name not in self.loss_names:
                 raise KeyError(f"loss {name!r} is not one of {self.loss_names}")
             index = self.loss_names.index(name)
-            state.loss_sums[index] += float(value) * weight
+            # A tensor sum on the loss's device: no host sync per batch (float() would wait for the GPU).
+            state.loss_sums[index] += torch.as_tensor(value, dtype=torch.float64, device=self.device) * weight
             state.loss_weights[index] += weight
 
     def _record(self, item: EvalItem) -> dict[str, Any]:
@@ -186,9 +187,8 @@ class Evaluator:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(packed)
         k, c, n = len(_KEYS), len(self.checks), len(self.loss_names)
-        counts, failures = packed[:k], packed[k : 2 * k]
-        checks = packed[2 * k : 2 * k + c * k].reshape(c, k)
-        loss_sums, loss_weights = packed[2 * k + c * k : 2 * k + c * k + n], packed[2 * k + c * k + n :]
+        counts, failures, checks, loss_sums, loss_weights = torch.split(packed, [k, k, c * k, n, n])
+        checks = checks.reshape(c, k)
         prefix = f"{stage}/{state.name}"
         out: dict[str, float] = {}
         for index, name in enumerate(self.loss_names):
