@@ -7,7 +7,7 @@ token answer (a 32-point mask is 66 tokens). Modes:
 
 * ``full``: stage 1, the whole LLM, QFormer and projection train. Pure bf16 weights and AdamW states (one
   GPU cannot hold fp32 master weights of 7B: 16 bytes x 6.9B parameters); the paper shards with FSDP.
-* ``lora``: stage 1 with LoRA (r=64 on q/k/v/o) plus trainable embeddings and head (new tokens).
+* ``lora``: stage 1 with LoRA (r=64 on q/k/v/o) plus the added tokens' embedding and head rows.
 * ``stage2``: only the instruction-guided tokenizer trains.
 
 MFU counts model FLOPs (no recomputation): frozen parts forward only (2 per multiply-add), trained weights

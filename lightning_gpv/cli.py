@@ -5,8 +5,9 @@
   vocabulary folder (``DIR/answers``, a recipe's ``model.vocab_path``); see :mod:`lightning_gpv.build_vocab`.
 * ``lightning-gpv convert gpv1|detr --checkpoint FILE --out DIR``: published GPV-1 or DETR weights in
   GPV1's parameter names; see :mod:`lightning_gpv.models.gpv1.convert`.
-* ``lightning-gpv export --ckpt_path CKPT --out DIR [--merge-lora]``: a checkpoint of either family as a
-  self-contained model folder (``save_pretrained``); see :mod:`lightning_gpv.export`.
+* ``lightning-gpv export --ckpt_path CKPT --out DIR [--merge-lora | --adapter]``: a checkpoint of either
+  family as a self-contained model folder (``save_pretrained``), or a VistaLLM LoRA adapter folder; see
+  :mod:`lightning_gpv.export`.
 * ``lightning-gpv fit|validate|test|predict -c RECIPE.yaml``: the Lightning CLI, with the model and the
   data module chosen by ``class_path`` and the model's processor handed to the data module.
 """

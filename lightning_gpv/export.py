@@ -1,5 +1,7 @@
-"""``lightning-gpv export --ckpt_path CKPT --out DIR [--merge-lora]``: a Lightning checkpoint of either family
-to a self-contained model folder (``save_pretrained``), loadable offline without the base models.
+"""``lightning-gpv export --ckpt_path CKPT --out DIR [--merge-lora | --adapter]``: a Lightning checkpoint of
+either family to a self-contained model folder (``save_pretrained``), loadable offline without the base
+models, or, for a VistaLLM trained with LoRA, to an adapter folder that holds only what training changed
+and loads over the base models.
 
 The checkpoint is read with ``torch.load(weights_only=True)``; an FSDP checkpoint saved sharded (a folder of
 ``.distcp`` files) is consolidated first. The model is rebuilt as training built it, so the base models
@@ -81,17 +83,24 @@ def load_system(ckpt_path: str | Path) -> LightningModule:
         )
 
 
-def export(ckpt_path: str | Path, out: str | Path, *, merge_lora: bool = False) -> Path:
-    """Write the model folder of a checkpoint; returns the folder."""
+def export(
+    ckpt_path: str | Path, out: str | Path, *, merge_lora: bool = False, adapter: bool = False
+) -> Path:
+    """Write the model folder of a checkpoint (``adapter``: a LoRA adapter folder); returns the folder."""
+    if merge_lora and adapter:
+        raise ValueError("--merge-lora and --adapter exclude each other")
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"--out: {out} exists and is not empty; choose a new folder")
     system = load_system(ckpt_path)
-    if not merge_lora:
+    if not (merge_lora or adapter):
         return system.save_pretrained(out)
+    flag = "--merge-lora" if merge_lora else "--adapter"
     if not isinstance(system, SYSTEMS["vistallm"]):
-        raise ValueError("--merge-lora: only VistaLLM checkpoints have LoRA adapters")
-    return system.save_pretrained(out, merge_lora=True)
+        raise ValueError(f"{flag}: only VistaLLM checkpoints have LoRA adapters")
+    if adapter and system.config.llm.lora is None:
+        raise ValueError(f"{flag}: {ckpt_path} was trained without LoRA; export the whole model instead")
+    return system.save_pretrained(out, merge_lora=merge_lora, adapter=adapter)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,9 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--merge-lora", action="store_true", help="fold VistaLLM's LoRA adapters into the LLM weights"
     )
+    parser.add_argument(
+        "--adapter",
+        action="store_true",
+        help="VistaLLM with LoRA: save only the trained weights (loads over the base models)",
+    )
     args = parser.parse_args(argv)
     try:
-        folder = export(args.ckpt_path, args.out, merge_lora=args.merge_lora)
+        folder = export(args.ckpt_path, args.out, merge_lora=args.merge_lora, adapter=args.adapter)
     except (OSError, ValueError) as err:
         print(f"lightning-gpv export: error: {err}", file=sys.stderr)
         return 2

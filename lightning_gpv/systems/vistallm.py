@@ -126,23 +126,34 @@ class VistaLLMModule(LightningModule):
     # ------------------------------------------------------------------------------------------------
     # Model
 
-    def save_pretrained(self, save_directory: str | Path, *, merge_lora: bool = False) -> Path:
-        """Write a self-contained model folder: config, weights (safetensors), the LLM's architecture and
-        both tokenizers; it loads with ``VistaLLMModule(config=DIR)``, ``VistaLLM.from_pretrained(DIR)`` or
-        ``lightning_gpv.Predictor.from_pretrained(DIR)``, offline and without the base models.
+    def save_pretrained(
+        self, save_directory: str | Path, *, merge_lora: bool = False, adapter: bool = False
+    ) -> Path:
+        """Write a model folder: config, weights (safetensors) and both tokenizers; it loads with
+        ``VistaLLMModule(config=DIR)``, ``VistaLLM.from_pretrained(DIR)`` or
+        ``lightning_gpv.Predictor.from_pretrained(DIR)``.
 
         Args:
             save_directory: The folder (created).
             merge_lora: Fold LoRA adapters into the LLM's weights and save a plain model (the folder then
                 needs no peft); otherwise the adapters are saved under their peft names.
+            adapter: Save only what training changed (``VistaLLM.save_adapter``: LoRA weights, added token
+                rows, the instruction-guided tokenizer); the folder then loads over the base models its
+                config names, which must be reachable. Without it the folder is self-contained: it loads
+                offline and without the base models.
         """
+        if merge_lora and adapter:
+            raise ValueError("merge_lora and adapter exclude each other: a merged model has no adapter")
         path = Path(save_directory)
         model = self.model
-        if merge_lora and self.config.llm.lora is not None:
-            model = copy.deepcopy(self.model)
-            model.llm = model.llm.merge_and_unload()
-            model.config = replace(self.config, llm=replace(self.config.llm, lora=None))
-        model.save_pretrained(path)
+        if adapter:
+            model.save_adapter(path)
+        else:
+            if merge_lora and self.config.llm.lora is not None:
+                model = copy.deepcopy(self.model)
+                model.llm = model.llm.merge_and_unload()
+                model.config = replace(self.config, llm=replace(self.config.llm, lora=None))
+            model.save_pretrained(path)
         self.processor.save_pretrained(path)
         return path
 

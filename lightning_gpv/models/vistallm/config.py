@@ -235,22 +235,30 @@ class QFormerConfig:
 
 @dataclass
 class LoraSettings:
-    """LoRA adapters on the LLM (peft). The coordinate tokens need trainable embeddings, hence
-    ``modules_to_save``.
+    """LoRA adapters on the LLM (peft).
+
+    The added tokens (coordinate bins, ``<image>``) start as mean rows and must learn; by default only
+    their rows of the input embedding and, when untied, of the output head train (peft's trainable
+    tokens), so an adapter export holds a few thousand rows instead of both vocabulary matrices.
 
     Attributes:
         r: Rank.
         alpha: Scaling numerator (``alpha / r``).
         dropout: Dropout on the adapter input.
         target_modules: Linear layers that get adapters.
-        modules_to_save: LLM modules trained in full next to the adapters.
+        train_added_tokens: Train the added tokens' embedding and head rows (not those of a module in
+            ``modules_to_save``, which trains in full).
+        modules_to_save: LLM modules trained in full next to the adapters (``("embed_tokens", "lm_head")``
+            trains both vocabulary matrices, as LLaVA-style recipes do, at the cost of an adapter export as
+            large as those matrices).
     """
 
     r: int = 64
     alpha: int = 16
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-    modules_to_save: tuple[str, ...] = ("embed_tokens", "lm_head")
+    train_added_tokens: bool = True
+    modules_to_save: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)

@@ -8,6 +8,12 @@ DIR/tokenizer/          the LLM tokenizer, coordinate and <image> tokens include
 DIR/qformer_tokenizer/  the QFormer's instruction tokenizer
 DIR/processor.json      processor settings (evaluation instruction template)
 ```
+
+An adapter folder (``VistaLLM.save_adapter``, a LoRA model) holds, instead of ``model.safetensors`` and
+``llm_config.json``, ``adapter.safetensors``: only what training changed or what no base model provides
+(:func:`from_base`): the LoRA weights, the added tokens' rows, the instruction-guided tokenizer (QFormer,
+queries, projection), and the image encoder or LLM only when the config builds them at random. Its
+config (:func:`adapter_config`) keeps the base models' names, which must be reachable where it loads.
 """
 
 from __future__ import annotations
@@ -21,12 +27,14 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from lightning_gpv.models.hub import inside, read_folder_config, write_folder_config
 from lightning_gpv.models.vistallm.config import VisionConfig, VistaLLMConfig
+from lightning_gpv.models.vistallm.llm import is_adapter_weight
 
 FAMILY = "vistallm"
 LLM_CONFIG_FILE = "llm_config.json"
 TOKENIZER_DIR = "tokenizer"
 QFORMER_TOKENIZER_DIR = "qformer_tokenizer"
 PROCESSOR_FILE = "processor.json"
+ADAPTER_FILE = "adapter.safetensors"
 
 _VISION_WEIGHT_FIELDS = ("open_clip_pretrained", "hf_name_or_path")
 """VisionConfig fields that point at pretrained weights (those the config has are cleared on saving)."""
@@ -44,6 +52,29 @@ def portable_config(config: VistaLLMConfig) -> VistaLLMConfig:
         config.llm, name_or_path=None, gguf_file=None, tokenizer_kind="pretrained", tokenizer=TOKENIZER_DIR
     )
     return replace(config, vision=vision, qformer=qformer, llm=llm)
+
+
+def adapter_config(config: VistaLLMConfig) -> VistaLLMConfig:
+    """The config an adapter folder stores: the base models' names kept (their weights are not in the
+    folder), the QFormer's weights and both tokenizers taken from the folder."""
+    qformer = replace(
+        config.qformer, checkpoint=None, tokenizer=QFORMER_TOKENIZER_DIR, tokenizer_subfolder=None
+    )
+    llm = replace(config.llm, tokenizer_kind="pretrained", tokenizer=TOKENIZER_DIR)
+    return replace(config, qformer=qformer, llm=llm)
+
+
+def from_base(key: str, config: VistaLLMConfig) -> bool:
+    """Whether the weight ``key`` of a VistaLLM state dict comes from a base model named by ``config``
+    (so an adapter folder leaves it out): the image encoder's weights when the config names pretrained
+    ones, the LLM's own weights (not peft's) when it names a pretrained LLM. The instruction-guided
+    tokenizer always trains."""
+    part, _, rest = key.partition(".")
+    if part == "vision":
+        return any(getattr(config.vision, name, None) for name in _VISION_WEIGHT_FIELDS)
+    if part == "llm":
+        return config.llm.name_or_path is not None and not is_adapter_weight(rest)
+    return False
 
 
 def write_config(folder: Path, config: VistaLLMConfig, llm: PreTrainedModel) -> None:

@@ -94,20 +94,47 @@ def resize_with_mean(model: PreTrainedModel, new_size: int, new_ids: Sequence[in
             weight[new.to(weight.device)] = mean
 
 
-def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PreTrainedModel:
-    """Wrap the LLM in peft LoRA adapters; ``modules_to_save`` (embeddings, head) train in full.
+ADAPTER_PARTS = ("lora_", ".modules_to_save.", ".trainable_tokens_delta.")
+"""Name parts of the parameters peft adds (adapters, full copies, added-token rows): what LoRA trains."""
+
+
+def is_adapter_weight(name: str) -> bool:
+    """Whether the LLM parameter (or state-dict key) ``name`` belongs to peft's adapters."""
+    return any(part in name for part in ADAPTER_PARTS)
+
+
+def apply_lora(model: PreTrainedModel, settings: LoraSettings, added_ids: Sequence[int]) -> PreTrainedModel:
+    """Wrap the LLM in peft LoRA adapters.
+
+    Args:
+        model: A causal LM whose vocabulary already holds the added tokens.
+        settings: Rank, targets, and what else trains: the rows ``added_ids`` of the input embedding and
+            of an untied output head (``settings.train_added_tokens``; a tied head follows the embedding),
+            and the ``modules_to_save`` in full.
+        added_ids: Ids of the added tokens.
 
     Returns:
-        A ``peft.PeftModel`` whose trainable parameters are the adapters and ``modules_to_save`` only.
+        A ``peft.PeftModel`` whose trainable parameters are the adapters, the added rows
+        (``...token_adapter.trainable_tokens_delta.default``, ``(len(added_ids), D)``) and the
+        ``modules_to_save`` copies.
     """
     from peft import LoraConfig, get_peft_model
 
+    token_rows: dict[str, list[int]] = {}
+    if settings.train_added_tokens and added_ids:
+        names = {module: name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+        embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+        matrices = [embedding] if head is None or head.weight is embedding.weight else [embedding, head]
+        for module in matrices:
+            if names[module] not in settings.modules_to_save:
+                token_rows[names[module]] = sorted(set(added_ids))
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
         modules_to_save=list(settings.modules_to_save) or None,
+        trainable_token_indices=token_rows or None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

@@ -7,7 +7,7 @@ those positions in order (sample by sample, image by image), so a sample with k 
 visual tokens.
 
 Stages (:meth:`VistaLLM.set_stage`): stage 1 trains everything but the image encoder (with LoRA: the
-tokenizer, the adapters and the LLM's ``modules_to_save``); stage 2 trains only the instruction-guided
+tokenizer, the adapters and the added tokens' rows); stage 2 trains only the instruction-guided
 tokenizer (LayerNorm on the image tokens, QFormer, queries, projection).
 """
 
@@ -17,15 +17,21 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin
+from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin, write_folder_config
 from lightning_gpv.models.vistallm import folder
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
-from lightning_gpv.models.vistallm.llm import apply_lora, build_llama, load_causal_lm, resize_with_mean
+from lightning_gpv.models.vistallm.llm import (
+    apply_lora,
+    build_llama,
+    is_adapter_weight,
+    load_causal_lm,
+    resize_with_mean,
+)
 from lightning_gpv.models.vistallm.losses import IGNORE_INDEX, answer_loss
 from lightning_gpv.models.vistallm.qformer import InstructionGuidedTokenizer
 from lightning_gpv.models.vistallm.tokenization import added_tokens, load_llm_tokenizer
@@ -153,7 +159,7 @@ class VistaLLM(
         if load_weights and q.checkpoint:
             image_tokenizer.load_instructblip(q.checkpoint)
         if lc.lora is not None:
-            llm = apply_lora(llm, lc.lora)
+            llm = apply_lora(llm, lc.lora, new_ids)
         model = cls(
             vision,
             image_tokenizer,
@@ -179,19 +185,63 @@ class VistaLLM(
         # save_model stores tied weights (tied input and output embeddings) once.
         save_model(self, str(save_directory / WEIGHTS_FILE))
 
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights an adapter folder holds: those no base model provides (``folder.from_base``)."""
+        if self.config is None:
+            raise ValueError("an adapter needs the model's config: build it with VistaLLM.from_config")
+        return {k: v for k, v in self.state_dict().items() if not folder.from_base(k, self.config)}
+
+    def save_adapter(self, save_directory: str | Path) -> Path:
+        """Write an adapter folder (``lightning_gpv.models.vistallm.folder``): the config with the base
+        models' names and :meth:`adapter_state_dict`; ``from_pretrained`` rebuilds the base models and
+        loads it. The processor writes the tokenizers (``VistaLLMProcessor.save_pretrained``).
+
+        Raises:
+            ValueError: The LLM has no LoRA adapters (save the whole model with ``save_pretrained``).
+        """
+        if not self.has_lora:
+            raise ValueError("save_adapter: the LLM has no LoRA adapters; use save_pretrained")
+        path = Path(save_directory)
+        path.mkdir(parents=True, exist_ok=True)
+        write_folder_config(path, folder.FAMILY, folder.adapter_config(self.config).to_dict())
+        # Tied tensors share storage, which safetensors refuses; the adapter's tensors are small copies.
+        weights = {k: v.detach().contiguous().clone() for k, v in self.adapter_state_dict().items()}
+        save_file(weights, str(path / folder.ADAPTER_FILE), metadata={"format": "pt"})
+        return path
+
     @classmethod
     def _load_folder(cls, path: Path) -> VistaLLM:
         """Rebuild the saved architecture with random weights, then load every saved weight (strictly).
 
         Needs none of the base models (EVA, InstructBLIP, the LLM's original files or its GGUF package):
-        the folder holds the weights, the LLM's architecture and the tokenizers.
+        the folder holds the weights, the LLM's architecture and the tokenizers. An adapter folder instead
+        builds the base models its config names, then loads the adapter over them.
         """
+        if (path / folder.ADAPTER_FILE).is_file():
+            return cls._load_adapter_folder(path)
         config = folder.read_config(path)
         tokenizer = load_llm_tokenizer(config.llm, config.codec)
         model = cls.from_config(
             config, tokenizer=tokenizer, load_weights=False, llm=folder.build_saved_llm(path)
         )
         load_model(model, str(path / WEIGHTS_FILE), strict=True)
+        return model
+
+    @classmethod
+    def _load_adapter_folder(cls, path: Path) -> VistaLLM:
+        """The base models of the saved config (loaded from their names), the adapter's weights over them;
+        every weight the base models do not provide must be in the adapter."""
+        config = folder.read_config(path)
+        tokenizer = load_llm_tokenizer(config.llm, config.codec)
+        model = cls.from_config(config, tokenizer=tokenizer, load_weights=True)
+        weights = load_file(str(path / folder.ADAPTER_FILE))
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing = [k for k in missing if not folder.from_base(k, config)]
+        if missing or unexpected:
+            raise ValueError(
+                f"{path / folder.ADAPTER_FILE} does not fit the model of its config: "
+                f"missing {missing[:5]} ({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})"
+            )
         return model
 
     def enable_gradient_checkpointing(self) -> None:
@@ -212,16 +262,16 @@ class VistaLLM(
     def set_stage(self, stage: int) -> None:
         """Set ``requires_grad`` for a training stage (the paper's §5.2).
 
-        Stage 1: the image encoder is frozen; the tokenizer and the LLM train (with LoRA only the adapters
-        and the ``modules_to_save`` copies of the LLM). Stage 2: only the tokenizer trains.
+        Stage 1: the image encoder is frozen; the tokenizer and the LLM train (with LoRA only peft's
+        weights: the adapters, the added tokens' rows, any ``modules_to_save`` copies). Stage 2: only the
+        tokenizer trains.
         """
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage}")
         self.vision.requires_grad_(False)
         self.tokenizer.requires_grad_(True)
         for name, param in self.llm.named_parameters():
-            adapter = "lora_" in name or ".modules_to_save." in name
-            param.requires_grad_(stage == 1 and (adapter or not self.has_lora))
+            param.requires_grad_(stage == 1 and (is_adapter_weight(name) or not self.has_lora))
         self.train(self.training)
 
     def train(self, mode: bool = True) -> VistaLLM:

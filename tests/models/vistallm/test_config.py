@@ -55,3 +55,29 @@ def test_vistallm_13b_parameter_count_on_meta() -> None:
     with torch.device("meta"):
         model = VistaLLM.from_config(VistaLLMConfig.vistallm_13b(), load_weights=False)
     assert _count(model.llm) == 13_015_864_320 + 2 * 1003 * 5120
+
+
+def _bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_vistallm_7b_lora_adapter_is_a_small_part_of_the_model_on_meta() -> None:
+    # The paper-sized model with the default LoRA settings: the adapter folder holds the adapters, the
+    # added tokens' rows and the instruction-guided tokenizer; EVA and Vicuna come from their base names.
+    config = VistaLLMConfig.from_name("7b", llm={"lora": {}})
+    with torch.device("meta"):
+        model = VistaLLM.from_config(config, load_weights=False)
+    adapter = model.adapter_state_dict()
+    assert not any(k.startswith("vision.") for k in adapter)
+    assert {k for k in adapter if k.startswith("tokenizer.")} == {
+        k for k in model.state_dict() if k.startswith("tokenizer.")
+    }
+    llm = [k for k in adapter if k.startswith("llm.")]
+    assert llm and all("lora_" in k or "trainable_tokens_delta" in k for k in llm)
+    rows = [adapter[k] for k in llm if "trainable_tokens_delta" in k]
+    assert [tuple(t.shape) for t in rows] == [(1003, 4096)] * 2  # embedding and untied head
+    # A merged export holds the base model's weights once (no adapters, no kept originals).
+    merged = {k: v for k, v in model.state_dict().items() if "lora_" not in k and "trainable_tokens" not in k}
+    ratio = _bytes(adapter) / _bytes(merged)
+    assert ratio == pytest.approx(0.033, abs=0.003)  # 264M of 7.92B parameters

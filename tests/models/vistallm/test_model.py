@@ -123,10 +123,10 @@ def test_lora_touches_only_the_llm(tiny_config: VistaLLMConfig, tiny_processor: 
     llm_trainable = {n for n in trainable if n.startswith("llm.")}
     assert trainable - llm_trainable == _names(model, "tokenizer.")
     assert adapters <= llm_trainable
-    # Besides the adapters, only the modules_to_save copies (embeddings, head: the new tokens) train.
+    # Besides the adapters, only the added tokens' rows of the embedding and the head train.
     others = llm_trainable - adapters
-    assert others and all(".modules_to_save." in n for n in others)
-    assert {n.split(".modules_to_save.")[0].split(".")[-1] for n in others} == {"embed_tokens", "lm_head"}
+    assert others and all(".token_adapter.trainable_tokens_delta." in n for n in others)
+    assert {n.split(".token_adapter.")[0].split(".")[-1] for n in others} == {"embed_tokens", "lm_head"}
     model.set_stage(2)
     assert _trainable(model) == _names(model, "tokenizer.")
 
