@@ -10,11 +10,13 @@ with ``HF_HUB_OFFLINE=1`` when it (or the hub cache) is on disk and none of the 
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import ModelHubMixin, snapshot_download
+from huggingface_hub import HfApi, ModelHubMixin, snapshot_download
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -49,6 +51,34 @@ class SavedFolderMixin(ModelHubMixin):
     def _load_folder(cls, path: Path) -> Any:
         """The model saved in ``path`` (on the CPU, float32)."""
         raise NotImplementedError
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Refused: the model alone lacks its processor's files (tokenizers, answer words), so the uploaded
+        repository would not load. Push the system (``module.push_to_hub(repo_id)``), or upload a folder
+        written by ``lightning-gpv export`` with ``huggingface_hub.upload_folder``."""
+        raise ValueError(
+            f"{type(self).__name__}.push_to_hub would upload the weights without the tokenizers; use "
+            "the system's push_to_hub (VistaLLMModule / GPV1Module) or upload an exported folder"
+        )
+
+
+def push_folder(
+    write: Callable[[Path], object],
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload lightning-gpv model",
+) -> str:
+    """Write a model folder with ``write(folder)`` into a temporary folder and upload it to the hub
+    repository ``repo_id`` (created when missing); returns the commit's URL."""
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        write(folder)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+    return str(info)
 
 
 def local_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:

@@ -29,7 +29,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluation_table
-from lightning_gpv.models.hub import saved_model_folder
+from lightning_gpv.models.hub import push_folder, saved_model_folder
 from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.model import VistaLLM
@@ -156,6 +156,27 @@ class VistaLLMModule(LightningModule):
             model.save_pretrained(path)
         self.processor.save_pretrained(path)
         return path
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        merge_lora: bool = False,
+        adapter: bool = False,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload lightning-gpv model",
+    ) -> str:
+        """Upload the folder :meth:`save_pretrained` writes to the hub repository ``repo_id`` (created when
+        missing); it then loads by that name wherever the hub is reachable. Returns the commit's URL.
+
+        Args:
+            repo_id: ``"user/name"``.
+            merge_lora, adapter: As for :meth:`save_pretrained`.
+            private, token, commit_message: As for ``huggingface_hub.HfApi``.
+        """
+        write = partial(self.save_pretrained, merge_lora=merge_lora, adapter=adapter)
+        return push_folder(write, repo_id, private=private, token=token, commit_message=commit_message)
 
     def freeze_for_stage(self) -> None:
         """Set what trains in ``self.stage`` (see :meth:`VistaLLM.set_stage`)."""

@@ -1,0 +1,57 @@
+"""Model folders on the hub: a system uploads its whole folder (weights, config and the processor's files),
+which then loads by name; a bare model refuses to upload a folder that could not load."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import hub_mixin
+
+from lightning_gpv.models import hub
+from lightning_gpv.models.vistallm import VistaLLM, VistaLLMProcessor
+from lightning_gpv.systems.vistallm import VistaLLMModule
+
+
+class _FakeHub:
+    """Stands in for HfApi: keeps each uploaded folder as the repository's snapshot."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.created: list[tuple[str, bool | None]] = []
+
+    def __call__(self, token: str | None = None) -> _FakeHub:
+        return self
+
+    def create_repo(self, repo_id: str, *, private: bool | None, exist_ok: bool) -> None:
+        self.created.append((repo_id, private))
+
+    def upload_folder(self, *, repo_id: str, folder_path: Path, commit_message: str) -> str:
+        shutil.copytree(folder_path, self.root / repo_id)
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+
+def test_a_pushed_system_loads_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeHub(tmp_path / "hub")
+    monkeypatch.setattr(hub, "HfApi", fake)
+    monkeypatch.setattr(hub, "snapshot_download", lambda repo_id, **kwargs: str(fake.root / repo_id))
+    monkeypatch.setattr(  # the mixin reads config.json first
+        hub_mixin, "hf_hub_download", lambda repo_id, filename, **kwargs: str(fake.root / repo_id / filename)
+    )
+    torch.manual_seed(0)
+    module = VistaLLMModule("tiny", load_weights=False)
+    url = module.push_to_hub("someone/tiny-vistallm", private=True)
+    assert url.endswith("/commit/0") and fake.created == [("someone/tiny-vistallm", True)]
+    model = VistaLLM.from_pretrained("someone/tiny-vistallm")
+    processor = VistaLLMProcessor.from_pretrained("someone/tiny-vistallm")
+    assert processor.tokenizer.get_vocab() == module.processor.tokenizer.get_vocab()
+    for (name, expected), (_, got) in zip(module.model.state_dict().items(), model.state_dict().items()):
+        assert torch.equal(got, expected), name
+
+
+def test_a_bare_model_does_not_push_a_folder_without_its_tokenizers() -> None:
+    module = VistaLLMModule("tiny", load_weights=False)
+    with pytest.raises(ValueError, match="without the tokenizers"):
+        module.model.push_to_hub("someone/broken")
