@@ -41,7 +41,8 @@ from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
 from lightning_gpv.models.gpv1.model import GPV1, GPV1Encoding
 from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch, GPV1Processor
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
-from lightning_gpv.models.hub import push_folder, saved_model_folder
+from lightning_gpv.models.hub import saved_model_folder
+from lightning_gpv.systems.folders import PushToHubMixin
 from lightning_gpv.systems.hooks import (
     attached_trainer,
     connect_datamodule,
@@ -82,7 +83,7 @@ def clip_grad_norm_subset(params: Sequence[torch.Tensor], max_norm: float, shard
     return total
 
 
-class GPV1Module(LightningModule):
+class GPV1Module(PushToHubMixin, LightningModule):
     """GPV-1 as a LightningModule.
 
     Args:
@@ -167,25 +168,6 @@ class GPV1Module(LightningModule):
         self.model.save_pretrained(path)
         self.processor.save_pretrained(path)
         return path
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload lightning-gpv model",
-    ) -> str:
-        """Upload the folder :meth:`save_pretrained` writes to the hub repository ``repo_id`` (created when
-        missing); it then loads by that name wherever the hub is reachable. Returns the commit's URL.
-
-        Args:
-            repo_id: ``"user/name"``.
-            private, token, commit_message: As for ``huggingface_hub.HfApi``.
-        """
-        return push_folder(
-            self.save_pretrained, repo_id, private=private, token=token, commit_message=commit_message
-        )
 
     # --------------------------------------------------------------- evaluation
     def _eval_step(self, batch: GPV1Batch, stage: str, batch_idx: int, dataloader_idx: int) -> None:

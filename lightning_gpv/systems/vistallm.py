@@ -29,11 +29,12 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluation_table
-from lightning_gpv.models.hub import push_folder, saved_model_folder
+from lightning_gpv.models.hub import saved_model_folder
 from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
+from lightning_gpv.systems.folders import PushToHubMixin
 from lightning_gpv.systems.hooks import (
     any_rank,
     connect_datamodule,
@@ -54,7 +55,7 @@ def warmup_cosine(step: int, *, total_steps: int, warmup_steps: int, min_ratio: 
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class VistaLLMModule(LightningModule):
+class VistaLLMModule(PushToHubMixin, LightningModule):
     """VistaLLM as a LightningModule.
 
     Args:
@@ -156,27 +157,6 @@ class VistaLLMModule(LightningModule):
             model.save_pretrained(path)
         self.processor.save_pretrained(path)
         return path
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        merge_lora: bool = False,
-        adapter: bool = False,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str = "Upload lightning-gpv model",
-    ) -> str:
-        """Upload the folder :meth:`save_pretrained` writes to the hub repository ``repo_id`` (created when
-        missing); it then loads by that name wherever the hub is reachable. Returns the commit's URL.
-
-        Args:
-            repo_id: ``"user/name"``.
-            merge_lora, adapter: As for :meth:`save_pretrained`.
-            private, token, commit_message: As for ``huggingface_hub.HfApi``.
-        """
-        write = partial(self.save_pretrained, merge_lora=merge_lora, adapter=adapter)
-        return push_folder(write, repo_id, private=private, token=token, commit_message=commit_message)
 
     def freeze_for_stage(self) -> None:
         """Set what trains in ``self.stage`` (see :meth:`VistaLLM.set_stage`)."""
