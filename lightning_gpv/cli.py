@@ -52,6 +52,9 @@ class GPVLightningCLI(LightningCLI):
         if not subcommand:
             return
         ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt_path = self._last_checkpoint(subcommand)
+            self.config[subcommand].ckpt_path = ckpt_path
         model = self.config[subcommand].get("model")
         given = getattr(model, "class_path", None) if model is not None else None
         if not (ckpt_path and Path(ckpt_path).is_file()) or given is None:
@@ -82,6 +85,28 @@ class GPVLightningCLI(LightningCLI):
                     f"--ckpt_path {ckpt_path}: a resume keeps the checkpoint's model arguments, not: "
                     f"{listing}; drop them, or start a new run from the weights with --init_weights"
                 )
+
+    def _last_checkpoint(self, subcommand: str) -> str:
+        """``--ckpt_path last`` as a path: the newest ``last*.ckpt`` the run's checkpoint callbacks wrote in
+        an earlier process. Lightning itself looks only in this run's new ``version_N`` folder, finds nothing
+        and starts from step 0 with a warning; here a missing one is an error naming where it was sought."""
+        trainer = self.config[subcommand].get("trainer") or {}
+        root = Path(trainer.get("default_root_dir") or Path.cwd())
+        folders = [root / "checkpoints", *root.glob("*/version_*/checkpoints"), *root.glob("*/checkpoints")]
+        for callback in trainer.get("callbacks") or []:
+            init_args = callback.get("init_args") if hasattr(callback, "get") else None
+            dirpath = init_args.get("dirpath") if init_args is not None else None
+            if dirpath:
+                folders.append(Path(dirpath))
+        found = [path for folder in folders for path in folder.glob("last*.ckpt")]
+        if not found:
+            self.parser.error(
+                f"--ckpt_path last: no last.ckpt under {root} (checkpoints/, */version_*/checkpoints/) or a "
+                "checkpoint callback's dirpath; give the checkpoint's path, or fit without --ckpt_path"
+            )
+        newest = max(found, key=lambda path: path.stat().st_mtime)
+        print(f"--ckpt_path last: {newest}", file=sys.stderr)
+        return str(newest)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()

@@ -24,10 +24,11 @@ import argparse
 import json
 import os
 import queue
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,31 @@ def _child(name: str, out: Path, data: Path, quick: bool, epochs: int | None) ->
     return RUNNERS[name](out, data, quick, epochs, bars=False)
 
 
+def _child_main(name: str, args: tuple[Any, ...], shared: tuple[Any, ...], results: Any) -> None:
+    """A demo child process: ``_child(name, *args)``, its metrics (or its error) put on ``results``."""
+    _init_child(*shared)
+    try:
+        metrics = _child(name, *args)
+    except BaseException as err:
+        results.put((name, None, repr(err)))
+        raise
+    results.put((name, metrics, None))
+
+
+def _stop(processes: Sequence[Any], grace: float = 20.0) -> None:
+    """Stop the children still running: SIGTERM (Lightning ends the fit at the next step), SIGKILL after
+    ``grace`` seconds."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 def run_parallel(
     epochs: dict[str, int | None], out: Path, data: Path, quick: bool, threads: int
 ) -> dict[str, Metrics]:
@@ -245,7 +271,8 @@ def run_parallel(
 
     The tiny models use ``threads`` threads each (one core each on a 2-core machine), and a model still
     running takes the threads of those that are done. Each child's output goes to ``OUT/<name>.log``; here
-    one progress bar per model shows its training steps.
+    one progress bar per model shows its training steps. However this function ends (a child's error,
+    Ctrl-C, the SIGTERM that :func:`main` turns into ``SystemExit``), no child outlives it.
     """
     import multiprocessing as mp
 
@@ -257,20 +284,29 @@ def run_parallel(
         + ", ".join(str(out / f"{n}.log") for n in epochs)
     )
     with ctx.Manager() as manager:
-        report = manager.Queue()
+        report, results = manager.Queue(), manager.Queue()
         done = manager.Value("i", 0)
-        initargs = (report, done, len(epochs), threads)
-        pool = ProcessPoolExecutor(len(epochs), mp_context=ctx, initializer=_init_child, initargs=initargs)
-        with pool:
-            futures: dict[str, Future[Metrics]] = {
-                name: pool.submit(_child, name, out, data, quick, n) for name, n in epochs.items()
-            }
+        shared = (report, done, len(epochs), threads)
+        processes = {
+            name: ctx.Process(target=_child_main, args=(name, (out, data, quick, n), shared, results),
+                              name=f"demo-{name}")
+            for name, n in epochs.items()
+        }  # fmt: skip
+        outcomes: dict[str, tuple[Metrics | None, str | None]] = {}
+        try:
+            for process in processes.values():
+                process.start()
             bars = {
                 name: tqdm(desc=name, position=k, unit="step", dynamic_ncols=True)
-                for k, name in enumerate(futures)
+                for k, name in enumerate(processes)
             }
-            while not all(f.done() for f in futures.values()):
-                done.value = sum(f.done() for f in futures.values())
+            while len(outcomes) < len(processes):
+                _collect(results, outcomes)
+                for name, process in processes.items():
+                    if name not in outcomes and not process.is_alive():
+                        _collect(results, outcomes)  # its result may have arrived as it exited
+                        outcomes.setdefault(name, (None, f"exit code {process.exitcode}"))
+                done.value = len(outcomes)
                 try:
                     name, phase, step, total = report.get(timeout=0.5)
                 except queue.Empty:
@@ -283,15 +319,27 @@ def run_parallel(
                     bar.set_postfix_str(phase)
             for bar in bars.values():
                 bar.close()
-            results = {}
-            for name, future in futures.items():
-                error = future.exception()
-                if error is not None:
-                    raise RuntimeError(
-                        f"demo: {name} failed: {error!r}; see {out / f'{name}.log'}"
-                    ) from error
-                results[name] = future.result()
-    return results
+        finally:
+            _stop(list(processes.values()))
+    for name, (_, error) in outcomes.items():
+        if error is not None:
+            raise RuntimeError(f"demo: {name} failed: {error}; see {out / f'{name}.log'}")
+    return {name: metrics for name, (metrics, _) in outcomes.items() if metrics is not None}
+
+
+def _collect(results: Any, outcomes: dict[str, tuple[Metrics | None, str | None]]) -> None:
+    """Move every ``(name, metrics, error)`` waiting on ``results`` into ``outcomes``."""
+    while True:
+        try:
+            name, metrics, error = results.get_nowait()
+        except queue.Empty:
+            return
+        outcomes[name] = (metrics, error)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM as ``SystemExit``, so the demo's clean-up (stopping its children) runs."""
+    raise SystemExit(128 + signum)
 
 
 def table(metrics: dict[str, Metrics]) -> str:
@@ -308,6 +356,7 @@ def table(metrics: dict[str, Metrics]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m lightning_gpv.demo`` (``make demo``); SIGTERM stops it like Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m lightning_gpv.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="outputs/demo", help="output folder (an earlier one is moved aside)")
     parser.add_argument(
@@ -327,7 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="2: fit the two models at the same time, one process each (default with 2+ cores)",
     )
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
+
+def _run(args: argparse.Namespace) -> int:
+    """The demo's steps for parsed arguments (see the module docstring)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

@@ -182,3 +182,28 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint_and_a_truncated_one_i
         _cli("fit", recipe, tmp_path / "r", "--ckpt_path", str(truncated))
     assert exit_info.value.code == 2
     assert f"--ckpt_path {truncated}: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_ckpt_path_last_resumes_the_previous_run_or_fails(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, vocab = shapes_and_vocab
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
+    root = tmp_path / "run"
+    quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    fit = ["fit", "-c", str(recipe), f"--trainer.default_root_dir={root}", *quiet]
+    with pytest.raises(SystemExit) as exit_info:  # nothing to resume: an error, not a run from step 0
+        run_lightning_cli([*fit, "--ckpt_path", "last", "--trainer.max_steps=1"])
+    assert exit_info.value.code == 2 and "--ckpt_path last: no last.ckpt under" in capsys.readouterr().err
+    assert not root.exists() or not any(root.rglob("*.ckpt"))
+    # The recipe's own logger: the run writes lightning_logs/version_0/checkpoints/last.ckpt and the
+    # resume, a new version_1, starts from it.
+    run_lightning_cli([*fit, "--trainer.max_steps=2"])
+    first = root / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    before = first.read_bytes()
+    resumed = run_lightning_cli([*fit, "--ckpt_path", "last", "--trainer.max_steps=3"])
+    assert resumed.trainer.global_step == 3
+    assert str(first) in capsys.readouterr().err
+    assert first.read_bytes() == before  # the earlier run's checkpoint is untouched
+    second = root / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
+    assert torch.load(second, map_location="cpu", weights_only=True)["global_step"] == 3

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +17,7 @@ import torch
 from lightning_gpv import demo
 from lightning_gpv.demo import main
 
+ROOT = Path(__file__).resolve().parents[1]
 TESTED_TASKS = {
     "gpv1": {"localization", "vqa", "classification", "captioning"},
     "vistallm": {"captioning", "vqa", "rec", "res", "nlvr2"},
@@ -84,3 +90,62 @@ def test_a_child_takes_the_threads_of_finished_siblings(monkeypatch: pytest.Monk
         assert torch.get_num_threads() == 2  # the sibling is done: its thread is free
     finally:
         torch.set_num_threads(threads)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Process ids below ``pid`` (from /proc), children first."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent that does not reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for the process tree")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_demo_stops_its_children_and_keeps_earlier_outputs(signum: int, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier run")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "lightning_gpv.demo", "--quick", "--out", str(out), "--jobs", "2"]
+    demo_process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not all((out / f"{name}.log").is_file() for name in ("gpv1", "vistallm")):  # children fitting
+            assert demo_process.poll() is None and time.monotonic() < deadline, "the demo ended early"
+            time.sleep(0.5)
+        time.sleep(3)
+        children = _descendants(demo_process.pid)
+        assert len(children) >= 2
+        demo_process.send_signal(signum)
+        demo_process.wait(timeout=90)
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [pid for pid in children if _running(pid)]
+        assert demo_process.returncode != 0
+    finally:
+        if demo_process.poll() is None:
+            demo_process.kill()
+            demo_process.wait()
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
+    assert len(moved) == 1 and (moved[0] / "earlier.txt").read_text() == "an earlier run"
+    assert not (out / "metrics.json").exists()  # no result written for a run that did not finish
