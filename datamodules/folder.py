@@ -22,6 +22,23 @@ task                                      ``prompt`` is
 ``sample_id`` is the image's path relative to ``folder`` (POSIX separators; images of one multi-image
 sample joined by ``+``); ``metadata`` holds ``image_paths`` (absolute) and ``prompt``, which travel with
 every processor's batch (VistaLLM's ``VistaLLMBatch.metadata`` too).
+
+Photos are read as displayed: the images are
+:class:`~lightning_gpv.tasks.processing.UprightImagePath` s, so every loader (the model's processor, the
+pictures of :class:`~lightning_gpv.prediction_writer.PredictionWriter`) applies their EXIF orientation and
+predicted boxes are in the displayed image's pixels. Any PIL mode (16-bit, palette, transparency, CMYK,
+...) loads by the rules of :mod:`lightning_gpv.tasks.processing`; files over its ``MAX_IMAGE_PIXELS`` are
+unreadable.
+
+Unreadable files (not an image, truncated, too large): ``on_bad_sample="raise"`` raises a
+:class:`~datamodules.errors.DataFormatError` naming the file. ``"skip"`` keeps every input in its place, so
+that ``predict`` gives exactly one result per input in folder order: the sample is replaced by a stand-in
+with the same ``sample_id`` and ``metadata["image_paths"]``, white :data:`PLACEHOLDER_SIDE`-pixel images
+and ``metadata["error"]`` (the reason, naming the file); it is counted in ``num_skipped``. The model still
+runs on the stand-in (processors need an image); ``PredictionWriter`` writes ``{"error": ...}`` for it
+instead of the prediction, and other consumers should drop predictions of samples with an ``error``.
+(Annotated data sets instead replace a bad sample by the next readable one, see
+:class:`~datamodules.base.TaskDataset`, which would shift results against inputs here.)
 """
 
 from __future__ import annotations
@@ -29,11 +46,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 from torch.utils.data import DataLoader
 
-from datamodules.base import Reader, TaskDataModule
+from datamodules.base import Reader, TaskDataModule, TaskDataset
 from datamodules.errors import DataFormatError, OnBadSample
 from lightning_gpv.tasks.catalogue import Task, task_spec
+from lightning_gpv.tasks.processing import UprightImagePath, image_size, load_image
 from lightning_gpv.tasks.requests import check_request, request_sample
 from lightning_gpv.tasks.samples import TaskSample
 
@@ -42,6 +61,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 PREDICT_SPLIT = "predict"
 """The only split of a folder."""
+
+PLACEHOLDER_SIDE = 32
+"""Side in pixels of the white images that stand in for unreadable ones with ``on_bad_sample="skip"``."""
 
 
 class FolderRecord(NamedTuple):
@@ -154,14 +176,96 @@ class FolderReader(Reader):
         ]
 
     def sample(self, record: FolderRecord, *, train: bool) -> TaskSample:
+        """The sample of ``record``; its images are :class:`UprightImagePath` s (loaded as displayed)."""
+        return self._sample(record, [UprightImagePath(p) for p in record.images])
+
+    def error_sample(self, record: FolderRecord, error: DataFormatError | str) -> TaskSample:
+        """The stand-in of a sample with an unreadable image (``on_bad_sample="skip"``): white
+        ``(PLACEHOLDER_SIDE, PLACEHOLDER_SIDE, 3)`` images, ``metadata["error"]`` the reason (naming the
+        file)."""
+        blank = np.full((PLACEHOLDER_SIDE, PLACEHOLDER_SIDE, 3), 255, np.uint8)
+        return self._sample(record, [blank.copy() for _ in record.images], error=str(error))
+
+    def _sample(self, record: FolderRecord, images: list[Any], error: str | None = None) -> TaskSample:
+        metadata = {"image_paths": list(record.images), "prompt": self.prompt, "source": "folder"}
+        if error is not None:
+            metadata["error"] = error
         return request_sample(
             self.task,
-            record.images,
+            images,
             self.prompt,
             sample_id=record.sample_id,
             image_ids=record.sample_id.split("+"),
-            metadata={"image_paths": list(record.images), "prompt": self.prompt, "source": "folder"},
+            metadata=metadata,
         )
+
+    def check_images(self, record: FolderRecord) -> None:
+        """Read the header of each image of ``record`` (displayed size, pixel limit; nothing decoded).
+
+        Raises:
+            DataFormatError: The first unreadable image, naming the file.
+        """
+        for k, path in enumerate(record.images):
+            try:
+                image_size(path, exif_transpose=True)
+            except (OSError, ValueError) as err:
+                raise DataFormatError(path, f"images[{k}]", f"not a readable image: {err}") from err
+
+    def diagnose(self, record: FolderRecord, *, check_headers: bool = True) -> DataFormatError:
+        """Why ``record`` is unreadable, in the words the loader used: the header check's error (with
+        ``check_headers``), else that of the first image that does not decode."""
+        if check_headers:
+            try:
+                self.check_images(record)
+            except DataFormatError as err:
+                return err
+        for k, path in enumerate(record.images):
+            try:
+                load_image(path, exif_transpose=True)
+            except (OSError, ValueError) as err:
+                return DataFormatError(path, f"images[{k}]", f"missing or corrupt image: {err}")
+        return DataFormatError(self.root, None, f"sample {record.sample_id!r} was found unreadable")
+
+
+class FolderDataset(TaskDataset):
+    """A :class:`~datamodules.base.TaskDataset` that keeps every input in its place.
+
+    Item ``i`` is always the sample of file (group) ``i``. With ``on_bad_sample="skip"`` an unreadable one
+    becomes its :meth:`FolderReader.error_sample` (encoded by the processor when there is one), counted once
+    in :attr:`num_skipped`; :meth:`sample` returns that stand-in too afterwards, so that a prediction writer
+    reading samples back by index finds the same one. With ``"raise"`` the
+    :class:`~datamodules.errors.DataFormatError` names the file.
+    """
+
+    reader: FolderReader
+
+    def sample(self, index: int) -> TaskSample:
+        """The sample of record ``index`` (headers checked with ``verify_images``, nothing decoded), or its
+        stand-in once it was found unreadable."""
+        record = self.records[index]
+        if self._bad[index]:
+            return self.reader.error_sample(
+                record, self.reader.diagnose(record, check_headers=self.verify_images)
+            )
+        if self.verify_images:
+            self.reader.check_images(record)
+        return self.reader.sample(record, train=self.train)
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self.records)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        index %= n
+        try:
+            return self._item(index)
+        except DataFormatError as err:
+            if self.reader.on_bad_sample == "raise":
+                raise
+            if not self._bad[index]:
+                self._bad[index] = True
+                self.reader.bad.skip(err, count=False)  # counted by the bitmap, across workers
+            stand_in = self.reader.error_sample(self.records[index], err)
+            return stand_in if self.processor is None else self.processor.encode(stand_in, train=self.train)
 
 
 class ImageFolderDataModule(TaskDataModule):
@@ -212,6 +316,23 @@ class ImageFolderDataModule(TaskDataModule):
         return FolderReader(
             self.root, self.task, self.prompt, self.recursive, self.images_per_sample, self.on_bad_sample
         )
+
+    def dataset(self, split: str, train: bool | None = None) -> FolderDataset:
+        """The :class:`FolderDataset` of the ``predict`` split (listed on first use and cached)."""
+        key = (split, bool(train))
+        if key not in self._datasets:
+            records = self.reader.read(split, train=bool(train))
+            if self.max_samples is not None:
+                records = records[: self.max_samples]
+            self._datasets[key] = FolderDataset(
+                records,
+                self.reader,
+                train=bool(train),
+                processor=self.processor,
+                verify_images=self.verify_images,
+                split=split,
+            )
+        return self._datasets[key]  # type: ignore[return-value]
 
     def _only_predict(self, kind: str) -> DataLoader:
         raise ValueError(

@@ -38,6 +38,7 @@ from datamodules.nlvr2 import image_names, parse_label
 from datamodules.vqav2 import training_answer
 from lightning_gpv.geometry.masks import Mask
 from lightning_gpv.tasks.catalogue import Task
+from lightning_gpv.tasks.processing import open_image, to_rgb
 from lightning_gpv.tasks.samples import ImageRef, Target, TaskSample
 
 HFFormat = Literal["vqav2", "coco_caption", "refcoco_lmms", "refcoco_jxu124", "nlvr2"]
@@ -83,14 +84,22 @@ class HFOptions:
 
 
 def image_cell(value: Any, image_root: Path | None, where: str, source: str) -> ImageRef:
-    """An image cell as an ``(H, W, 3)`` uint8 array or a path (relative paths join ``image_root``)."""
+    """An image cell as an ``(H, W, 3)`` uint8 array or a path (relative paths join ``image_root``).
+
+    Decoded cells follow :func:`~lightning_gpv.tasks.processing.to_rgb` (any PIL mode, 16-bit included)
+    and the pixel limit of :func:`~lightning_gpv.tasks.processing.open_image`, in stored orientation (the
+    annotations' boxes are in stored pixels).
+    """
     if isinstance(value, Image.Image):
-        return np.asarray(value.convert("RGB"))
+        try:
+            return to_rgb(value)
+        except (OSError, ValueError) as err:
+            raise DataFormatError(source, where, f"unreadable image: {err}") from err
     if isinstance(value, dict) and value.get("bytes"):
         try:
-            with Image.open(io.BytesIO(value["bytes"])) as img:
-                return np.asarray(img.convert("RGB"))
-        except OSError as err:
+            with open_image(io.BytesIO(value["bytes"]), name=where) as img:
+                return to_rgb(img)
+        except (OSError, ValueError, SyntaxError, EOFError) as err:
             raise DataFormatError(source, where, f"corrupt image bytes: {err}") from err
     path = value.get("path") if isinstance(value, dict) else value
     if isinstance(path, str) and path:

@@ -20,6 +20,12 @@ It writes, under ``output_dir``:
 * ``pictures/<task>_<sample id>.png``: the prediction drawn on the sample's images
   (:func:`~lightning_gpv.visualize.draw_prediction_for`: boxes with scores, masks, points, the text).
 
+A sample whose metadata holds an ``error`` (an unreadable image that
+:class:`~datamodules.folder.ImageFolderDataModule` with ``on_bad_sample="skip"`` replaced by a stand-in)
+gets the line ``{"task", "sample_id", "error", "images", "prompt", "dataloader_idx", "picture": null}``
+instead of its prediction (made on the stand-in, so meaningless), and no picture: every input has exactly
+one line, in order.
+
 Both model families work: GPV-1's batches carry their samples (``GPV1Batch.samples``); for other batches
 (``VistaLLMBatch``) the samples are read back from the predict loader's dataset by the batch indices
 Lightning tracks (any ``TaskDataset``: ``dataset.sample(index)``, matched on ``sample_id``).
@@ -221,18 +227,24 @@ class PredictionWriter(BasePredictionWriter):
         if not all(isinstance(p, Prediction) for p in predictions):
             kinds = sorted({type(p).__name__ for p in predictions})
             raise TypeError(f"PredictionWriter: predict_step must return a list of Prediction, got {kinds}")
-        samples = self._samples(trainer, batch, batch_indices, dataloader_idx, predictions)
         metadata = getattr(batch, "metadata", None) or [None] * len(predictions)
+        samples = self._samples(trainer, batch, batch_indices, dataloader_idx, predictions, metadata)
         lines = []
         for pred, sample, meta in zip(predictions, samples, metadata):
-            record = pred.to_json()
-            images = sample.images if sample is not None else (meta or {}).get("image_paths")
+            meta = meta or (sample.metadata if sample is not None else {})
+            error = meta.get("error")
+            record = (
+                pred.to_json()
+                if error is None
+                else {"task": pred.task.value, "sample_id": pred.sample_id, "error": str(error)}
+            )
+            images = meta.get("image_paths") or (sample.images if sample is not None else None)
             record["images"] = (
                 None if images is None else [str(i) if isinstance(i, (str, Path)) else None for i in images]
             )
             record["prompt"] = prompt_of(sample, meta)
             record["dataloader_idx"] = dataloader_idx
-            record["picture"] = self._draw(sample, pred)
+            record["picture"] = None if error is not None else self._draw(sample, pred)
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         with self.file.open("a", encoding="utf-8") as out:
             out.writelines(lines)
@@ -253,8 +265,10 @@ class PredictionWriter(BasePredictionWriter):
         batch_indices: Sequence[int] | None,
         dataloader_idx: int,
         predictions: list[Prediction],
+        metadata: Sequence[dict[str, Any] | None],
     ) -> list[TaskSample | None]:
-        """The batch's samples: ``batch.samples`` (GPV-1), else read back from the predict dataset."""
+        """The batch's samples: ``batch.samples`` (GPV-1), else read back from the predict dataset (not for
+        samples whose ``metadata`` has an ``error``: their line needs no sample)."""
         samples = getattr(batch, "samples", None)
         if samples is not None and len(samples) == len(predictions):
             return list(samples)
@@ -263,12 +277,18 @@ class PredictionWriter(BasePredictionWriter):
         loaders = _loaders(trainer)
         dataset = getattr(loaders[dataloader_idx], "dataset", None) if dataloader_idx < len(loaders) else None
         out: list[TaskSample | None] = [None] * len(predictions)
+        failed = [bool(meta and meta.get("error") is not None) for meta in metadata]
         if dataset is not None and hasattr(dataset, "sample") and batch_indices is not None:
             for k, (index, pred) in enumerate(zip(batch_indices, predictions)):
-                sample = dataset.sample(int(index))
+                if failed[k]:
+                    continue
+                try:
+                    sample = dataset.sample(int(index))
+                except (OSError, ValueError):  # a bad image the dataset replaced by another sample
+                    continue
                 if isinstance(sample, TaskSample) and sample.sample_id == pred.sample_id:
                     out[k] = sample
-        if any(s is None for s in out) and not self._warned:
+        if any(s is None and not bad for s, bad in zip(out, failed)) and not self._warned:
             self._warned = True
             log.warning(
                 "PredictionWriter: some samples could not be found (a batch without `samples`, a dataset "

@@ -9,7 +9,11 @@ predictions = predictor(["a.jpg", "b.jpg"], "captioning")         # one per imag
 predictor.draw(prediction).save("photo_rec.png")                  # boxes, masks and text drawn
 ```
 
-Boxes (``xyxy``) and masks come back in the original image's pixels. The folder is one written by
+Boxes (``xyxy``) and masks come back in the original image's pixels, those of the image as displayed: the
+EXIF orientation of a photo (file or PIL image) is applied, as
+:func:`~lightning_gpv.tasks.processing.load_image` does with ``exif_transpose=True``. Images of any PIL
+mode, and uint8, uint16, float or bool arrays, become RGB by the rules of
+:func:`~lightning_gpv.tasks.processing.to_rgb`. The folder is one written by
 ``save_pretrained`` of either family (``GPV1Module``, ``VistaLLMModule``; ``lightning-gpv export`` writes one
 from a checkpoint); the predictions are those of the family's ``predict_step``, as ``lightning-gpv
 predict`` makes them.
@@ -30,21 +34,31 @@ from PIL import Image
 from lightning_gpv.models.hub import family_of, local_folder
 from lightning_gpv.systems import SYSTEMS
 from lightning_gpv.tasks.catalogue import Task
+from lightning_gpv.tasks.processing import UprightImagePath, to_rgb
 from lightning_gpv.tasks.requests import check_request, request_sample
 from lightning_gpv.tasks.samples import Prediction, TaskSample
 
 ImageInput = str | Path | Image.Image | np.ndarray
-"""An image path, a PIL image (any mode; converted to RGB) or an ``(H, W, 3)`` uint8 RGB array."""
+"""An image path, a PIL image (any mode, EXIF orientation applied) or an array: ``(H, W)`` gray, ``(H, W, 3)``
+RGB or ``(H, W, 4)`` RGBA of dtype uint8, uint16, float or bool (see
+:func:`~lightning_gpv.tasks.processing.to_rgb`)."""
 
 
 def _image(image: ImageInput) -> str | np.ndarray:
+    """The sample's image: an ``(H, W, 3)`` uint8 RGB array in displayed orientation, or a path that the
+    processor loads upright (:class:`~lightning_gpv.tasks.processing.UprightImagePath`)."""
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return to_rgb(image, exif_transpose=True)
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"an image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        return image
-    return str(image)
+        try:
+            return to_rgb(image)
+        except ValueError as err:
+            raise ValueError(f"Predictor: {err}") from None
+    if isinstance(image, (str, Path)):
+        return UprightImagePath(image)
+    raise TypeError(
+        f"Predictor: an image must be a path, a PIL image or an array, got {type(image).__name__}"
+    )
 
 
 def _cast_floats(batch: Any, dtype: torch.dtype) -> Any:

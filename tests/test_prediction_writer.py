@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -242,3 +243,72 @@ def test_cli_predict_from_a_saved_folder_equals_the_predictor(
     assert [p.text for p in predictions] == [line["text"] for line in lines]
     for prediction, line in zip(predictions, lines):
         assert prediction.to_json().get("boxes") == line.get("boxes")
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("bad", ["text", "truncated"])
+@pytest.mark.parametrize("family", ["gpv1", "vistallm"])
+def test_cli_predict_skips_a_bad_file_in_place(
+    shapes_and_vocab: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    family: str,
+    bad: str,
+) -> None:
+    """``--data.on_bad_sample skip`` on a folder with a file that is not an image: one line per input, in
+    order, the bad one an error naming the file; no picture twice; nothing earlier overwritten."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("green", "red"):
+        Image.new("RGB", (64, 48), COLORS[name]).save(images / f"{name}.png")
+    photo = images / "photo.jpg"  # sorted between the two
+    if bad == "text":
+        photo.write_text("notes, not a photo")  # fails the header check
+    else:
+        noise = (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(noise).save(photo)
+        photo.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])  # fails only when decoded
+    out = tmp_path / "out"
+    (out / "pictures").mkdir(parents=True)
+    (out / "predictions.jsonl").write_text('{"sample_id": "earlier"}\n')
+    Image.new("RGB", (4, 4)).save(out / "pictures" / "earlier.png")
+    (out / "notes.md").write_text("my notes")
+    before_inputs, before_outputs = _snapshot(images), _snapshot(out)
+
+    monkeypatch.chdir(tmp_path)
+    if family == "gpv1":
+        data, vocab = shapes_and_vocab
+        recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
+        task = ["--data.task", "vqa", "--data.prompt", QUESTION]
+    else:
+        recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "vistallm_shapes.yaml"
+        task = ["--data.task", "rec", "--data.prompt", "the red square", "--model.init_args.max_new_tokens=4"]
+    main(["predict", "-c", str(recipe), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+          "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images), *task,
+          "--data.batch_size", "2", "--data.on_bad_sample", "skip",
+          "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
+          "--trainer.callbacks.output_dir", str(out)])  # fmt: skip
+
+    lines = _lines(out / "predictions.jsonl")
+    assert [line["sample_id"] for line in lines] == ["green.png", "photo.jpg", "red.png"]
+    error = lines[1]
+    assert str(photo.resolve()) in error["error"] and error["images"] == [str(photo.resolve())]
+    assert error["picture"] is None and "text" not in error and "boxes" not in error
+    for line in (lines[0], lines[2]):
+        assert "error" not in line and isinstance(line["text"], str)
+        assert line["images"] == [str((images / line["sample_id"]).resolve())]
+        assert (out / line["picture"]).is_file()
+    assert sorted(p.name for p in (out / "pictures").iterdir()) == sorted(
+        Path(line["picture"]).name for line in (lines[0], lines[2])
+    )
+    assert _snapshot(images) == before_inputs
+    (old_lines,) = out.glob("predictions-*.jsonl")
+    (old_pictures,) = (p for p in out.glob("pictures-*") if p.is_dir())
+    assert old_lines.read_bytes() == before_outputs["predictions.jsonl"]
+    assert (old_pictures / "earlier.png").read_bytes() == before_outputs["pictures/earlier.png"]
+    assert (out / "notes.md").read_bytes() == before_outputs["notes.md"]

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lightning_gpv.geometry.masks import Mask, polygons_to_mask
 from lightning_gpv.tasks.processing import load_image
+from lightning_gpv.tasks.processing import to_rgb as pil_to_rgb
 from lightning_gpv.tasks.samples import ImageRef
 
 Color = tuple[int, int, int]
@@ -50,8 +51,8 @@ def to_rgb(image: ImageRef | Image.Image) -> np.ndarray:
     """
     if isinstance(image, (str, Path)):
         return load_image(image)
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB")).copy()
+    if isinstance(image, Image.Image):  # any mode: 16-bit, palette with transparency, CMYK, ...
+        return pil_to_rgb(image)
     arr = np.asarray(image)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
@@ -395,9 +396,7 @@ def make_grid(
         pad: gap between cells and around the grid, in pixels.
         background: colour of the gaps.
     """
-    pictures = [
-        im.convert("RGB") if isinstance(im, Image.Image) else Image.fromarray(to_rgb(im)) for im in images
-    ]
+    pictures = [Image.fromarray(to_rgb(im)) for im in images]
     if not pictures:
         raise ValueError("make_grid needs at least one image")
     cols = max(1, min(cols or math.ceil(math.sqrt(len(pictures))), len(pictures)))

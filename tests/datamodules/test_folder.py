@@ -1,4 +1,5 @@
-"""ImageFolderDataModule: image listing, prompts per task, grouping, loaders and clear argument errors."""
+"""ImageFolderDataModule: image listing, prompts per task, grouping, loaders, clear argument errors, photos
+read as displayed (EXIF orientation), and unreadable files kept in place as error stand-ins."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from PIL import Image
 
 from datamodules.errors import DataFormatError
-from datamodules.folder import ImageFolderDataModule, list_images
-from lightning_gpv.tasks import Task, TaskSample
+from datamodules.folder import PLACEHOLDER_SIDE, ImageFolderDataModule, list_images
+from lightning_gpv.tasks import Task, TaskSample, processing
+from lightning_gpv.tasks.processing import UprightImagePath, image_size, load_image
 
 
 def _image(path: Path, color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (40, 32)) -> Path:
@@ -104,7 +106,24 @@ def test_only_the_predict_loader(folder: Path) -> None:
             make()
 
 
-def test_corrupt_image_raises_or_is_skipped(tmp_path: Path) -> None:
+class Decodes:
+    """A processor that decodes like the real ones (``load_image(ref)``, no arguments)."""
+
+    def encode(self, sample: TaskSample, *, train: bool) -> tuple[str, np.ndarray, str | None]:
+        return sample.sample_id, load_image(sample.images[0]), sample.metadata.get("error")
+
+    def collate(self, items: list) -> list:
+        return list(items)
+
+
+def _truncated_jpeg(path: Path) -> Path:
+    noise = np.random.default_rng(0).integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # the header survives
+    return path
+
+
+def test_corrupt_image_raises_or_is_skipped_in_place(tmp_path: Path) -> None:
     root = tmp_path / "images"
     _image(root / "a.png")
     (root / "b.png").write_bytes(b"not a png")
@@ -113,5 +132,72 @@ def test_corrupt_image_raises_or_is_skipped(tmp_path: Path) -> None:
         list(ImageFolderDataModule(str(root), "captioning").predict_dataloader())
     dm = ImageFolderDataModule(str(root), "captioning", on_bad_sample="skip", batch_size=8)
     (batch,) = list(dm.predict_dataloader())
-    assert [s.sample_id for s in batch] == ["a.png", "c.png", "c.png"] and dm.num_skipped == 1
-    assert np.asarray(Image.open(batch[1].images[0])).shape == (16, 16, 3)
+    assert [s.sample_id for s in batch] == ["a.png", "b.png", "c.png"] and dm.num_skipped == 1
+    stand_in = batch[1]
+    assert "error" not in batch[0].metadata and "error" not in batch[2].metadata
+    assert str(root / "b.png") in stand_in.metadata["error"]
+    assert stand_in.metadata["image_paths"] == [str((root / "b.png").resolve())]
+    assert stand_in.images[0].shape == (PLACEHOLDER_SIDE, PLACEHOLDER_SIDE, 3)
+    assert np.asarray(Image.open(batch[2].images[0])).shape == (16, 16, 3)
+    again = dm.dataset("predict").sample(1)  # read back by index (as PredictionWriter does): the stand-in
+    assert again.sample_id == "b.png" and again.metadata["error"] == stand_in.metadata["error"]
+
+
+def test_images_that_fail_to_decode_are_skipped_in_place(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    _image(root / "a.png")
+    _truncated_jpeg(root / "b.jpg")  # passes the header check, fails in the processor
+    (root / "c.jpg").write_text("notes, renamed")  # fails the header check
+    _image(root / "d.png", size=(16, 16))
+    with pytest.raises(DataFormatError, match="b.jpg"):
+        list(ImageFolderDataModule(str(root), "captioning", processor=Decodes()).predict_dataloader())
+    dm = ImageFolderDataModule(
+        str(root), "captioning", processor=Decodes(), on_bad_sample="skip", batch_size=3
+    )
+    items = [item for batch in dm.predict_dataloader() for item in batch]
+    assert [(name, image.shape) for name, image, _ in items] == [
+        ("a.png", (32, 40, 3)),
+        ("b.jpg", (PLACEHOLDER_SIDE, PLACEHOLDER_SIDE, 3)),
+        ("c.jpg", (PLACEHOLDER_SIDE, PLACEHOLDER_SIDE, 3)),
+        ("d.png", (16, 16, 3)),
+    ]
+    errors = [error for _, _, error in items]
+    assert errors[0] is None and errors[3] is None
+    assert "b.jpg" in errors[1] and "c.jpg" in errors[2] and dm.num_skipped == 2
+
+
+def test_images_over_the_pixel_limit_raise_or_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "images"
+    _image(root / "a.png", size=(8, 8))
+    _image(root / "big.png", size=(20, 10))
+    monkeypatch.setattr(processing, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DataFormatError, match="big.png.*20 x 10 = 200 pixels"):
+        list(ImageFolderDataModule(str(root), "captioning").predict_dataloader())
+    dm = ImageFolderDataModule(str(root), "captioning", processor=Decodes(), on_bad_sample="skip")
+    (batch,) = list(dm.predict_dataloader())
+    assert [name for name, _, _ in batch] == ["a.png", "big.png"]
+    assert batch[0][2] is None and "big.png" in batch[1][2] and "image too large" in batch[1][2]
+
+
+def test_photos_are_read_as_displayed(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    stored = np.zeros((30, 50, 3), np.uint8)
+    stored[:, :25] = (250, 10, 10)  # left half red, right half blue
+    stored[:, 25:] = (10, 10, 250)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: red on top
+    root.mkdir()
+    Image.fromarray(stored).save(root / "phone.jpg", exif=exif, quality=95)
+    sixteen = np.tile(np.linspace(0, 65535, 50).round().astype(np.uint16), (30, 1))
+    Image.fromarray(sixteen).save(root / "scan16.png")
+    dm = ImageFolderDataModule(str(root), "captioning", processor=Decodes(), batch_size=2)
+    (batch,) = list(dm.predict_dataloader())
+    (_, photo, _), (_, scan, _) = batch
+    assert photo.shape == (50, 30, 3)
+    assert photo[5, 15, 0] > 200 and photo[5, 15, 2] < 50 and photo[45, 15, 2] > 200  # red top, blue bottom
+    sample = dm.dataset("predict").sample(0)
+    assert isinstance(sample.images[0], UprightImagePath) and image_size(sample.images[0]) == (50, 30)
+    assert scan.shape == (30, 50, 3) and scan[0, 0, 0] == 0 and scan[0, -1, 0] == 255
+    assert len(np.unique(scan[0, :, 0])) == 50  # a gradient, not clipped to white
