@@ -17,6 +17,11 @@ LLaVA-1.5-7B full fine-tuning runs at about 2.3 samples/s per A100 (ZeRO-3, 8 GP
     python benchmarks/vistallm_gpu.py --mode full --batch-size 8
     python benchmarks/vistallm_gpu.py --mode lora --batch-size 16
     python benchmarks/vistallm_gpu.py --preset tiny --device cpu --steps 2   # smoke test
+    python benchmarks/vistallm_gpu.py --preset 13b --mode full --llm-layers 20   # full width, fewer layers
+
+``peak_memory_gib`` is the largest ``torch.cuda.max_memory_allocated`` of the timed steps (weights, gradients
+and AdamW state included); ``lightning_gpv.plan`` predicts it (``--strategy plain --precision bf16-true``,
+``benchmarks/gpu_check.py`` puts the two side by side).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -35,13 +41,17 @@ PEAK_BF16_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12}
 """Dense bf16 tensor-core peaks (NVIDIA datasheets; SXM parts)."""
 
 
-def build_config(preset: str, mode: str, checkpointing: bool) -> VistaLLMConfig:
-    """The preset with LoRA in ``lora`` mode and gradient checkpointing as asked."""
+def build_config(
+    preset: str, mode: str, checkpointing: bool, llm_layers: int | None = None
+) -> VistaLLMConfig:
+    """The preset with LoRA in ``lora`` mode, gradient checkpointing as asked and ``llm_layers`` decoder
+    layers when given (full width: the per-layer cost and memory of the preset)."""
     cfg = {"7b": VistaLLMConfig.vistallm_7b, "13b": VistaLLMConfig.vistallm_13b, "tiny": VistaLLMConfig.tiny}[
         preset
     ]()
     lora = LoraSettings() if mode == "lora" else None
-    llm = dataclasses.replace(cfg.llm, lora=lora, gradient_checkpointing=checkpointing)
+    layers = cfg.llm.num_layers if llm_layers is None else llm_layers
+    llm = dataclasses.replace(cfg.llm, lora=lora, gradient_checkpointing=checkpointing, num_layers=layers)
     return dataclasses.replace(cfg, llm=llm)
 
 
@@ -96,7 +106,7 @@ def synthetic_batch(
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -111,12 +121,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument(
+        "--llm-layers", type=int, default=None, help="LLM decoder layers (default: the preset's)"
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.llm_layers is not None and args.llm_layers < 1:
+        parser.error(f"argument --llm-layers: must be at least 1, got {args.llm_layers}")
 
     device = torch.device(args.device)
-    cfg = build_config(args.preset, args.mode, not args.no_checkpointing)
+    cfg = build_config(args.preset, args.mode, not args.no_checkpointing, args.llm_layers)
     torch.manual_seed(0)
     start = time.perf_counter()
     default_dtype = torch.get_default_dtype()
@@ -170,6 +185,7 @@ def main() -> None:
         "batch_size": args.batch_size,
         "seq_len": seq,
         "gradient_checkpointing": not args.no_checkpointing,
+        "llm_layers": cfg.llm.num_layers,
         "params_total": sum(p.numel() for p in model.parameters()),
         "params_trained": sum(p.numel() for p in params),
         "build_s": round(build_s, 1),
@@ -179,6 +195,9 @@ def main() -> None:
         "model_tflops_per_sample": round(flops / 1e12, 3),
         "mfu": round(flops * samples_s / peak, 4) if peak else None,
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda"
+        else None,
+        "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / 2**30, 2)
         if device.type == "cuda"
         else None,
         "final_loss": round(loss, 3),

@@ -8,6 +8,9 @@
 * ``lightning-gpv export --ckpt_path CKPT --out DIR [--merge-lora | --adapter]``: a checkpoint of either
   family as a self-contained model folder (``save_pretrained``), or a VistaLLM LoRA adapter folder; see
   :mod:`lightning_gpv.export`.
+* ``lightning-gpv plan --preset 7b --mode stage1 --gpus 8 --gpu-memory 80`` (or ``-c RECIPE.yaml``,
+  ``--table``): the memory per GPU of a VistaLLM run, from the model built on the meta device; see
+  :mod:`lightning_gpv.plan`.
 * ``lightning-gpv fit|validate|test|predict -c RECIPE.yaml``: the Lightning CLI, with the model and the
   data module chosen by ``class_path`` and the model's processor handed to the data module.
 """
@@ -22,6 +25,8 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_gpv.errors import InputError
 
 
 class GPVLightningCLI(LightningCLI):
@@ -187,6 +192,7 @@ COMMANDS = (
     ("build-vocab", "build GPV-1's answer vocabulary folder (--coco-root R --vqa-root R --out DIR)"),
     ("convert", "convert published GPV-1 or DETR weights to GPV1's names (gpv1|detr --checkpoint F --out D)"),
     ("export", "export a checkpoint as a self-contained model folder (--ckpt_path CKPT --out DIR)"),
+    ("plan", "memory per GPU of a VistaLLM run (--preset 7b --mode lora --gpus 8 --gpu-memory 80)"),
 )
 """The commands ``main`` runs itself, before the Lightning CLI; each has its own ``--help``."""
 
@@ -199,6 +205,7 @@ OVERVIEW = "\n".join(
         "",
         "Training and evaluation, the Lightning CLI (lightning-gpv fit --help etc.):",
         "  fit, validate, test, predict -c RECIPE.yaml",
+        "  (bad data or arguments end with a one-line error; add --debug for the traceback)",
         "",
         "The Lightning CLI's help follows.",
         "",
@@ -207,9 +214,15 @@ OVERVIEW = "\n".join(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``lightning-gpv`` console script."""
-    args = None if argv is None else list(argv)
+    """Entry point of the ``lightning-gpv`` console script.
+
+    Bad input (an :class:`~lightning_gpv.errors.InputError`: a data file, a field, an argument) ends a
+    Lightning CLI command with its message on one line and exit code 2; ``--debug`` anywhere on the command
+    line shows the traceback instead.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     if argv and argv[0] in ("-h", "--help"):
         print(OVERVIEW, flush=True)
     if argv and argv[0] == "make-shapes":
@@ -224,11 +237,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         from lightning_gpv.export import main as export_main
 
         raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "plan":
+        from lightning_gpv.plan import main as plan_main
+
+        raise SystemExit(plan_main(argv[1:]))
     if argv and argv[0] == "convert":
         from lightning_gpv.models.gpv1.convert import main as convert_main
 
         raise SystemExit(convert_main(argv[1:]))
-    run_lightning_cli(args)
+    try:
+        run_lightning_cli(argv)
+    except InputError as err:
+        if debug:
+            raise
+        print(f"lightning-gpv: error: {err}\n(add --debug for the traceback)", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ The FSDP units and activation-checkpointing targets are chosen by
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import fields, is_dataclass, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -34,6 +34,25 @@ from lightning_gpv.models.gpv1 import build as gpv1_build
 from lightning_gpv.models.vistallm import build as vistallm_build
 
 ShardingName = Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"]
+
+
+def cast_floating_tensors(data: Any, dtype: torch.dtype) -> Any:
+    """``data`` with its floating-point tensors cast to ``dtype``: in mappings, lists, tuples and the
+    (non-frozen) dataclass batches, rebuilt shallowly; anything else, frozen dataclasses included, as is."""
+    if isinstance(data, torch.Tensor):
+        return data.to(dtype) if data.is_floating_point() else data
+    if isinstance(data, dict):
+        return {key: cast_floating_tensors(value, dtype) for key, value in data.items()}
+    if isinstance(data, (list, tuple)) and not hasattr(data, "_fields"):
+        return type(data)(cast_floating_tensors(value, dtype) for value in data)
+    if is_dataclass(data) and not isinstance(data, type) and not data.__dataclass_params__.frozen:
+        changed = {
+            f.name: cast_floating_tensors(getattr(data, f.name), dtype)
+            for f in fields(data)
+            if f.init and isinstance(getattr(data, f.name), torch.Tensor)
+        }
+        return replace(data, **changed) if changed else data
+    return data
 
 
 class _NormClippingFSDPPrecision(FSDPPrecision):
@@ -52,6 +71,16 @@ class _NormClippingFSDPPrecision(FSDPPrecision):
             return super().forward_context()
         dtype = torch.bfloat16 if self.precision == "bf16-mixed" else torch.float16
         return torch.autocast(self._strategy.root_device.type, dtype=dtype)
+
+    def convert_input(self, data: Any) -> Any:
+        """The batch as the model takes it: unchanged under fp32 and mixed precision (autocast casts inside
+        the forward), floating-point tensors cast to the parameter dtype under ``bf16-true``/``16-true``.
+
+        Lightning's own conversion rebuilds every dataclass in the batch with ``apply_to_collection``, a deep
+        copy per step that also fails on the frozen ``Mask`` and ``Target`` objects the batches carry."""
+        if self.precision in ("32-true", "64-true") or "mixed" in self.precision:
+            return data
+        return cast_floating_tensors(data, self._desired_input_dtype)
 
     def clip_grad_by_norm(self, optimizer: Any, clip_val: int | float) -> None:
         from torch.distributed.fsdp import FullyShardedDataParallel

@@ -497,3 +497,34 @@ def test_two_processes_full_shard(tmp_path: Path, run_ranks: Callable[..., list[
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     run_ranks(script, 2, tmp_path / "init")
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
+def test_precision_hands_the_real_batches_to_the_model(precision: str) -> None:
+    """A VistaLLM batch carries frozen Mask targets, which Lightning's own input conversion cannot rebuild;
+    fp32 and mixed precision pass the batch as is, bf16-true casts only its floating-point tensors."""
+    import numpy as np
+
+    from lightning_gpv.geometry import Mask
+    from lightning_gpv.models.vistallm.build import build_vistallm
+    from lightning_gpv.models.vistallm.config import VistaLLMConfig
+    from lightning_gpv.tasks import Target, Task, TaskSample
+
+    _, processor = build_vistallm(VistaLLMConfig.tiny(), load_weights=False)
+    area = np.zeros((40, 50), dtype=bool)
+    area[10:30, 5:25] = True
+    image = np.zeros((40, 50, 3), dtype=np.uint8)
+    sample = TaskSample(Task.RES, [image], Target(masks=[Mask.from_array(area)]), expression="the square")
+    batch = processor.collate([processor.encode(sample, train=True)])
+    from lightning.pytorch.plugins.precision.fsdp import FSDPPrecision
+
+    with pytest.raises(ValueError, match="frozen dataclass"):
+        FSDPPrecision(precision).convert_input(batch)  # what the strategy would do without the override
+    plugin = Trainer(strategy=VistaLLMFSDPStrategy(), accelerator="cpu", devices=1, precision=precision,
+                     logger=False).strategy.precision_plugin  # fmt: skip
+    converted = plugin.convert_input(batch)
+    if precision == "bf16-true":
+        assert converted.pixel_values.dtype == torch.bfloat16 and converted.input_ids.dtype == torch.long
+        assert converted.targets is batch.targets  # the targets stay as they were
+    else:
+        assert converted is batch

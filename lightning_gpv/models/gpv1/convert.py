@@ -59,6 +59,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.convert_detr import (
     ConversionError,
@@ -129,7 +130,7 @@ _VOCAB_TABLE = "answer_head.vocab_embed"
 _INPUT_TABLE = "answer_input_embedings.embedding_layer.weight"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file that is not a usable checkpoint (unreadable, not weights-only, or no state dict)."""
 
 

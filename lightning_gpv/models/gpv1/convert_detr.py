@@ -49,6 +49,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
 
@@ -59,7 +60,7 @@ BN_BUFFERS = "weight|bias|running_mean|running_var"
 UNUSED_BN_COUNTER = "batch-norm step counter; DETR's batch norm is frozen and keeps no count"
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
     """A checkpoint that cannot be converted: unknown keys, missing targets or mismatched shapes."""
 
 
