@@ -5,6 +5,12 @@ uniformly, so each task's share is proportional to its size: that is the default
 child's share of the drawn samples is proportional to its weight instead (a seeded
 :class:`~torch.utils.data.WeightedRandomSampler`, with replacement). Both are deterministic given ``seed``.
 
+With ``bucketing`` the training loader regroups each epoch's draw into batches of samples with the same
+number of images and similar estimated lengths (:mod:`datamodules.batching`): the same indices are drawn,
+only the batches change, so much less of every step is padding. The loader shards its batches among ranks
+itself (Lightning's ``use_distributed_sampler`` leaves it alone) and resumes mid-epoch from a checkpoint (this
+module's :meth:`~MultiTaskDataModule.state_dict` holds its position).
+
 Validation, test and predict return one loader per child (Lightning's ``dataloader_idx`` follows the order of
 ``datamodules``, leaving out children without that split; :meth:`MultiTaskDataModule.loader_names`
 labels them).
@@ -14,11 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from datamodules.base import TaskDataModule, list_collate
+from datamodules.batching import BucketBatchSampler, BucketLoader, LengthEstimate, sample_keys
 from lightning_gpv.tasks.processing import SampleProcessor
 
 _STAGE_SPLIT = {
@@ -58,6 +66,11 @@ class MultiTaskDataModule(LightningDataModule):
         seed: Seed of the training shuffle or weighted draw.
         pin_memory: Passed to the DataLoaders.
         persistent_workers: Passed to the DataLoaders (when ``num_workers > 0``).
+        bucketing: Group each training batch by number of images and estimated length
+            (:class:`~datamodules.batching.BucketBatchSampler`; same draw, regrouped). Under several ranks
+            each rank gets an equal share of the batches (the epoch's last batches are repeated to fill it).
+        bucket_pool: Batches per bucketing pool: ``bucket_pool * batch_size`` consecutive draws are regrouped
+            among themselves and their batches shuffled; larger is leaner but shuffles more coarsely.
     """
 
     def __init__(
@@ -71,10 +84,14 @@ class MultiTaskDataModule(LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
+        bucketing: bool = False,
+        bucket_pool: int = 50,
     ) -> None:
         super().__init__()
         if not datamodules:
             raise ValueError("MultiTaskDataModule needs at least one data module")
+        if bucket_pool < 1:
+            raise ValueError(f"bucket_pool must be >= 1, got {bucket_pool}")
         if weights is not None and len(weights) != len(datamodules):
             raise ValueError(f"{len(weights)} weights for {len(datamodules)} data modules")
         self.datamodules = list(datamodules)
@@ -85,7 +102,13 @@ class MultiTaskDataModule(LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.bucketing = bucketing
+        self.bucket_pool = bucket_pool
         self.processor: SampleProcessor | None = None
+        # Bucketing keys per child training dataset (parsing every record again per loader would be slow).
+        self._keys: list[tuple[Dataset, np.ndarray]] = []
+        self._train_loader: BucketLoader | None = None
+        self._loader_state: dict[str, Any] | None = None  # restored before the loader exists
         self.connect(processor)
 
     def connect(self, processor: SampleProcessor | None) -> None:
@@ -152,7 +175,84 @@ class MultiTaskDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
-        return self._loader(dataset, self.train_sampler(dataset))
+        sampler = self.train_sampler(dataset)
+        if not self.bucketing:
+            return self._loader(dataset, sampler)
+        rank, world = self._data_parallel()
+        batches = BucketBatchSampler(
+            sampler,
+            self.batch_size,
+            self.bucket_keys(dataset),
+            pool_batches=self.bucket_pool,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+        collate: Any = self.processor.collate if self.processor is not None else list_collate
+        loader = BucketLoader(
+            dataset,
+            batches,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+        if self._loader_state is not None:
+            loader.load_state_dict(self._loader_state)
+            self._loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def length_estimate(self) -> LengthEstimate:
+        """How bucketing estimates sample lengths: masks cost the processor's ``codec.num_mask_points``
+        (VistaLLM's) when it has one, else the defaults of :class:`~datamodules.batching.LengthEstimate`."""
+        points = getattr(getattr(self.processor, "codec", None), "num_mask_points", None)
+        return LengthEstimate.for_mask_points(int(points)) if isinstance(points, int) else LengthEstimate()
+
+    def bucket_keys(self, dataset: ConcatDataset) -> np.ndarray:
+        """``(len(dataset), 2)`` bucketing keys (number of images, estimated tokens) of the training
+        concatenation, computed once per child dataset (:func:`~datamodules.batching.sample_keys`)."""
+        estimate = self.length_estimate()
+        parts = []
+        for child in dataset.datasets:
+            known = next((keys for ds, keys in self._keys if ds is child), None)
+            if known is None:
+                known = sample_keys(child, estimate)
+                self._keys.append((child, known))
+            parts.append(known)
+        return np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+
+    def _data_parallel(self) -> tuple[int | None, int | None]:
+        """``(rank, world_size)`` of data parallelism from the trainer when attached (its strategy's sampler
+        arguments: a model-parallel strategy shards data over fewer ranks than torch.distributed has), else
+        ``(None, None)``: the sampler reads torch.distributed when iterating."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None, None
+        kwargs = trainer.distributed_sampler_kwargs
+        if not kwargs:
+            return 0, 1
+        return int(kwargs.get("rank", 0)), int(kwargs.get("num_replicas", 1))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The bucketed training loader's position (epoch, batches handed out), saved in checkpoints; empty
+        without bucketing. Lightning restores it with :meth:`load_state_dict` in every resume, also where it
+        skips the loader's own state (when ``configure_optimizers`` read ``estimated_stepping_batches``)."""
+        if self._train_loader is not None:
+            return {"train_batches": self._train_loader.state_dict()}
+        if self._loader_state is not None:
+            return {"train_batches": dict(self._loader_state)}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the bucketed training loader where ``state_dict`` left it (now, or when it is built)."""
+        state = state_dict.get("train_batches")
+        if state is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._loader_state = dict(state)
 
     def _eval_loaders(self, attr: str) -> list[DataLoader]:
         loaders = []

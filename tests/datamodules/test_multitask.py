@@ -75,3 +75,38 @@ def test_processor_reaches_every_child(coco_root: Path, nlvr2_root: Path) -> Non
     assert Counter(batch) == {("captioning", True): 5, ("nlvr2", True): 2}
     assert len(dm.val_dataloader()) == 1 and dm.loader_names("validate") == ["CocoDataModule[0]:val2014"]
     assert dm.num_skipped == 0
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 3.0]])
+def test_bucketing_regroups_the_same_draw(
+    weights: list[float] | None, coco_root: Path, nlvr2_root: Path, vqa_root: Path
+) -> None:
+    def module(bucketing: bool) -> MultiTaskDataModule:
+        kids = [*children(coco_root, vqa_root), Nlvr2DataModule(str(nlvr2_root))]
+        w = None if weights is None else [*weights, 1.0]
+        return MultiTaskDataModule(kids, weights=w, samples_per_epoch=60, batch_size=4, seed=2,
+                                   bucketing=bucketing, bucket_pool=5)  # fmt: skip
+
+    plain = [[s.sample_id for s in b] for b in module(False).train_dataloader()]
+    dm = module(True)
+    loader = dm.train_dataloader()
+    bucketed = [[s.sample_id for s in b] for b in loader]
+    # The first epoch draws what the unbucketed loader draws (same seed), in other batches.
+    assert Counter(i for b in bucketed for i in b) == Counter(i for b in plain for i in b)
+    assert len(bucketed) == len(plain) == len(loader) == 15 and bucketed != plain
+    # Within a pool (5 batches), the NLVR2 (two-image) samples fill as few batches as they can.
+    for pool in range(0, 15, 5):
+        nlvr2 = [sum(i.startswith("nlvr2") for i in b) for b in bucketed[pool : pool + 5]]
+        assert sum(n > 0 for n in nlvr2) <= -(-sum(nlvr2) // 4) + 1
+    # The position survives a data module state round trip (what checkpoints hold).
+    it = iter(loader)
+    for _ in range(4):
+        next(it)
+    state = dm.state_dict()
+    assert state["train_batches"]["next_batch"] == 4
+    again = module(True)
+    again.load_state_dict(state)
+    assert [[s.sample_id for s in b] for b in again.train_dataloader()] == bucketed[4:]
+    assert module(False).state_dict() == {}
+    with pytest.raises(ValueError, match="bucket_pool"):
+        MultiTaskDataModule(children(coco_root, vqa_root), bucket_pool=0)
