@@ -20,11 +20,16 @@ lies next to the top-most, then left-most, foreground pixel. Three methods work 
     Keeps the paper's intent (more points where the outline really bends, few on straight runs) but is blind
     to staircases, and picks points to lose as little area as possible:
 
-    1. **Douglas-Peucker** (``cv2.approxPolyDP``) on the dense outline, searching its tolerance (regula falsi
-       on log count vs log tolerance, about 3 runs, after a 0.5 px pre-simplification that removes the pixel
-       steps) until it keeps ``N`` to ``N + 3`` vertices. Douglas-Peucker keeps the points farthest from the
-       chords, i.e. the real bends, and the tolerance 32 points need on COCO-sized objects (1-8 px) is far
-       above the amplitude of a staircase.
+    0. **Thinning**, so that the cost does not grow with the mask: an outline of ``K > 16 N`` points keeps
+       every ``s``-th point, ``s = ceil(K / 16 N)`` (:func:`~lightning_gpv.geometry.largest_outline` with
+       ``max_points``, which computes only those), and the steps below see at most ``16 N`` points: 512 at
+       ``N = 32``, 4-14 px apart on a 1000 px object. Outlines of COCO-sized objects are mostly left whole.
+    1. **Douglas-Peucker** (``cv2.approxPolyDP``) on that outline, searching its tolerance (regula falsi on
+       log count vs log tolerance, about 3 runs, after a pre-simplification at 0.5 x the mean point spacing,
+       0.5 px on a whole outline, that removes the pixel steps) until it keeps ``N`` to ``N + 3`` vertices.
+       Douglas-Peucker keeps the points farthest from the chords, i.e. the real bends, and the tolerance 32
+       points need on COCO-sized objects (1-8 px) is far above the amplitude of a staircase. Each point
+       carries its index in its lowest float32 mantissa bits, so the kept vertices map back without a sort.
     2. **Exactly N**: drop the extra vertices one at a time by the smallest triangle area
        (Visvalingam-Whyatt); if Douglas-Peucker found fewer (straight-sided shapes), add points evenly inside
        the longest stretches of the outline, so no long gap is left.
@@ -33,7 +38,7 @@ lies next to the top-most, then left-most, foreground pixel. Three methods work 
        lens between them; the fitted line sits at the arc's mean offset and balances it. Intersections of
        nearly parallel lines (``|sin| < 0.05``) or ones that would move a vertex by more than half its shorter
        edge plus 1 px keep the Douglas-Peucker vertex. Vertices may therefore sit slightly off the outline
-       (median 0.02 px, 99th percentile ~4 px on the silhouettes below), where the polygon fits best.
+       (median 0.03 px, 99th percentile ~4 px on the silhouettes below), where the polygon fits best.
 
     Upper-bound mIoU (:func:`~lightning_gpv.geometry.upper_bound.contour_upper_bound` x 100) on the 66 real
     silhouettes of :mod:`~lightning_gpv.geometry.silhouettes` (``benchmarks/contour_sampling.py``):
@@ -41,15 +46,25 @@ lies next to the top-most, then left-most, foreground pixel. Three methods work 
     ======  =======  =====  ========
     N       uniform  paper  adaptive
     ======  =======  =====  ========
-    16      82.5     68.9   91.6
+    16      82.5     68.9   91.9
     32      90.3     81.2   96.4
-    64      95.3     91.6   98.6
+    64      95.3     91.6   98.5
     ======  =======  =====  ========
 
     ``"paper"`` stays at 81-84 for any ``M`` from 128 to 2000 at ``N = 32``. Without step 3, adaptive gives
     94.3; shifting each chord parallel to balance its area (instead of fitting lines) gave 95.8; Gaussian
-    smoothing of the outline (sigma 1-2 px) before step 1 cost 0.8-3.7 points (thin strokes suffer).
-    Speed at ``N = 32`` on COCO-sized masks, one core: ~2,600 masks/s adaptive, ~5,300 uniform (CPU time).
+    smoothing of the outline (sigma 1-2 px) before step 1 cost 0.8-3.7 points (thin strokes suffer). Without
+    step 0 (and with a fixed 0.5 px pre-simplification) adaptive gave 91.6 / 96.4 / 98.6: the same within 0.1
+    point at 32 and 64 points, here and on the silhouettes resized into 500-1000 px images, though single
+    outlines move by 1-2 points either way (horse 93.4 -> 92.1, cameraman 91.6 -> 92.3 at 32 points);
+    ``8 N`` points instead of ``16 N`` lost up to 0.9 point at 16 points and 0.2 at 32.
+
+    Speed at ``N = 32``, one core, CPU time (``benchmarks/contour_sampling.py --reference``, which times the
+    previous implementation in the same run; 5 runs on a shared, busy 2-core AMD EPYC): COCO-sized masks
+    4,600-6,400 masks/s (previously 3,200-5,700, about x1.1), silhouettes in 1000x1000 images 2,000-3,500
+    (previously 1,200-1,900, x1.7-1.85; x1.25-1.35 at 500x500, x1.6-1.8 at 750x750); uniform 8,500-11,000.
+    About two thirds of the time on a 1000x1000 mask is tracing (:mod:`~lightning_gpv.geometry.outlines`,
+    linear in the bounding box's area, in C).
 
 Masks with several parts, holes, tiny or empty masks:
 
@@ -91,17 +106,19 @@ SamplingMethod = Literal["uniform", "paper", "adaptive"]
 DEFAULT_NUM_DENSE = 1000
 """Default ``M`` of ``"paper"``: dense points sampled uniformly on the contour before the angle sort."""
 
-_DP_PRESIMPLIFY = 0.5  # px; removes pixel steps before the tolerance search (each try is then ~3x cheaper)
+_METHODS = get_args(SamplingMethod)
+_DP_PRESIMPLIFY = 0.5  # x max(1 px, mean point spacing): drops pixel steps before the tolerance search
 _DP_SLACK = 3  # accept N..N+3 Douglas-Peucker vertices, then drop the extra ones by triangle area
 _MIN_SIN = 0.05  # refinement: lines closer to parallel than this keep the original vertex
 _MAX_SHIFT = 0.5  # refinement: a vertex moves at most this fraction of its shorter edge, plus 1 px
+_OUTLINE_POINTS_PER_OUTPUT = 16  # adaptive sees at most 16 N outline points (every s-th one of a longer one)
 
 
 def _check_args(num_points: int, method: str) -> None:
     if int(num_points) != num_points or num_points < 3:
         raise ValueError(f"num_points must be an integer >= 3, got {num_points}")
-    if method not in get_args(SamplingMethod):
-        raise ValueError(f"method must be one of {get_args(SamplingMethod)}, got {method!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
 
 
 def resample_closed(points: np.ndarray, num_points: int) -> np.ndarray:
@@ -173,16 +190,43 @@ def _subdivide(poly: np.ndarray, num_points: int) -> np.ndarray:
     return poly[group] + frac[:, None] * edge[group]
 
 
+def _tagged_curve(dense: np.ndarray) -> tuple[np.ndarray, int]:
+    """``dense`` as a float32 ``(K, 1, 2)`` curve for ``cv2.approxPolyDP``, each point tagged with its index.
+
+    ``approxPolyDP`` returns coordinates, not indices, and matching them back costs a sort of the outline.
+    Instead the index goes into the ``b = ceil(log2(K) / 2)`` lowest mantissa bits of ``x`` (its low ``b``
+    bits) and ``y`` (the others): that moves a point by under ``2^b`` float32 ulps (< 0.004 px at 1000 px
+    for ``K <= 1024``), far below any tolerance used, and the kept points give back their indices exactly.
+
+    Returns:
+        ``(curve, b)``.
+    """
+    k = len(dense)
+    bits = max(1, ((k - 1).bit_length() + 1) // 2)
+    low = (1 << bits) - 1
+    curve = dense.astype(np.float32).reshape(k, 1, 2)
+    code = np.arange(k, dtype=np.int32)
+    raw = curve.view(np.int32).reshape(k, 2)
+    raw &= ~low
+    raw[:, 0] |= code & low
+    raw[:, 1] |= code >> bits
+    return curve, bits
+
+
 def _dp_indices(dense: np.ndarray, num_points: int) -> np.ndarray:
     """Sorted indices into ``dense`` of Douglas-Peucker vertices: ``N`` to ``N + 3`` of them, or fewer when
-    even the 0.5 px simplification keeps fewer than ``N`` (straight-sided shapes)."""
-    curve = dense.astype(np.float32).reshape(-1, 1, 2)
-    best = reduced = cv2.approxPolyDP(curve, _DP_PRESIMPLIFY, True)
+    even the pre-simplification keeps fewer than ``N`` (straight-sided shapes); more than ``N + 3`` only
+    when no tolerance gives a count in that range (the tolerance bracket closes to 0.1 %)."""
+    curve, bits = _tagged_curve(dense)
+    # A thinned outline's points are s px apart: its pixel steps are gone, and the pre-simplification
+    # tolerance grows with the spacing so that the search below still runs on ~100-200 points.
+    pre = _DP_PRESIMPLIFY * max(1.0, cv2.arcLength(curve, True) / len(dense))
+    best = reduced = cv2.approxPolyDP(curve, pre, True)
     if len(reduced) > num_points + _DP_SLACK:
         # Regula falsi on log(count) vs log(tolerance), bracketed: about 3 tries on average.
         target = math.log(num_points + _DP_SLACK / 2)
-        lo, count_lo, hi, count_hi = _DP_PRESIMPLIFY, len(reduced), 0.0, 0
-        eps = 4.0 * _DP_PRESIMPLIFY
+        lo, count_lo, hi, count_hi = pre, len(reduced), 0.0, 0
+        eps = 4.0 * pre
         for _ in range(40):
             found = cv2.approxPolyDP(reduced, eps, True)
             if len(found) >= num_points:
@@ -191,6 +235,8 @@ def _dp_indices(dense: np.ndarray, num_points: int) -> np.ndarray:
                     break
             else:
                 hi, count_hi = eps, max(len(found), 1)
+            if 0.0 < hi < 1.001 * lo:  # the count jumps over N..N+3 here: keep the larger set
+                break
             if hi == 0.0:
                 eps = lo * (count_lo / num_points) ** 2
             else:
@@ -198,10 +244,9 @@ def _dp_indices(dense: np.ndarray, num_points: int) -> np.ndarray:
                 slope = log_count_lo - math.log(count_hi)
                 frac = (log_count_lo - target) / slope if slope > 0 else 0.5
                 eps = math.exp(log_lo + min(max(frac, 0.1), 0.9) * (math.log(hi) - log_lo))
-    # approxPolyDP returns coordinates; find their indices by matching the exact float32 bit patterns.
-    keys = curve.view(np.int64).ravel()
-    order = np.argsort(keys)
-    return np.unique(order[np.searchsorted(keys[order], best.view(np.int64).ravel())])
+    raw = best.view(np.int32).reshape(-1, 2)
+    low = (1 << bits) - 1
+    return np.unique(((raw[:, 0] & low) | ((raw[:, 1] & low) << bits)).astype(np.intp))
 
 
 def _drop_smallest_triangles(dense: np.ndarray, idx: np.ndarray, num_points: int) -> np.ndarray:
@@ -211,12 +256,12 @@ def _drop_smallest_triangles(dense: np.ndarray, idx: np.ndarray, num_points: int
     vectorised pass the two neighbours of each removed vertex are updated in plain Python.
     """
     verts = dense[idx]
-    prev, nxt = verts[np.arange(-1, len(verts) - 1)], verts[np.append(np.arange(1, len(verts)), 0)]
-    a, b = verts - prev, nxt - prev
+    prev = np.concatenate((verts[-1:], verts[:-1]))
+    a, b = verts - prev, np.concatenate((verts[1:], verts[:1])) - prev
     areas = np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).tolist()
     pts, ids = verts.tolist(), idx.tolist()
     while len(ids) > num_points:
-        i = min(range(len(areas)), key=areas.__getitem__)
+        i = areas.index(min(areas))
         del areas[i], pts[i], ids[i]
         m = len(ids)
         for j in ((i - 1) % m, i % m):
@@ -279,7 +324,9 @@ def _sample_adaptive(outline: np.ndarray, num_points: int, dense: bool) -> np.nd
     if not dense:  # a sparse polygon (e.g. a COCO annotation): add points on its edges, ~1 px apart
         step = np.diff(np.concatenate([outline, outline[:1]]), axis=0)
         perimeter = float(np.hypot(step[:, 0], step[:, 1]).sum())
-        outline = _subdivide(outline, max(len(outline), math.ceil(perimeter)))
+        # ... but at most 16 N in all, as a traced outline is thinned (the vertices themselves are all kept).
+        count = min(math.ceil(perimeter), _OUTLINE_POINTS_PER_OUTPUT * num_points)
+        outline = _subdivide(outline, max(len(outline), count))
     dense = outline
     idx = _dp_indices(dense, num_points)
     if len(idx) > num_points:
@@ -329,7 +376,9 @@ def sample_polygon(
 
 def _finish(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Clip ``(N, 2)`` points to the ``[0, W] x [0, H]`` image of an ``(H, W)`` mask, as float32."""
-    return np.clip(points, 0.0, (shape[1], shape[0])).astype(np.float32)
+    # Clipping after the cast gives the same values (W and H are exact in float32) on half the bytes.
+    out = points.astype(np.float32)
+    return np.clip(out, 0.0, np.array([shape[1], shape[0]], dtype=np.float32), out=out)
 
 
 def sample_contour(
@@ -351,7 +400,8 @@ def sample_contour(
         clockwise on screen. Exactly ``N`` points for any non-empty mask; ``(0, 2)`` for an empty mask.
     """
     _check_args(num_points, method)
-    outline = largest_outline(mask)
+    max_points = _OUTLINE_POINTS_PER_OUTPUT * int(num_points) if method == "adaptive" else None
+    outline = largest_outline(mask, max_points)
     if outline is None:
         return np.zeros((0, 2), dtype=np.float32)
     return _finish(_sample_outline(outline, int(num_points), method, num_dense), np.shape(mask))
@@ -401,6 +451,11 @@ def sample_contours(
         return []
     perimeters = np.array([np.hypot(*np.diff(np.concatenate([o, o[:1]]), axis=0).T).sum() for o in outlines])
     counts = _allocate(perimeters, int(num_points), min_points_per_part)
+    if method == "adaptive":  # thin each part as largest_outline(mask, max_points) does in sample_contour
+        outlines = [
+            o[:: -(-len(o) // (_OUTLINE_POINTS_PER_OUTPUT * max(int(c), 1)))]
+            for o, c in zip(outlines, counts)
+        ]
     return [
         _finish(_sample_outline(outline, int(count), method, max(num_dense, int(count))), np.shape(mask))
         for outline, count in zip(outlines, counts)
