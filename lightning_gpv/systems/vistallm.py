@@ -32,6 +32,7 @@ from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluatio
 from lightning_gpv.models.hub import saved_model_folder
 from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
+from lightning_gpv.models.vistallm.constraints import CoordinateGrammar, answer_format
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
 from lightning_gpv.systems.folders import PushToHubMixin
@@ -75,6 +76,10 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         eval_template: Instruction template used in evaluation (default 0, or a saved folder's).
         eval_records_dir: Write every evaluated sample (id, prediction, target, score) as JSON lines to
             ``DIR/{stage}/{dataset}.jsonl``; ``None`` writes none.
+        constrained_decoding: Generate under the coordinate grammar of each sample's task
+            (:mod:`~lightning_gpv.models.vistallm.constraints`): whole boxes and masks, no coordinate
+            token outside them. ``False`` (default): plain greedy decoding. The attribute of the same
+            name may be changed after building.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         load_weights: bool = True,
         eval_template: int | None = None,
         eval_records_dir: str | None = None,
+        constrained_decoding: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= warmup_ratio < 1.0:
@@ -116,6 +122,8 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         self.stage = stage
         self.freeze_for_stage()
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
+        self.constrained_decoding = bool(constrained_decoding)
+        self._grammar: CoordinateGrammar | None = None  # built on first use: it decodes the whole vocabulary
         # Runtime state, not weights: plain objects (not submodules) so checkpoints and FSDP never see them.
         table = evaluation_table(Family.VISTALLM)
         # partial, not lambda: spawn-based launchers (ddp_spawn) pickle the module whole.
@@ -167,14 +175,24 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         return self.model(**batch.model_inputs())
 
     def generate(self, batch: VistaLLMBatch, max_new_tokens: int | None = None) -> torch.Tensor:
-        """``(B, T_new)`` greedy continuations of the batch's prompts."""
+        """``(B, T_new)`` greedy continuations of the batch's prompts (under each sample's task grammar when
+        ``constrained_decoding``)."""
         tokenizer = self.processor.tokenizer
+        constrained = self.constrained_decoding
         return self.model.generate(
             **batch.generation_inputs(),
             max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
             eos_token_id=int(tokenizer.eos_token_id),
             pad_token_id=int(tokenizer.pad_token_id),
+            grammar=self.coordinate_grammar() if constrained else None,
+            answer_formats=[answer_format(task) for task in batch.tasks] if constrained else None,
         )
+
+    def coordinate_grammar(self) -> CoordinateGrammar:
+        """The coordinate grammar of the processor's codec and LLM tokenizer (built once)."""
+        if self._grammar is None:
+            self._grammar = CoordinateGrammar.from_tokenizer(self.processor.codec, self.processor.tokenizer)
+        return self._grammar
 
     def predict_batch(self, batch: VistaLLMBatch, max_new_tokens: int | None = None) -> list[Prediction]:
         """Generate, decode and parse: one :class:`Prediction` per sample."""

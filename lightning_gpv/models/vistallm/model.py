@@ -13,6 +13,7 @@ tokenizer (LayerNorm on the image tokens, QFormer, queries, projection).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin, write_folder_config
 from lightning_gpv.models.vistallm import folder
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
+from lightning_gpv.models.vistallm.constraints import AnswerFormat, CoordinateGrammar, GrammarState
 from lightning_gpv.models.vistallm.llm import (
     apply_lora,
     build_llama,
@@ -406,8 +408,10 @@ class VistaLLM(
         eos_token_id: int,
         pad_token_id: int,
         synced_ranks: bool | None = None,
+        grammar: CoordinateGrammar | None = None,
+        answer_formats: Sequence[AnswerFormat] | None = None,
     ) -> torch.Tensor:
-        """Greedy decoding with a key/value cache.
+        """Greedy decoding with a key/value cache, optionally constrained to the coordinate grammar.
 
         Args:
             prompt_ids: ``(B, T_p)`` prompt ids, **left**-padded.
@@ -419,6 +423,12 @@ class VistaLLM(
             synced_ranks: Stop only when every process is done (an all-reduce per step). Needed under FSDP
                 and any sharded model, where each forward is a collective: a process stopping early leaves
                 the others waiting forever. ``None``: when ``torch.distributed`` runs more than one process.
+            grammar: Constrained decoding (:mod:`~lightning_gpv.models.vistallm.constraints`): at each step
+                the tokens the grammar forbids get ``-inf`` logits, so boxes and masks come out whole (a
+                box opener is followed by exactly four coordinates, then a separator or the end) and no
+                coordinate token appears outside a group. ``None`` (default): plain greedy decoding.
+            answer_formats: ``B`` answer formats, one per sample (``answer_format(task)``); needed with
+                ``grammar``.
 
         Returns:
             ``(B, T_new)`` generated ids, ``T_new <= max_new_tokens``.
@@ -428,6 +438,11 @@ class VistaLLM(
         batch = prompt_ids.shape[0]
         if max_new_tokens <= 0:
             return prompt_ids.new_zeros(batch, 0)
+        states: list[GrammarState] | None = None
+        if grammar is not None:
+            if answer_formats is None or len(answer_formats) != batch:
+                raise ValueError(f"constrained decoding needs {batch} answer_formats, one per sample")
+            states = [grammar.start(fmt) for fmt in answer_formats]
         embeds = self.embed_inputs(prompt_ids, pixel_values, instruction_ids, instruction_mask, image_counts)
         mask = prompt_mask.long()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -441,11 +456,18 @@ class VistaLLM(
         done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
         generated: list[torch.Tensor] = []
         embedding = self.llm.get_input_embeddings()
-        for _ in range(max_new_tokens):
-            token = out.logits[:, -1].argmax(-1)
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1]
+            if grammar is not None and states is not None:
+                allowed = grammar.mask(states, max_new_tokens - step, logits.shape[-1], logits.device)
+                if allowed is not None:
+                    logits = logits.masked_fill(~allowed, float("-inf"))
+            token = logits.argmax(-1)
             token = torch.where(done, torch.full_like(token, pad_token_id), token)
             generated.append(token)
             done |= token == eos_token_id
+            if grammar is not None and states is not None:
+                states = [grammar.advance(state, t) for state, t in zip(states, token.tolist())]
             if len(generated) == max_new_tokens or _all_done(done, synced_ranks):
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
