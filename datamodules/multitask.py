@@ -18,6 +18,7 @@ labels them).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,25 @@ def mixing_weights(sizes: list[int], weights: list[float] | None) -> torch.Tenso
         raise ValueError(f"weights must be >= 0 with one positive on a non-empty data set, got {weights}")
     parts = [torch.full((n,), w / n, dtype=torch.float64) for w, n in zip(weights, sizes) if n > 0]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+class SeededShuffles(Sampler[int]):
+    """A ``RandomSampler`` under another class, so that DDP keeps its length and seed.
+
+    Lightning replaces a ``RandomSampler`` under DDP by a ``DistributedSampler`` over the whole dataset, which
+    drops ``num_samples`` (``samples_per_epoch``) and the seed; any other sampler it wraps in a
+    ``DistributedSamplerWrapper``, which gives each rank its share of this sampler's own draw (the same on
+    every rank: the same seeded generator).
+    """
+
+    def __init__(self, sampler: RandomSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class MultiTaskDataModule(LightningDataModule):
@@ -152,7 +172,8 @@ class MultiTaskDataModule(LightningDataModule):
         ``seed``."""
         generator = torch.Generator().manual_seed(self.seed)
         if self.weights is None:
-            return RandomSampler(dataset, num_samples=self.samples_per_epoch, generator=generator)
+            shuffles = RandomSampler(dataset, num_samples=self.samples_per_epoch, generator=generator)
+            return SeededShuffles(shuffles)
         kids = self._training_children()
         weights = [w for w, dm in zip(self.weights, self.datamodules) if dm in kids]
         sizes = [len(d) for d in dataset.datasets]

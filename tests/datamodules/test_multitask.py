@@ -42,6 +42,25 @@ def test_uniform_shuffles_honour_samples_per_epoch(coco_root: Path, vqa_root: Pa
     assert set(Counter(ids).values()) == {2, 3} and len(set(ids[:19])) == len(set(ids[19:38])) == 19
 
 
+@pytest.mark.parametrize("weights", [None, [1.0, 3.0]])
+def test_ddp_keeps_samples_per_epoch_and_the_seeded_draw(
+    weights: list[float] | None, coco_root: Path, vqa_root: Path
+) -> None:
+    from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
+
+    kids = children(coco_root, vqa_root)
+    dm = MultiTaskDataModule(kids, weights=weights, samples_per_epoch=50, batch_size=5, seed=1)
+    dm.setup("fit")
+    whole = list(dm.train_dataloader().sampler)
+    shares = []
+    for rank in range(2):  # what Lightning puts in each process's loader under DDP on 2 processes
+        loader = dm.train_dataloader()  # each process seeds its own generator alike
+        sampler = _get_distributed_sampler(loader, shuffle=True, overfit_batches=0, num_replicas=2, rank=rank)
+        shares.append(list(sampler))
+    assert [len(share) for share in shares] == [25, 25]
+    assert sorted(shares[0] + shares[1]) == sorted(whole)  # the same draw, split between the ranks
+
+
 def test_weighted_mixing(coco_root: Path, vqa_root: Path) -> None:
     dm = MultiTaskDataModule(
         children(coco_root, vqa_root), weights=[1.0, 3.0], samples_per_epoch=4000, batch_size=100
