@@ -69,10 +69,12 @@ def gpv1_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.usefixtures("one_thread")
 def test_gpv1_folder_gives_ranked_boxes_in_image_pixels(gpv1_folder: Path) -> None:
-    # float32: torchvision's RoI-align has no bfloat16 kernel on the CPU (it has one on CUDA).
     gpv1 = Predictor.from_pretrained(gpv1_folder)
     boxes = gpv1(_image(48, 80, 5), "localization", "square").boxes
     assert boxes.shape == (10, 4) and boxes[:, 2].max() <= 80 and boxes[:, 3].max() <= 48
+    # bf16 on the CPU too (RoI-align pools in fp32 there: torchvision has no bf16 CPU kernel).
+    half = Predictor.from_pretrained(gpv1_folder, dtype=torch.bfloat16)
+    assert half(_image(48, 80, 5), "localization", "square").boxes.shape == (10, 4)
 
 
 def _spy_on_encode(predictor: Predictor, monkeypatch: pytest.MonkeyPatch) -> list[tuple[TaskSample, object]]:

@@ -28,6 +28,8 @@ from lightning_gpv.models.hub import architecture_only
 _TRAINABLE_BACKBONE_PARTS = ("stages.1.", "stages.2.", "stages.3.", "layer2.", "layer3.", "layer4.")
 """DETR trains only ResNet stages 2-4 (stem and stage 1 stay frozen); HF and timm ResNet names."""
 
+_HALF = (torch.bfloat16, torch.float16)
+
 
 @dataclass
 class RegionOutput:
@@ -207,12 +209,15 @@ class DetrRegionEncoder(nn.Module):
         h, w = feature_map.shape[-2:]
         scale = boxes.new_tensor([w, h, w, h])
         xyxy = box_convert(boxes.detach(), "cxcywh", "xyxy") * scale
+        dtype = feature_map.dtype
+        # torchvision's CPU kernel has no bf16/fp16 version: pool in fp32 there (a bf16 model on a laptop).
+        pool_dtype = torch.float32 if feature_map.device.type == "cpu" and dtype in _HALF else dtype
         pooled = roi_align(
-            feature_map,
-            list(xyxy.to(feature_map.dtype)),
+            feature_map.to(pool_dtype),
+            list(xyxy.to(pool_dtype)),
             output_size=self.roi_size,
             spatial_scale=1.0,
             aligned=True,
         )
-        pooled = pooled.mean(dim=(-2, -1)).reshape(b, r, -1)
+        pooled = pooled.mean(dim=(-2, -1)).reshape(b, r, -1).to(dtype)
         return F.layer_norm(pooled, pooled.shape[-1:])
