@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
 from typing import Any, Literal
 
@@ -43,7 +44,7 @@ from lightning_gpv.metrics._sync import (
     select_segments,
     stable_hash,
 )
-from lightning_gpv.metrics.ptb_tokenizer import ptb_tokenize
+from lightning_gpv.metrics.ptb_tokenizer import ptb_tokenize_batch
 
 __all__ = ["CIDErD", "cider_d_scores"]
 
@@ -53,9 +54,15 @@ _WORD_HASHES: dict[str, int] = {}
 _WORD_HASHES_MAX = 1 << 21
 
 
+def _map_tokenizer(tokenize: Callable[[str], str], sentences: Sequence[str]) -> list[str]:
+    """A ``str -> str`` tokenizer applied to each sentence (module-level, so that the metric pickles)."""
+    return [tokenize(s) for s in sentences]
+
+
 def _encode(sentences: Sequence[str]) -> tuple[Tensor, Tensor]:
     """Whitespace-split sentences into (flat int64 word hashes, int64 lengths)."""
-    split = [sentence.split() for sentence in sentences]
+    # map() rather than comprehensions: the loops over ~10^5 sentences and ~10^6 words stay in C.
+    split = list(map(str.split, sentences))
     tokens = list(chain.from_iterable(split))
     cache = _WORD_HASHES
     if len(cache) > _WORD_HASHES_MAX:
@@ -63,7 +70,18 @@ def _encode(sentences: Sequence[str]) -> tuple[Tensor, Tensor]:
     for token in set(tokens).difference(cache):
         cache[token] = stable_hash(token)
     words = np.fromiter(map(cache.__getitem__, tokens), dtype=np.int64, count=len(tokens))
-    return torch.from_numpy(words), torch.tensor([len(t) for t in split], dtype=torch.int64)
+    lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    return torch.from_numpy(words), torch.from_numpy(lengths)
+
+
+def _flat_nonzero(mask: Tensor) -> Tensor:
+    """Indices (int64) of the ``True`` entries of a 1-D bool tensor, in increasing order.
+
+    On CPU through NumPy: the same indices, ~10x faster than ``torch.nonzero`` (measured on 3e5 entries).
+    """
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()).astype(np.int64, copy=False))
+    return torch.nonzero(mask).reshape(-1)
 
 
 def _starts(flags: Tensor) -> Tensor:
@@ -106,7 +124,7 @@ def cider_d_scores(
     first_sent = torch.cumsum(n_refs + 1, 0) - (n_refs + 1)
     is_hyp = torch.zeros(num_sents, dtype=torch.bool, device=device)
     is_hyp[first_sent] = True
-    ref_sents = torch.nonzero(~is_hyp).reshape(-1)
+    ref_sents = _flat_nonzero(~is_hyp)
     hyp_of_sent = take(first_sent, 0, sent_unit)
     log_n = math.log(float(weights.sum()))
     # pycocoevalcap's length is the number of bigrams of the sentence.
@@ -120,7 +138,7 @@ def cider_d_scores(
     gram_id = words  # compact id of the (order - 1)-gram starting at each position
     word_id, vocab = words, 1
     for order in range(1, n + 1):
-        starts = torch.nonzero(remaining >= order).reshape(-1)
+        starts = _flat_nonzero(remaining >= order)
         if starts.numel() == 0:
             break
         key = take(words, 0, starts)
@@ -136,14 +154,14 @@ def cider_d_scores(
         if order == 1:
             word_id, vocab = gram_id, num_grams
         # One entry per (n-gram, sentence), with its term frequency; entries are sorted by (n-gram, sentence).
-        first = torch.nonzero(new_gram | _starts(sent)).reshape(-1)
+        first = _flat_nonzero(new_gram | _starts(sent))
         tf = torch.diff(first, append=first.new_tensor([pos.numel()])).to(torch.float64)
         e_sent, e_gram = take(sent, 0, first), take(gram, 0, first)
         e_unit, e_hyp = take(sent_unit, 0, e_sent), take(is_hyp, 0, e_sent)
         # Document frequency: (weighted) number of units whose references contain the n-gram.
-        ref = torch.nonzero(~e_hyp).reshape(-1)
+        ref = _flat_nonzero(~e_hyp)
         r_gram, r_unit = take(e_gram, 0, ref), take(e_unit, 0, ref)
-        pair = torch.nonzero(_starts(r_gram) | _starts(r_unit)).reshape(-1)
+        pair = _flat_nonzero(_starts(r_gram) | _starts(r_unit))
         df = torch.zeros(num_grams, dtype=torch.int64, device=device)
         df.index_add_(0, take(r_gram, 0, pair), take(weights, 0, take(r_unit, 0, pair)))
         idf = log_n - torch.log(torch.clamp(df, min=1).to(torch.float64))
@@ -153,7 +171,7 @@ def cider_d_scores(
         # Inside a (n-gram, unit) segment the hypothesis entry, if any, comes first.
         new_seg = _starts(e_gram) | _starts(e_unit)
         seg = torch.cumsum(new_seg, 0) - 1
-        seg_first = torch.nonzero(new_seg).reshape(-1)
+        seg_first = _flat_nonzero(new_seg)
         seg_hyp_vec = torch.where(take(e_hyp, 0, seg_first), take(vec, 0, seg_first), 0.0)
         ref_vec = take(vec, 0, ref)
         contrib = torch.minimum(take(seg_hyp_vec, 0, take(seg, 0, ref)), ref_vec) * ref_vec
@@ -173,8 +191,10 @@ class CIDErD(DedupMetric):
             pure-Python reproduction of pycocoevalcap's Java PTB tokenizer plus punctuation filter (it
             tokenizes each caption on its own; the Java call also sees the neighbouring caption, which only
             matters for a caption ending in a single-letter abbreviation such as ``plan B.`` or, for the last
-            caption of a call, in a clitic such as ``'ll``, see :mod:`~lightning_gpv.metrics.ptb_tokenizer`);
-            ``None``: the strings are already tokenized (split on whitespace); or any ``str -> str``.
+            caption of a call, in a clitic such as ``'ll``, see :mod:`~lightning_gpv.metrics.ptb_tokenizer`),
+            applied to each ``update`` batch at once by
+            :func:`~lightning_gpv.metrics.ptb_tokenizer.ptb_tokenize_batch`; ``None``: the strings are
+            already tokenized (split on whitespace); or any ``str -> str``.
         per_caption: GPV-1's unit (see module docstring).
         n: maximal n-gram order; sigma: length-penalty width (pycocoevalcap defaults 4 and 6).
 
@@ -195,9 +215,11 @@ class CIDErD(DedupMetric):
     ) -> None:
         super().__init__(**kwargs)
         if tokenizer == "ptb":
-            self._tokenize: Callable[[str], str] | None = ptb_tokenize
-        elif tokenizer is None or callable(tokenizer):
-            self._tokenize = tokenizer
+            self._tokenize: Callable[[Sequence[str]], list[str]] | None = ptb_tokenize_batch
+        elif tokenizer is None:
+            self._tokenize = None
+        elif callable(tokenizer):
+            self._tokenize = partial(_map_tokenizer, tokenizer)
         else:
             raise ValueError(f"Unknown tokenizer {tokenizer!r}.")
         self.per_caption = per_caption
@@ -222,7 +244,7 @@ class CIDErD(DedupMetric):
             sentences.extend(refs)
             n_refs.append(len(refs))
         if self._tokenize is not None:
-            sentences = [self._tokenize(s) for s in sentences]
+            sentences = self._tokenize(sentences)
         words, lengths = _encode(sentences)
         self._append("words", words)
         self._append("lengths", lengths)
