@@ -15,6 +15,13 @@ Samples (GPV-1, ``data/coco/preprocess_coco_*.py``):
 * classification: one per image x category, the instance with the smallest annotation id; ``region`` is its
   box grown by 20% of its width/height on each side (clipped), the crop GPV-1 classifies; target = the name.
 
+Checked when reading (a failure is a :class:`~datamodules.errors.DataFormatError` naming the file and the
+field; ``on_bad_sample="skip"`` drops the entry and counts it): image entries need a unique id, a file name
+and a size in ``1..65535``; captions must be non-empty and their ids unique, and every image of a captions
+file needs one (test splits' ``image_info`` files have none); categories need a unique id and a non-empty
+name; annotation ids are unique and boxes finite with positive size inside their image (a small overshoot,
+:func:`~datamodules.io.overshoot_tolerance`, is clipped). Segmentations are not read: no task here has masks.
+
 What to read is one :class:`CocoOptions`. With :class:`~datamodules.sce.SceOptions` as well, the splits are
 ``train``/``val`` (a partition of ``train2014`` images) and ``test`` (``val2014``): see
 :mod:`datamodules.sce`.
@@ -31,7 +38,18 @@ import numpy as np
 
 from datamodules.base import Reader, TaskDataModule
 from datamodules.errors import DataFormatError, OnBadSample
-from datamodules.io import coco_image_dirs, field, first_existing, read_json, xywh_boxes
+from datamodules.io import (
+    INT64_MAX,
+    INT64_MIN,
+    box_outside_message,
+    clip_boxes,
+    coco_image_dirs,
+    field,
+    first_existing,
+    image_size,
+    read_json,
+    xywh_boxes,
+)
 from datamodules.sce import PAPER_SCE, SceOptions
 from lightning_gpv.geometry.boxes import expand_box
 from lightning_gpv.tasks.catalogue import Task
@@ -106,22 +124,32 @@ def read_images(
 ) -> dict[int, ImageInfo]:
     """``images[]`` of a COCO file as ``{image_id: ImageInfo}``.
 
-    Bad entries are reported to ``reader``; the ids of those that have one are added to ``bad_ids`` (their
-    annotations are then dropped silently, not reported a second time).
+    An entry needs an integer ``id`` not used before, a non-empty ``file_name`` and an integer ``height`` and
+    ``width`` in ``1..MAX_IMAGE_SIDE``. Bad entries are reported to ``reader``; the ids of those that have one
+    (not a repeated id: its first entry stands) are added to ``bad_ids`` (their annotations are then dropped
+    silently, not reported a second time).
     """
     images: dict[int, ImageInfo] = {}
+    first: dict[int, int] = {}
     for i, img in enumerate(field(data, "images", list, path, "")):
         where = f"images[{i}]"
         try:
             image_id = field(img, "id", int, path, where)
+            if image_id in first:
+                raise DataFormatError(
+                    path, f"{where}.id", f"duplicate image id {image_id} (first at images[{first[image_id]}])"
+                )
+            first[image_id] = i
             name = field(img, "file_name", str, path, where)
-            h, w = field(img, "height", int, path, where), field(img, "width", int, path, where)
-            if h <= 0 or w <= 0:
-                raise DataFormatError(path, f"{where}.height", f"image size must be positive, got {h}x{w}")
+            if not name.strip():
+                raise DataFormatError(path, f"{where}.file_name", "empty file name")
+            h = field(img, "height", int, path, where)
+            h, w = image_size(h, field(img, "width", int, path, where), path, where)
         except DataFormatError as err:
             reader.report(err)
-            if bad_ids is not None and isinstance(img, dict) and isinstance(img.get("id"), int):
-                bad_ids.add(img["id"])
+            bad_id = img.get("id") if isinstance(img, dict) else None
+            if bad_ids is not None and type(bad_id) is int and first.get(bad_id) == i:
+                bad_ids.add(bad_id)
             continue
         images[image_id] = ImageInfo(str(image_dir / name), h, w, image_id)
     return images
@@ -145,7 +173,13 @@ def _fast_annotation(ann: Any) -> tuple[int, int, int, Any] | None:
             ann.get("id"),
             ann.get("bbox"),
         )
-        if type(image_id) is int and type(cat_id) is int and type(ann_id) is int and type(bbox) is list:
+        ints = type(image_id) is int and type(cat_id) is int and type(ann_id) is int
+        # The ids go into an int64 table; larger ones take the slow path, which names the field.
+        if (
+            ints
+            and type(bbox) is list
+            and INT64_MIN <= min(image_id, ann_id) <= max(image_id, ann_id) <= INT64_MAX
+        ):
             return image_id, cat_id, ann_id, bbox
     return None
 
@@ -235,31 +269,49 @@ class CocoReader(Reader):
         caps: dict[int, list[tuple[int, str]]] = defaultdict(list)
         # A captions file must have its annotations (image_info_* test files have none); a captions file
         # without them would otherwise turn every image into a target-less sample.
-        anns = field(data, "annotations", list, path, "") if "captions" in path.name else []
+        is_captions = "captions" in path.name
+        anns = field(data, "annotations", list, path, "") if is_captions else []
+        first: dict[int, int] = {}  # caption id -> its annotation index (ids make the sample ids)
+        reported: set[int] = set()  # images with a caption already reported as bad
         for i, ann in enumerate(anns):
-            fast = _fast_caption(ann)
-            if fast is None:
-                where = f"annotations[{i}]"
-                try:
+            where = f"annotations[{i}]"
+            try:
+                fast = _fast_caption(ann)
+                if fast is None:
                     fast = (
                         field(ann, "image_id", int, path, where),
                         field(ann, "id", int, path, where),
                         field(ann, "caption", str, path, where),
                     )
-                except DataFormatError as err:
-                    self.report(err)
-                    continue
-            image_id, cap_id, text = fast
+                image_id, cap_id, text = fast
+                if cap_id in first:
+                    raise DataFormatError(
+                        path,
+                        f"{where}.id",
+                        f"duplicate caption id {cap_id} (first at annotations[{first[cap_id]}])",
+                    )
+                text = text.strip()
+                if not text:  # a training target must not be empty
+                    raise DataFormatError(path, f"{where}.caption", "empty caption")
+            except DataFormatError as err:
+                self.report(err)
+                if isinstance(ann, dict) and type(ann.get("image_id")) is int:
+                    reported.add(ann["image_id"])
+                continue
+            first[cap_id] = i
             if image_id in images:
-                caps[image_id].append((cap_id, text.strip()))
+                caps[image_id].append((cap_id, text))
             else:
-                self._unknown_image(image_id, known, path, f"annotations[{i}]")
+                self._unknown_image(image_id, known, path, where)
         records: list[CocoRecord] = []
         for image_id, img in images.items():
             found = sorted(caps.get(image_id, []))
             refs = tuple(c for _, c in found)
-            if not found:  # test split: one sample per image, no target
-                records.append(CocoRecord(Task.CAPTIONING, img, f"cap-img{image_id}"))
+            if not found:
+                if not is_captions:  # test split: one sample per image, no target
+                    records.append(CocoRecord(Task.CAPTIONING, img, f"cap-img{image_id}"))
+                elif image_id not in reported:  # an image of a captions file needs a caption to target
+                    self.report(DataFormatError(path, "annotations", f"no caption of image id {image_id}"))
                 continue
             per_caption = self.options.caption_unit == "caption"
             units = [(cid, c) for cid, c in found] if per_caption else [(None, refs[0])]
@@ -281,20 +333,20 @@ class CocoReader(Reader):
         path = self.annotation_file("instances", source)
         data = read_json(path, dict)
         images, known = self._images(split, source, data, path)
-        categories: dict[int, str] = {}
-        for i, cat in enumerate(field(data, "categories", list, path, "")):
-            categories[field(cat, "id", int, path, f"categories[{i}]")] = field(
-                cat, "name", str, path, f"categories[{i}]"
-            )
+        categories, bad_categories = self._categories(data, path)
         rows: list[tuple[int, int, int, int]] = []  # (image id, category id, annotation id, index in file)
         bboxes: list[Any] = []
         for i, ann in enumerate(field(data, "annotations", list, path, "")):
             fast = _fast_annotation(ann)
             if fast is None or fast[1] not in categories:
                 try:
-                    fast = self._checked_annotation(ann, path, f"annotations[{i}]", categories)
+                    fast = self._checked_annotation(
+                        ann, path, f"annotations[{i}]", categories, bad_categories
+                    )
                 except DataFormatError as err:
                     self.report(err)
+                    continue
+                if fast is None:  # its category entry was reported already
                     continue
             if not self.options.include_crowd and ann.get("iscrowd", 0):
                 continue
@@ -309,8 +361,32 @@ class CocoReader(Reader):
             else:
                 self._unknown_image(rows[k][0], known, path, f"annotations[{rows[k][3]}]")
         valid[list(errors)] = False
+        # An annotation id names one instance (and the classification sample); a repeated one is refused.
+        _, first = np.unique(table[:, 2], return_index=True)  # stable: the first occurrence in the file
+        repeated = np.ones(len(table), dtype=bool)
+        repeated[first] = False
+        for k in np.flatnonzero(repeated & valid).tolist():
+            self.report(
+                DataFormatError(
+                    path, f"annotations[{rows[k][3]}].id", f"duplicate annotation id {rows[k][2]}"
+                )
+            )
+        valid &= ~repeated
+        boxes, outside = self._clip_to_images(boxes, table[:, 0], valid, images)
+        for k in outside.tolist():
+            img = images[rows[k][0]]
+            self.report(
+                DataFormatError(
+                    path,
+                    f"annotations[{rows[k][3]}].bbox",
+                    box_outside_message(boxes[k], img.height, img.width),
+                )
+            )
+        valid[outside] = False
         # Sort by (image, category, annotation id): each image x category group is a contiguous run.
         keep = np.flatnonzero(valid)
+        if not len(keep):  # no instance at all: no localization or classification sample
+            return []
         keep = keep[np.lexsort((table[keep, 2], table[keep, 1], table[keep, 0]))]
         table, boxes = table[keep], boxes[keep]
         starts = np.flatnonzero(np.r_[True, (np.diff(table[:, 0]) != 0) | (np.diff(table[:, 1]) != 0)])
@@ -347,15 +423,58 @@ class CocoReader(Reader):
                 )
         return records
 
+    def _categories(self, data: dict[str, Any], path: Path) -> tuple[dict[int, str], set[int]]:
+        """``{id: name}`` of ``categories[]`` and the ids of the bad entries (reported here; their
+        annotations are dropped silently). A name must be non-empty: it is the classification target."""
+        categories: dict[int, str] = {}
+        bad: set[int] = set()
+        for i, cat in enumerate(field(data, "categories", list, path, "")):
+            where = f"categories[{i}]"
+            try:
+                cat_id = field(cat, "id", int, path, where)
+                if cat_id in categories:
+                    raise DataFormatError(path, f"{where}.id", f"duplicate category id {cat_id}")
+                name = field(cat, "name", str, path, where)
+                if not name.strip():
+                    raise DataFormatError(path, f"{where}.name", "empty category name")
+            except DataFormatError as err:
+                self.report(err)
+                if isinstance(cat, dict) and type(cat.get("id")) is int and cat["id"] not in categories:
+                    bad.add(cat["id"])
+                continue
+            categories[cat_id] = name
+        return categories, bad
+
+    @staticmethod
+    def _clip_to_images(
+        boxes: np.ndarray, image_ids: np.ndarray, valid: np.ndarray, images: dict[int, ImageInfo]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``(n, 4)`` xyxy ``boxes`` clipped to their images (rows where ``valid``), and the indices of
+        the valid rows :func:`~datamodules.io.clip_boxes` refuses (outside the image, empty once clipped)."""
+        rows = np.flatnonzero(valid)
+        if not len(rows):
+            return boxes, rows
+        ids = np.fromiter(images, dtype=np.int64, count=len(images))
+        sizes = np.array([(img.height, img.width) for img in images.values()], dtype=np.float64)
+        order = np.argsort(ids)
+        at = order[np.searchsorted(ids, image_ids[rows], sorter=order)]  # valid rows have a known image
+        clipped, ok = clip_boxes(boxes[rows], sizes[at, 0], sizes[at, 1])
+        boxes = boxes.copy()
+        boxes[rows[ok]] = clipped[ok]
+        return boxes, rows[~ok]
+
     @staticmethod
     def _checked_annotation(
-        ann: Any, path: Path, where: str, categories: dict[int, str]
-    ) -> tuple[int, int, int, Any]:
-        """The slow path of :func:`_fast_annotation`: the same values, or the error naming the field."""
+        ann: Any, path: Path, where: str, categories: dict[int, str], bad_categories: set[int]
+    ) -> tuple[int, int, int, Any] | None:
+        """The slow path of :func:`_fast_annotation`: the same values, ``None`` for an annotation of a bad
+        category entry (reported already), or the error naming the field."""
         image_id = field(ann, "image_id", int, path, where)
         cat_id = field(ann, "category_id", int, path, where)
         ann_id = field(ann, "id", int, path, where)
         bbox = field(ann, "bbox", list, path, where)
+        if cat_id in bad_categories:
+            return None
         if cat_id not in categories:
             raise DataFormatError(path, f"{where}.category_id", f"unknown category id {cat_id}")
         return image_id, cat_id, ann_id, bbox

@@ -6,9 +6,12 @@ Files (ReLA ``datasets/DATASET.md``; ``root`` is the ``grefcoco`` folder)::
     root/instances.json      COCO-style images, annotations, categories
     root/../images/train2014/COCO_train2014_*.jpg   (or root/images/train2014, root/train2014; ``image_dir``)
 
-A ref's ``ann_id`` (and ``category_id``) is an int or a list; ``[-1]`` (or a ``no_target`` flag) means the
-expression refers to nothing. Targets: every referred box (GREC) or mask (GRES); a no-target sample has
-empty targets and ``metadata["no_target"] = True``.
+A ref's ``ann_id`` (and ``category_id``) is an int or a list; ``[-1]`` means the expression refers to nothing
+(a ``no_target`` flag, where present, must be a bool that agrees). Targets: every referred box (GREC) or mask
+(GRES); a no-target sample has empty targets and ``metadata["no_target"] = True``, the only empty target.
+
+Refs, boxes and masks are checked when read as in :mod:`datamodules.refcoco` (a bad mask of any referred
+instance drops the ref's GRES samples only); the ids of a ref's ``ann_id`` list must be distinct.
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ import numpy as np
 
 from datamodules.base import Reader, TaskDataModule
 from datamodules.coco import ImageInfo
-from datamodules.errors import DataFormatError, OnBadSample, UnknownSplitError
+from datamodules.errors import DataFormatError, OnBadSample
 from datamodules.io import coco_image_dirs, coco_mask, field, first_existing, read_json
-from datamodules.refcoco import Instance, read_instances, sentences_of
+from datamodules.refcoco import (
+    Instance,
+    InstanceTable,
+    check_split_present,
+    check_unique_ids,
+    read_instances,
+    sentences_of,
+)
 from datamodules.safe_pickle import safe_load_pickle
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -66,7 +76,7 @@ class GRefRecord(NamedTuple):
 
 def _ids(value: Any, path: Path, name: str) -> tuple[int, ...]:
     items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+    if not items or not all(type(v) is int for v in items):
         raise DataFormatError(path, name, f"expected an integer or a list of integers, got {value!r:.60}")
     return tuple(items)
 
@@ -117,12 +127,13 @@ class GRefCocoReader(Reader):
         )
         if not isinstance(refs, list):
             raise DataFormatError(path, None, f"expected a list of refs, got {type(refs).__name__}")
-        found = {r.get("split") for r in refs if isinstance(r, dict)}
-        if split not in found:
-            raise UnknownSplitError(path, split, sorted(s for s in found if isinstance(s, str)))
-        images, anns = self.cached(
+        check_split_present(refs, split, path)
+        table: InstanceTable = self.cached(
             "instances", lambda: read_instances(self.root / "instances.json", self.images_folder(), self)
         )
+        masks = Task.GRES in self.tasks
+        seen_refs: set[int] = set()
+        seen_sents: set[int] = set()
         records: list[GRefRecord] = []
         for i, ref in enumerate(refs):
             where = f"[{i}]"
@@ -131,32 +142,55 @@ class GRefCocoReader(Reader):
                     continue
                 ref_id = field(ref, "ref_id", int, path, where)
                 image_id = field(ref, "image_id", int, path, where)
-                ann_ids = tuple(
-                    a for a in _ids(field(ref, "ann_id", (int, list), path, where), path, f"{where}.ann_id")
-                )
+                ann_ids = self._ann_ids(ref, path, where)
                 sents = sentences_of(ref, path, where)
-                no_target = ann_ids == (-1,) or bool(ref.get("no_target", False))
-                ann_ids = () if no_target else ann_ids
-                if missing := [a for a in ann_ids if a not in anns]:
+                check_unique_ids(ref_id, sents, seen_refs, seen_sents, path, where)
+                if image_id in table.bad_images:
+                    continue  # reported with images[]
+                if image_id not in table.images:
                     raise DataFormatError(
-                        path, f"{where}.ann_id", f"annotations {missing} not in instances.json"
+                        path, f"{where}.image_id", f"image {image_id} not in {table.path.name}"
                     )
-                if image_id not in images:
-                    raise DataFormatError(
-                        path, f"{where}.image_id", f"image {image_id} not in instances.json"
-                    )
+                img = table.images[image_id]
+                resolved = [table.resolve(a, img, masks, path, f"{where}.ann_id") for a in ann_ids]
             except DataFormatError as err:
                 self.report(err)
                 continue
-            insts = tuple(anns[a] for a in ann_ids)
-            for task in self.tasks:
+            tasks = self.tasks
+            mask_error = next((e for _, e in resolved if e is not None), None)
+            if mask_error is not None:  # its GRES samples are lost, not its GREC ones
+                self.report(mask_error)
+                tasks = tuple(t for t in tasks if t != Task.GRES)
+            insts = tuple(inst for inst, _ in resolved)
+            for task in tasks:
                 for k, (sid, text) in enumerate(sents):
                     key = sid if sid is not None else f"{ref_id}_{k}"
-                    rec = GRefRecord(
-                        task, images[image_id], f"{task.value}-{key}", text, insts, ref_id, ann_ids, sid
-                    )
+                    rec = GRefRecord(task, img, f"{task.value}-{key}", text, insts, ref_id, ann_ids, sid)
                     records.append(rec)
         return records
+
+    @staticmethod
+    def _ann_ids(ref: dict[str, Any], path: Path, where: str) -> tuple[int, ...]:
+        """The annotation ids a ref refers to, ``()`` for a no-target expression.
+
+        ``ann_id`` is an int or a non-empty list of distinct ints; ``[-1]`` (or ``-1``) marks a no-target
+        expression. ``no_target``, when present, must be a bool that agrees with it.
+        """
+        ann_ids = _ids(field(ref, "ann_id", (int, list), path, where), path, f"{where}.ann_id")
+        canonical = ann_ids == (-1,)
+        flag = ref.get("no_target")
+        if flag is not None and not isinstance(flag, bool):
+            raise DataFormatError(path, f"{where}.no_target", f"expected true or false, got {flag!r:.60}")
+        if flag is not None and flag != canonical:
+            raise DataFormatError(
+                path,
+                f"{where}.no_target",
+                f"no_target is {str(flag).lower()} but ann_id is {list(ann_ids)} "
+                "([-1] marks a no-target expression)",
+            )
+        if len(set(ann_ids)) != len(ann_ids):
+            raise DataFormatError(path, f"{where}.ann_id", f"repeated annotation id in {list(ann_ids)}")
+        return () if canonical else ann_ids
 
     def sample(self, record: GRefRecord, *, train: bool) -> TaskSample:
         img = record.image
@@ -167,8 +201,8 @@ class GRefCocoReader(Reader):
         if record.task == Task.GRES:
             path = self.root / "instances.json"
             masks = [
-                coco_mask(i.segmentation, img.height, img.width, path, f"annotations[id={a}].segmentation")
-                for i, a in zip(record.instances, record.ann_ids)
+                coco_mask(i.segmentation, img.height, img.width, path, f"annotations[{i.index}].segmentation")
+                for i in record.instances
             ]
         meta = {
             "ref_id": record.ref_id,

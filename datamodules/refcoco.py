@@ -15,10 +15,21 @@ from ``instances.json``.
 Samples: REC (target box) and RES (target mask) one per sentence; REG (``region`` = the box, target = an
 expression) one per sentence on a training split and one per ref on other splits, with every sentence of the
 ref in ``target.answers``.
+
+What is checked when reading (a failure is a :class:`~datamodules.errors.DataFormatError` naming the file and
+the field; ``on_bad_sample="skip"`` drops the ref's samples and counts the ref once):
+
+* a ref has a non-empty sentence or more, ref and sentence ids not used by an earlier ref of the split, and
+  its annotation and image exist in ``instances.json`` (the annotation of the ref's image);
+* the annotation's box is finite with positive width and height, and inside the image: up to
+  :func:`~datamodules.io.overshoot_tolerance` it is clipped, farther out it is refused;
+* with RES, its segmentation is a non-empty mask of the image (:func:`~datamodules.io.checked_segmentation`:
+  no degenerate polygon only, no garbage or mis-sized RLE); a bad one drops only the ref's RES samples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -28,7 +39,16 @@ import numpy as np
 from datamodules.base import Reader, TaskDataModule
 from datamodules.coco import ImageInfo, read_images
 from datamodules.errors import DataFormatError, OnBadSample, UnknownSplitError
-from datamodules.io import coco_image_dirs, coco_mask, field, first_existing, read_json, xywh_box
+from datamodules.io import (
+    box_in_image,
+    checked_segmentation,
+    coco_image_dirs,
+    coco_mask,
+    field,
+    first_existing,
+    read_json,
+    xywh_box,
+)
 from datamodules.safe_pickle import safe_load_pickle
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -76,11 +96,23 @@ class RefCocoOptions:
 
 
 class Instance(NamedTuple):
-    """A COCO instance a ref points at: ``box`` ``(4,)`` xyxy pixels, ``segmentation`` as in the file."""
+    """A COCO instance a ref points at.
+
+    Attributes:
+        box: ``(4,)`` float32 ``xyxy`` pixels of its image (checked finite with positive size; clipped to the
+            image once a ref resolves it, see :meth:`InstanceTable.resolve`).
+        segmentation: As in the file; once resolved with masks, checked and cleaned by
+            :func:`~datamodules.io.checked_segmentation`.
+        category: The category name (or its id as text when ``categories[]`` lacks it).
+        index: Its position in ``annotations[]`` (error messages name ``annotations[index]``).
+        image_id: The ``image_id`` the annotation gives, ``None`` when it gives none.
+    """
 
     box: np.ndarray
     segmentation: Any
     category: str
+    index: int = -1
+    image_id: int | None = None
 
 
 class RefRecord(NamedTuple):
@@ -96,44 +128,181 @@ class RefRecord(NamedTuple):
     sent_id: int | None
 
 
-def read_instances(
-    path: Path, image_dir: Path, reader: Reader
-) -> tuple[dict[int, ImageInfo], dict[int, Instance]]:
-    """Images and annotations of a refer-style ``instances.json``; bad entries are reported to ``reader``."""
+@dataclass
+class InstanceTable:
+    """What a refer-style ``instances.json`` holds, read once per reader (:func:`read_instances`).
+
+    Annotations are checked lazily, when a ref points at them (:meth:`resolve`): a broken annotation that no
+    ref uses costs nothing and is not reported, and one that a ref uses is reported for that ref (the ref's
+    samples are dropped and counted once).
+
+    Attributes:
+        path: The ``instances.json`` file.
+        images: ``{image_id: ImageInfo}`` of the readable ``images[]`` entries.
+        bad_images: Ids of ``images[]`` entries reported as bad (refs on them are dropped silently).
+        anns: ``{ann_id: Instance}`` of the annotations with a valid id, category, image id and box.
+        bad_anns: ``{ann_id: error}`` of the annotations with a valid id but a bad field.
+    """
+
+    path: Path
+    images: dict[int, ImageInfo]
+    bad_images: set[int]
+    anns: dict[int, Instance]
+    bad_anns: dict[int, DataFormatError]
+    _resolved: dict[tuple[int, int, bool], tuple[Instance, DataFormatError | None]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def resolve(
+        self, ann_id: int, img: ImageInfo, masks: bool, refs_path: Path, name: str
+    ) -> tuple[Instance, DataFormatError | None]:
+        """The instance ``ann_id`` of image ``img``, checked, and the error of its mask if it has one.
+
+        The box is clipped to the image (:func:`~datamodules.io.box_in_image`); with ``masks`` the
+        segmentation is checked and cleaned (:func:`~datamodules.io.checked_segmentation`) and a bad one is
+        returned as the second item (only mask samples are lost), else that item is ``None``.
+
+        Args:
+            ann_id: The annotation id the ref gives.
+            img: The ref's image.
+            masks: Whether the caller yields mask samples (RES, GRES).
+            refs_path: The refs file, for messages.
+            name: The ref's field, e.g. ``"[3].ann_id"``.
+
+        Raises:
+            DataFormatError: The annotation is missing or bad, belongs to another image, or its box lies
+                outside the image.
+        """
+        key = (ann_id, img.image_id, masks)
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(ann_id, img, masks, refs_path, name)
+        return self._resolved[key]
+
+    def _resolve(
+        self, ann_id: int, img: ImageInfo, masks: bool, refs_path: Path, name: str
+    ) -> tuple[Instance, DataFormatError | None]:
+        if ann_id in self.bad_anns:
+            raise self.bad_anns[ann_id]
+        if ann_id not in self.anns:
+            raise DataFormatError(refs_path, name, f"annotation {ann_id} not in {self.path.name}")
+        inst = self.anns[ann_id]
+        where = f"annotations[{inst.index}]"
+        if inst.image_id is not None and inst.image_id != img.image_id:
+            raise DataFormatError(
+                refs_path,
+                name,
+                f"annotation {ann_id} is of image {inst.image_id}, the ref's is {img.image_id}",
+            )
+        box = box_in_image(inst.box, img.height, img.width, self.path, f"{where}.bbox")
+        inst = inst._replace(box=box)
+        if not masks:
+            return inst, None
+        try:
+            seg = checked_segmentation(
+                inst.segmentation, img.height, img.width, self.path, f"{where}.segmentation"
+            )
+        except DataFormatError as err:
+            return inst, err
+        return inst._replace(segmentation=seg), None
+
+
+def read_instances(path: Path, image_dir: Path, reader: Reader) -> InstanceTable:
+    """Images and annotations of a refer-style ``instances.json``.
+
+    Bad ``images[]`` entries, and annotations without a readable ``id`` or repeating an earlier one (the first
+    stands), are reported to ``reader``; an annotation with an id but another bad field (``bbox``,
+    ``segmentation`` type, ``image_id``, ``category_id``) is kept in :attr:`InstanceTable.bad_anns` and
+    reported only when a ref uses it.
+    """
     data = read_json(path, dict)
-    images = read_images(data, path, image_dir, reader)
-    cats = {}
-    for i, c in enumerate(data.get("categories", [])):
-        if isinstance(c, dict) and isinstance(c.get("id"), int):
+    bad_images: set[int] = set()
+    images = read_images(data, path, image_dir, reader, bad_images)
+    cats: dict[int, str] = {}
+    # categories[] only names the categories: a file without it is usable
+    for i, c in enumerate(field(data, "categories", list, path, "") if "categories" in data else []):
+        if isinstance(c, dict) and type(c.get("id")) is int:
             cats[c["id"]] = str(c.get("name", c["id"]))
         else:
             reader.report(DataFormatError(path, f"categories[{i}]", "expected {id, name}"))
     anns: dict[int, Instance] = {}
+    bad_anns: dict[int, DataFormatError] = {}
+    first: dict[int, int] = {}
     for i, ann in enumerate(field(data, "annotations", list, path, "")):
         where = f"annotations[{i}]"
         try:
             ann_id = field(ann, "id", int, path, where)
-            box = xywh_box(field(ann, "bbox", list, path, where), path, f"{where}.bbox")
-            seg = field(ann, "segmentation", (list, dict), path, where)
-            cat = cats.get(ann.get("category_id"), str(ann.get("category_id")))
+            if ann_id in first:  # the first one stands
+                raise DataFormatError(
+                    path,
+                    f"{where}.id",
+                    f"duplicate annotation id {ann_id} (first at annotations[{first[ann_id]}])",
+                )
         except DataFormatError as err:
             reader.report(err)
             continue
-        anns[ann_id] = Instance(box, seg, cat)
-    return images, anns
+        first[ann_id] = i
+        try:
+            box = xywh_box(field(ann, "bbox", list, path, where), path, f"{where}.bbox")
+            seg = field(ann, "segmentation", (list, dict), path, where)
+            image_id = field(ann, "image_id", int, path, where) if "image_id" in ann else None
+            cat_id = field(ann, "category_id", int, path, where) if "category_id" in ann else None
+        except DataFormatError as err:
+            bad_anns[ann_id] = err
+            continue
+        anns[ann_id] = Instance(box, seg, cats.get(cat_id, str(cat_id)), i, image_id)
+    return InstanceTable(path, images, bad_images, anns, bad_anns)
+
+
+def check_split_present(refs: list[Any], split: str, path: Path) -> None:
+    """Raise :class:`UnknownSplitError` (listing the splits the refs have) if no ref is of ``split``."""
+    found = {r.get("split") for r in refs if isinstance(r, dict) and isinstance(r.get("split"), str)}
+    if split not in found:
+        raise UnknownSplitError(path, split, sorted(found))
 
 
 def sentences_of(ref: dict[str, Any], path: Path, where: str) -> list[tuple[int | None, str]]:
-    """``[(sent_id, sentence)]`` of a ref (``sent`` is the normalised text; ``raw`` when it is missing)."""
+    """``[(sent_id, sentence)]`` of a ref (``sent`` is the normalised text; ``raw`` when it is missing).
+
+    Raises:
+        DataFormatError: No sentence, or one whose text is missing or empty (it is the expression of REC and
+            RES, and the target of REG).
+    """
     out = []
-    for j, s in enumerate(field(ref, "sentences", list, path, where)):
+    sentences = field(ref, "sentences", list, path, where)
+    if not sentences:
+        raise DataFormatError(path, f"{where}.sentences", "a ref needs at least one sentence")
+    for j, s in enumerate(sentences):
         w = f"{where}.sentences[{j}]"
         text = s.get("sent", s.get("raw")) if isinstance(s, dict) else None
         if not isinstance(text, str):
             raise DataFormatError(path, f"{w}.sent", "missing field (neither 'sent' nor 'raw' is a string)")
+        if not text.strip():
+            raise DataFormatError(path, f"{w}.sent", "empty sentence")
         sid = s.get("sent_id")
-        out.append((sid if isinstance(sid, int) else None, text.strip()))
+        out.append((sid if type(sid) is int else None, text.strip()))
     return out
+
+
+def check_unique_ids(
+    ref_id: int,
+    sents: list[tuple[int | None, str]],
+    seen_refs: set[int],
+    seen_sents: set[int],
+    path: Path,
+    where: str,
+) -> None:
+    """Raise if ``ref_id`` or a sentence id was used before (sample ids are made of them: a repeat would make
+    two samples that metrics count as one); else add them to ``seen_refs`` and ``seen_sents``."""
+    if ref_id in seen_refs:
+        raise DataFormatError(path, f"{where}.ref_id", f"duplicate ref id {ref_id}")
+    own: set[int] = set()
+    for j, (sid, _) in enumerate(sents):
+        if sid is not None and (sid in seen_sents or sid in own):
+            raise DataFormatError(path, f"{where}.sentences[{j}].sent_id", f"duplicate sentence id {sid}")
+        if sid is not None:
+            own.add(sid)
+    seen_refs.add(ref_id)
+    seen_sents |= own
 
 
 class RefCocoReader(Reader):
@@ -183,12 +352,13 @@ class RefCocoReader(Reader):
         refs = self.cached("refs", lambda: safe_load_pickle(refs_path))
         if not isinstance(refs, list):
             raise DataFormatError(refs_path, None, f"expected a list of refs, got {type(refs).__name__}")
-        images, anns = self.cached(
+        table: InstanceTable = self.cached(
             "instances", lambda: read_instances(self.folder / "instances.json", self.images_folder(), self)
         )
-        found = {r.get("split") for r in refs if isinstance(r, dict)}
-        if split not in found:
-            raise UnknownSplitError(refs_path, split, sorted(s for s in found if isinstance(s, str)))
+        check_split_present(refs, split, refs_path)
+        masks = Task.RES in self.tasks
+        seen_refs: set[int] = set()
+        seen_sents: set[int] = set()
         records: list[RefRecord] = []
         for i, ref in enumerate(refs):
             where = f"[{i}]"
@@ -199,22 +369,28 @@ class RefCocoReader(Reader):
                 ann_id = field(ref, "ann_id", int, refs_path, where)
                 image_id = field(ref, "image_id", int, refs_path, where)
                 sents = sentences_of(ref, refs_path, where)
-                if ann_id not in anns:
+                check_unique_ids(ref_id, sents, seen_refs, seen_sents, refs_path, where)
+                if image_id in table.bad_images:
+                    continue  # reported with images[]
+                if image_id not in table.images:
                     raise DataFormatError(
-                        refs_path, f"{where}.ann_id", f"annotation {ann_id} not in instances.json"
+                        refs_path, f"{where}.image_id", f"image {image_id} not in {table.path.name}"
                     )
-                if image_id not in images:
-                    raise DataFormatError(
-                        refs_path, f"{where}.image_id", f"image {image_id} not in instances.json"
-                    )
+                img = table.images[image_id]
+                inst, mask_error = table.resolve(ann_id, img, masks, refs_path, f"{where}.ann_id")
             except DataFormatError as err:
                 self.report(err)
                 continue
-            records += self._records(ref_id, ann_id, images[image_id], anns[ann_id], sents, train)
+            tasks = self.tasks
+            if mask_error is not None:  # its RES samples are lost, not its REC and REG ones
+                self.report(mask_error)
+                tasks = tuple(t for t in tasks if t != Task.RES)
+            records += self._records(tasks, ref_id, ann_id, img, inst, sents, train)
         return records
 
     def _records(
         self,
+        tasks: tuple[Task, ...],
         ref_id: int,
         ann_id: int,
         img: ImageInfo,
@@ -223,7 +399,7 @@ class RefCocoReader(Reader):
         train: bool,
     ) -> list[RefRecord]:
         out = []
-        for task in self.tasks:
+        for task in tasks:
             if task == Task.REG and not train:
                 texts = tuple(s for _, s in sents)
                 out.append(RefRecord(task, img, f"reg-ref{ref_id}", texts, inst, ref_id, ann_id, None))
@@ -253,7 +429,7 @@ class RefCocoReader(Reader):
             return TaskSample(Task.REG, [img.path], target, region=inst.box.copy(), **common)
         masks = []
         if record.task == Task.RES:
-            where = f"annotations[id={record.ann_id}].segmentation"
+            where = f"annotations[{inst.index}].segmentation"
             masks = [
                 coco_mask(inst.segmentation, img.height, img.width, self.folder / "instances.json", where)
             ]

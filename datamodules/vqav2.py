@@ -16,6 +16,12 @@ Training target (GPV-1 ``CocoVqa.__getitem__``): drawn at every ``__getitem__`` 
 more than 2 annotators, with probability proportional to their count; the ``multiple_choice_answer`` when
 none is. The draw uses Python's ``random`` module, which PyTorch reseeds in every loader worker. Evaluation
 samples use the ``multiple_choice_answer``. ``target.answers`` always holds the 10 raw answers.
+
+Checked when reading (a failure is a :class:`~datamodules.errors.DataFormatError` naming the file and the
+field; ``on_bad_sample="skip"`` drops the question and counts it once): questions are non-empty with unique
+ids; an annotation has a non-empty ``multiple_choice_answer``, at least one raw answer, a unique question id
+and, if it gives one, the question's ``image_id``. An empty raw answer is kept for evaluation but never drawn
+as a training target.
 """
 
 from __future__ import annotations
@@ -66,10 +72,11 @@ def training_answer(
 ) -> str | None:
     """GPV-1's training target: a raw answer given by more than 2 annotators, drawn ∝ its count.
 
-    Returns ``fallback`` (the multiple-choice answer) when no answer has more than 2 votes.
+    Returns ``fallback`` (the multiple-choice answer) when no non-empty answer has more than 2 votes.
     """
     counts = Counter(answers)
-    frequent = [(a, c) for a, c in counts.items() if c > 2]
+    # An empty raw answer counts for evaluation but is never a training target.
+    frequent = [(a, c) for a, c in counts.items() if c > 2 and a.strip()]
     if not frequent:
         return fallback
     choice = (rng or random).choices([a for a, _ in frequent], weights=[c for _, c in frequent], k=1)
@@ -128,22 +135,30 @@ class VQAv2Reader(Reader):
         source = self.sce.source_split(split) if self.sce is not None else split
         qpath = self.question_file(source)
         questions = field(read_json(qpath, dict), "questions", list, qpath, "")
-        annotations = self._annotations(source)
+        annotations, reported = self._annotations(source)
         image_split = _IMAGE_SPLIT.get(source, source)
         folder = self.images_folder(image_split)
         parsed: list[tuple[int, int, str]] = []
+        first: dict[int, int] = {}  # question id -> its index (the id makes the sample id)
         for i, q in enumerate(questions):
             where = f"questions[{i}]"
             try:
-                parsed.append(
-                    (
-                        field(q, "image_id", int, qpath, where),
-                        field(q, "question_id", int, qpath, where),
-                        field(q, "question", str, qpath, where),
+                image_id = field(q, "image_id", int, qpath, where)
+                qid = field(q, "question_id", int, qpath, where)
+                question = field(q, "question", str, qpath, where)
+                if qid in first:
+                    raise DataFormatError(
+                        qpath,
+                        f"{where}.question_id",
+                        f"duplicate question id {qid} (first at questions[{first[qid]}])",
                     )
-                )
+                if not question.strip():
+                    raise DataFormatError(qpath, f"{where}.question", "empty question")
             except DataFormatError as err:
                 self.report(err)
+                continue
+            first[qid] = i
+            parsed.append((image_id, qid, question))
         keep = self.sce.image_mask(split, [p[0] for p in parsed]) if self.sce is not None else None
         records: list[VqaRecord] = []
         for k, (image_id, qid, question) in enumerate(parsed):
@@ -153,6 +168,8 @@ class VQAv2Reader(Reader):
             mc: str | None = None
             meta: dict[str, Any] = {"question_id": qid}
             if annotations is not None:
+                if qid in reported:  # its annotation was reported as bad
+                    continue
                 if qid not in annotations:
                     self.report(
                         DataFormatError(
@@ -163,7 +180,17 @@ class VQAv2Reader(Reader):
                     )
                     continue
                 answers, mc, extra = annotations[qid]
-                meta.update(extra)
+                if extra.get("image_id", image_id) != image_id:
+                    self.report(
+                        DataFormatError(
+                            self.annotation_file(source),
+                            "annotations",
+                            f"question_id {qid} is of image {extra['image_id']} here, "
+                            f"of image {image_id} in {qpath.name}",
+                        )
+                    )
+                    continue
+                meta.update((k, v) for k, v in extra.items() if k != "image_id")
             if self.sce is not None:
                 texts = [question, mc or "", *(a for a, c in Counter(answers).items() if c > 2)]
                 judged = self.sce.judge(split, Task.VQA, self.sce.split.concepts(texts))
@@ -174,27 +201,53 @@ class VQAv2Reader(Reader):
             records.append(VqaRecord(str(folder / name), image_id, qid, question, answers, mc, meta))
         return records
 
-    def _annotations(self, split: str) -> dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] | None:
+    def _annotations(
+        self, split: str
+    ) -> tuple[dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] | None, set[int]]:
+        """``{question_id: (raw answers, multiple-choice answer, extra fields)}`` (``None`` on a test split
+        without annotations) and the question ids whose annotation was reported as bad."""
         path = self.annotation_file(split)
         if split.startswith("test") and not path.is_file():
-            return None
+            return None, set()
         anns = field(read_json(path, dict), "annotations", list, path, "")
         out: dict[int, tuple[tuple[str, ...], str, dict[str, Any]]] = {}
+        reported: set[int] = set()
+        first: dict[int, int] = {}
         for i, ann in enumerate(anns):
             where = f"annotations[{i}]"
             try:
                 qid = field(ann, "question_id", int, path, where)
+                if qid in first:
+                    raise DataFormatError(
+                        path,
+                        f"{where}.question_id",
+                        f"duplicate question id {qid} (first at annotations[{first[qid]}])",
+                    )
                 raw = field(ann, "answers", list, path, where)
+                if not raw:  # VQA accuracy compares with the human answers: none makes every answer wrong
+                    raise DataFormatError(path, f"{where}.answers", "no answers")
                 answers = tuple(
                     field(a, "answer", str, path, f"{where}.answers[{j}]") for j, a in enumerate(raw)
                 )
                 mc = field(ann, "multiple_choice_answer", str, path, where)
+                if not mc.strip():  # the evaluation target, and the training one when no answer is frequent
+                    raise DataFormatError(path, f"{where}.multiple_choice_answer", "empty answer")
+                image_id = field(ann, "image_id", int, path, where) if "image_id" in ann else None
             except DataFormatError as err:
                 self.report(err)
+                if isinstance(ann, dict) and type(ann.get("question_id")) is int:
+                    first.setdefault(ann["question_id"], i)
+                    if ann["question_id"] not in out:
+                        reported.add(ann["question_id"])
                 continue
-            extra = {k: ann[k] for k in ("question_type", "answer_type") if isinstance(ann.get(k), str)}
+            first[qid] = i
+            extra: dict[str, Any] = {
+                k: ann[k] for k in ("question_type", "answer_type") if isinstance(ann.get(k), str)
+            }
+            if image_id is not None:
+                extra["image_id"] = image_id
             out[qid] = (answers, mc, extra)
-        return out
+        return out, reported
 
     def sample(self, record: VqaRecord, *, train: bool) -> TaskSample:
         if record.mc_answer is None:

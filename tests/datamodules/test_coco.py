@@ -197,3 +197,101 @@ def test_shapesworld_coco_sce(shapes_root: Path) -> None:
     test = samples(dm, "test")
     assert {s.metadata["sce"] for s in test} == {"seen", "unseen"}
     assert not set(HELD_FROM_VQA_CAP) & vc and not set(HELD_FROM_CLS_LOC) & cl  # not the COCO lists
+
+
+def _edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_captions_never_give_an_empty_target(coco_root: Path) -> None:
+    path = coco_root / "annotations" / "captions_train2014.json"
+    _edit(path, lambda d: d["annotations"][0].update(caption="   "))
+    opts = CocoOptions(tasks=("captioning",))
+    with pytest.raises(
+        DataFormatError, match=r"captions_train2014\.json: field 'annotations\[0\]\.caption': empty"
+    ):
+        CocoDataModule(str(coco_root), opts).dataset("train2014")
+    dm = CocoDataModule(str(coco_root), opts, on_bad_sample="skip")
+    texts = [s.target.text for s in samples(dm, "train2014")]
+    assert len(texts) == 4 and all(t.strip() for t in texts) and dm.num_skipped == 1
+    # An image of a captions file without any caption would be a sample without a target.
+    _edit(
+        path,
+        lambda d: d.update(
+            annotations=[
+                dict(a, caption="x") if a["id"] == 1 else a for a in d["annotations"] if a["image_id"] != 3
+            ]
+        ),
+    )
+    with pytest.raises(
+        DataFormatError, match="captions_train2014.json: field 'annotations': no caption of image id 3"
+    ):
+        CocoDataModule(str(coco_root), opts).dataset("train2014")
+    dm = CocoDataModule(str(coco_root), opts, on_bad_sample="skip")
+    assert {s.image_ids[0] for s in samples(dm, "train2014")} == {1, 2} and dm.num_skipped == 1
+    _edit(path, lambda d: d["annotations"].append(dict(d["annotations"][1], caption="again")))
+    with pytest.raises(DataFormatError, match=r"'annotations\[3\]\.id': duplicate caption id 2"):
+        CocoDataModule(str(coco_root), opts).dataset("train2014")
+
+
+@pytest.mark.parametrize(
+    ("bbox", "message"),
+    [
+        ([2, 3, 0, 20], r"w, h > 0"),
+        ([2, 3, float("nan"), 20], r"finite"),
+        ([2, 3, 10, 1e300], r"finite"),  # beyond float32
+        ([2, 3, 10, 2**70], r"outside the 60x40"),
+        ([2, 3, 10**400, 20], r"expected 4 numbers"),
+        ([2, 3, 10, "20"], r"expected 4 numbers"),
+        ([55, 3, 10, 20], r"outside the 60x40 \(WxH\) image"),
+        ([-10, 3, 5, 20], r"outside the 60x40 \(WxH\) image"),
+    ],
+)
+def test_localization_boxes_are_checked_against_the_image(coco_root: Path, bbox: list, message: str) -> None:
+    path = coco_root / "annotations" / "instances_train2014.json"
+    _edit(path, lambda d: d["annotations"][1].update(bbox=bbox))  # annotation 102 of image 1 (40x60)
+    opts = CocoOptions(tasks=("localization",))
+    with pytest.raises(DataFormatError, match=rf"field 'annotations\[1\]\.bbox': .*{message}"):
+        CocoDataModule(str(coco_root), opts).dataset("train2014")
+    dm = CocoDataModule(str(coco_root), opts, on_bad_sample="skip")
+    people = next(s for s in samples(dm, "train2014") if s.sample_id == "loc-1-1")
+    assert people.metadata["ann_ids"] == [100, 101] and dm.num_skipped == 1
+
+
+def test_small_overshoot_is_clipped_and_ids_are_unique(coco_root: Path) -> None:
+    path = coco_root / "annotations" / "instances_train2014.json"
+    _edit(path, lambda d: d["annotations"][1].update(bbox=[50, 30, 11, 11.5]))  # 1 px past W = 60, H = 40
+    loc = {s.sample_id: s for s in samples(CocoDataModule(str(coco_root)), "train2014")}
+    np.testing.assert_allclose(loc["loc-1-1"].target.boxes[2], [50, 30, 60, 40])
+    _edit(path, lambda d: d["annotations"].append(dict(d["annotations"][0], bbox=[1, 1, 5, 5])))
+    with pytest.raises(DataFormatError, match=r"'annotations\[7\]\.id': duplicate annotation id 101"):
+        CocoDataModule(str(coco_root), CocoOptions(tasks=("localization",))).dataset("train2014")
+    _edit(path, lambda d: (d["annotations"].pop(), d["categories"][1].update(name=" ")))
+    with pytest.raises(DataFormatError, match=r"'categories\[1\]\.name': empty category name"):
+        CocoDataModule(str(coco_root)).dataset("train2014")
+    dm = CocoDataModule(str(coco_root), CocoOptions(tasks=("classification",)), on_bad_sample="skip")
+    assert "horse" not in {s.target.text for s in samples(dm, "train2014")} and dm.num_skipped == 1
+
+
+def test_images_need_a_usable_size_and_a_unique_id(coco_root: Path) -> None:
+    path = coco_root / "annotations" / "instances_train2014.json"
+    opts = CocoOptions(tasks=("localization",))
+    _edit(path, lambda d: d["images"][0].update(height=70000))
+    with pytest.raises(DataFormatError, match=r"'images\[0\]\.height': image height must be in 1\.\.65535"):
+        CocoDataModule(str(coco_root), opts).dataset("train2014")
+    _edit(path, lambda d: (d["images"][0].update(height=40), d["images"].append(dict(d["images"][1]))))
+    with pytest.raises(DataFormatError, match=r"'images\[3\]\.id': duplicate image id 2"):
+        CocoDataModule(str(coco_root), opts).dataset("train2014")
+    dm = CocoDataModule(str(coco_root), opts, on_bad_sample="skip")
+    assert len(samples(dm, "train2014")) == 5 and dm.num_skipped == 1  # the first entry of image 2 stands
+
+
+def test_no_usable_instance_gives_no_sample(coco_root: Path) -> None:
+    path = coco_root / "annotations" / "instances_train2014.json"
+    _edit(path, lambda d: d.update(annotations=[]))
+    assert (
+        samples(CocoDataModule(str(coco_root), CocoOptions(("localization", "classification"))), "train2014")
+        == []
+    )

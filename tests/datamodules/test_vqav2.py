@@ -63,7 +63,7 @@ def test_bad_input(vqa_root: Path) -> None:
         VQAv2DataModule(str(vqa_root)).dataset("train2014")
     dm = VQAv2DataModule(str(vqa_root), on_bad_sample="skip")
     assert len(dm.dataset("train2014")) == 2
-    assert dm.num_skipped == 4  # two bad annotations, then their two questions lack an annotation
+    assert dm.num_skipped == 2  # two bad annotations; their questions are dropped without a second count
     (vqa_root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text('{"questions": [{"image_id": 1,')
     with pytest.raises(DataFormatError, match="questions.json: malformed or truncated JSON"):
         dm.dataset("val2014")
@@ -78,3 +78,50 @@ def test_shapesworld_vqa(shapes_root: Path) -> None:
     for i in range(0, len(ds), 7):
         s = ds[i]
         assert s.question and s.target.text and len(s.target.answers) == 10 and Path(s.images[0]).is_file()
+
+
+def test_training_answer_is_never_empty() -> None:
+    rng = random.Random(0)
+    assert {training_answer([""] * 4 + ["red"] * 3, "red", rng) for _ in range(50)} == {"red"}
+    assert training_answer([" "] * 10, "mc", rng) == "mc"
+
+
+QUESTIONS = "v2_OpenEnded_mscoco_train2014_questions.json"
+ANNOTATIONS = "v2_mscoco_train2014_annotations.json"
+
+
+def _set(index: int, **changes: object):  # type: ignore[no-untyped-def]
+    return lambda items: items[index].update(changes)
+
+
+def _repeat(index: int):  # type: ignore[no-untyped-def]
+    return lambda items: items.append(dict(items[index]))
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        (
+            ANNOTATIONS,
+            _set(1, multiple_choice_answer=" "),
+            r"'annotations\[1\]\.multiple_choice_answer': empty",
+        ),
+        (ANNOTATIONS, _set(1, answers=[]), r"'annotations\[1\]\.answers': no answers"),
+        (ANNOTATIONS, _set(1, image_id=3), "question_id 21 is of image 3 here, of image 2"),
+        (ANNOTATIONS, _repeat(1), r"'annotations\[4\]\.question_id': duplicate question id 21"),
+        (QUESTIONS, _set(1, question=""), r"'questions\[1\]\.question': empty question"),
+        (QUESTIONS, _repeat(1), r"'questions\[4\]\.question_id': duplicate question id 21"),
+    ],
+)
+def test_targets_and_questions_are_never_empty(vqa_root: Path, name: str, change, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = vqa_root / name
+    data = json.loads(path.read_text())
+    change(data["annotations" if name == ANNOTATIONS else "questions"])
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataFormatError, match=message):
+        VQAv2DataModule(str(vqa_root)).dataset("train2014")
+    dm = VQAv2DataModule(str(vqa_root), on_bad_sample="skip")
+    ds = dm.dataset("train2014")
+    kept = 4 if "duplicate" in message else 3  # a repeated id: the first one stands
+    assert len(ds) == kept and dm.num_skipped == 1
+    assert all(ds[i].target.text.strip() and ds[i].question.strip() for i in range(len(ds)))
