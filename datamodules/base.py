@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import (
@@ -36,7 +36,7 @@ from datamodules.errors import (
     UnknownSplitError,
     check_on_bad_sample,
 )
-from lightning_gpv.tasks.processing import SampleProcessor, load_image
+from lightning_gpv.tasks.processing import SampleProcessor, image_size, load_image
 from lightning_gpv.tasks.samples import TaskSample
 
 
@@ -108,8 +108,7 @@ def check_image_file(path: str | Path, field_name: str = "images") -> None:
     if not os.path.isfile(path):
         raise DataFormatError(path, field_name, "image file not found")
     try:
-        with Image.open(path):
-            pass
+        image_size(path)  # the package's header check, pixel limit included
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataFormatError(path, field_name, f"not a readable image: {err}") from err
 

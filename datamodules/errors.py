@@ -18,14 +18,17 @@ from typing import Any, Literal
 
 import torch
 
+from lightning_gpv.errors import InputError
+
 log = logging.getLogger("datamodules")
 
 OnBadSample = Literal["raise", "skip"]
 """What to do with an unreadable record or image: raise :class:`DataFormatError`, or skip and count it."""
 
 
-class DataFormatError(ValueError):
-    """Bad input data; the message names the file and the field.
+class DataFormatError(InputError):
+    """Bad input data; the message names the file and the field. An :class:`InputError`: the
+    ``lightning-gpv`` command prints it as one line, also when a data-loader worker raised it.
 
     Attributes:
         path: The offending file (annotation file or image), or ``None``.
@@ -33,7 +36,18 @@ class DataFormatError(ValueError):
         reason: What is wrong, without the location.
     """
 
-    def __init__(self, path: str | Path | None, field: str | None, reason: str) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        field: str | None = None,
+        reason: str = "",
+        *,
+        message: str | None = None,
+    ) -> None:
+        if message is not None:  # torch re-raising a worker's error (see InputError)
+            super().__init__(message=message)
+            self.path, self.field, self.reason = None, None, str(self)
+            return
         self.path = str(path) if path is not None else None
         self.field = field
         self.reason = reason
@@ -49,9 +63,19 @@ class DataFormatError(ValueError):
 class UnknownSplitError(DataFormatError):
     """A split name the data set does not have; the message lists the known ones."""
 
-    def __init__(self, path: str | Path | None, split: str, known: list[str] | tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        split: str = "",
+        known: list[str] | tuple[str, ...] = (),
+        *,
+        message: str | None = None,
+    ) -> None:
         self.split = split
         self.known = list(known)
+        if message is not None:  # torch re-raising a worker's error (see InputError)
+            super().__init__(message=message)
+            return
         super().__init__(path, "split", f"unknown split {split!r}; expected one of: {', '.join(self.known)}")
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -189,3 +189,29 @@ def test_test_prints_each_metric_once_under_its_own_loader(
     tasks = {key.split("/")[2] for key in seen if key.count("/") == 3 and "loss" not in key}
     assert tasks == ({"localization", "classification", "captioning", "vqa"} if name == "gpv1_shapes"
                      else {"captioning", "vqa", "rec", "res", "nlvr2"})  # fmt: skip
+
+
+def test_bad_data_ends_with_a_one_line_error_or_a_traceback_with_debug(
+    shapes: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from datamodules.errors import DataFormatError
+
+    data, vocab = shapes
+    broken = tmp_path / "data"
+    shutil.copytree(data, broken)
+    captions = broken / "coco" / "annotations" / "captions_train2014.json"
+    captions.write_text('{"images": [')  # cut short
+    recipe = tiny_recipe("gpv1_shapes", broken, vocab, tmp_path / "recipe.yaml")
+    root = tmp_path / "run"
+    command = ["fit", "-c", str(recipe), f"--trainer.default_root_dir={root}", "--trainer.max_steps=1",
+               "--trainer.logger=false", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"lightning-gpv: error: {captions}" in err and "Traceback" not in err
+    assert captions.read_text() == '{"images": ['  # the user's file is left as it was
+    with pytest.raises(DataFormatError, match="captions_train2014.json"):
+        main([*command, "--debug"])

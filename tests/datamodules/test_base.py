@@ -259,3 +259,17 @@ def test_jsonargparse_builds_multitask(coco_root: Path, nlvr2_root: Path) -> Non
         "Nlvr2DataModule",
     ]
     assert dm.weights == [1.0, 2.0]
+
+
+def test_check_image_file_applies_the_pixel_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from datamodules.base import check_image_file
+    from lightning_gpv.tasks import processing
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 30)).save(path)
+    check_image_file(path)
+    monkeypatch.setattr(processing, "MAX_IMAGE_PIXELS", 1000)  # as if the photo were gigapixel
+    with pytest.raises(DataFormatError, match="big.png"):
+        check_image_file(path, "images[0]")
