@@ -25,7 +25,7 @@ from datamodules.base import Reader, TaskDataModule
 from datamodules.coco import ImageInfo
 from datamodules.coseg import load_binary_mask
 from datamodules.errors import DataFormatError, OnBadSample
-from datamodules.io import coco_mask, field, read_json, xywh_box
+from datamodules.io import checked_segmentation, coco_mask, field, read_json, xywh_box
 from lightning_gpv.geometry.masks import Mask
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -158,7 +158,10 @@ class AttCosegReader(Reader):
         if record.segmentations:
             for p, seg, a in zip(record.positives, record.segmentations, record.ann_ids):
                 where = f"annotations[id={a}].segmentation"
-                masks.append(coco_mask(seg, imgs[p].height, imgs[p].width, record.source, where))
+                height, width = imgs[p].height, imgs[p].width
+                # Checked before pycocotools sees it: its C decoder reads garbage RLE strings out of bounds.
+                seg = checked_segmentation(seg, height, width, record.source, where)
+                masks.append(coco_mask(seg, height, width, record.source, where))
         else:
             masks = [Mask.from_array(load_binary_mask(f)) for f in record.mask_files if f is not None]
         pos = np.asarray(record.positives, dtype=np.int64)

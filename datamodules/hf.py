@@ -34,6 +34,7 @@ from PIL import Image
 
 from datamodules.base import Reader, TaskDataModule
 from datamodules.errors import DataFormatError, OnBadSample
+from datamodules.io import checked_segmentation
 from datamodules.nlvr2 import image_names, parse_label
 from datamodules.vqav2 import training_answer
 from lightning_gpv.geometry.masks import Mask
@@ -310,11 +311,17 @@ class HFReader(Reader):
             return TaskSample(
                 Task.REG, [image], target, region=box, sample_id=f"reg-{sid}-{max(item, 0)}", **common
             )
-        masks = [Mask.from_coco(seg, *hw)] if task == Task.RES and seg else []
-        if task == Task.RES and not masks:
+        if task == Task.RES and not seg:
             raise DataFormatError(
                 self.source, f"{where}.segmentation", "missing segmentation for a RES sample"
             )
+        if not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+            raise DataFormatError(self.source, f"{where}.bbox", f"not a box of positive size: {box.tolist()}")
+        masks = []
+        if task == Task.RES:
+            # Checked before pycocotools sees it: its C decoder reads garbage RLE strings out of bounds.
+            seg = checked_segmentation(seg, *hw, self.source, f"{where}.segmentation")
+            masks = [Mask.from_coco(seg, *hw)]
         target = Target(boxes=box[None], masks=masks)
         return TaskSample(
             task, [image], target, expression=sents[item], sample_id=f"{task.value}-{sid}-{item}", **common

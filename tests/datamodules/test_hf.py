@@ -147,3 +147,20 @@ def test_missing_column_and_folder(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="every one of the 1 samples is unreadable"):
         skip.dataset("all")[0]
     assert skip.num_skipped == 1
+
+
+@pytest.mark.parametrize(
+    ("segmentation", "bbox"),
+    [
+        ([2.0, 3.0, 2.0, 3.0, 2.0, 3.0], [2.0, 3.0, 10.0, 20.0]),  # a polygon of one point: no mask
+        ([2.0, 3.0, 12.0, 3.0, 12.0, 23.0, 2.0, 23.0], [2.0, 3.0, float("nan"), 20.0]),
+    ],
+)
+def test_refcoco_lmms_bad_masks_and_boxes_are_named(segmentation: list, bbox: list) -> None:
+    rows = {"question_id": ["q1"], "image": [pil(40, 60)], "question": ["Describe the region."],
+            "answer": [["left man"]], "bbox": [bbox], "segmentation": [segmentation], "iscrowd": [0],
+            "file_name": ["COCO_train2014_000000000001_11.jpg"]}  # fmt: skip
+    options = HFOptions("refcoco_lmms", tasks=("res",))
+    ds = HFDataModule(dataset=Dataset.from_dict(rows), options=options, val_split="all").dataset("all")
+    with pytest.raises(DataFormatError, match=r"\[0\]\.(segmentation|bbox)"):
+        ds[0]
