@@ -114,7 +114,16 @@ class GPVLightningCLI(LightningCLI):
         return str(newest)
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            # jsonargparse reports a class that failed to build as "Does not validate against any of the
+            # Union subtypes", after two tracebacks; a missing or bad file named by the recipe is the
+            # user's input: report it as such (``main`` prints one line).
+            cause = _input_cause(err)
+            if cause is None:
+                raise
+            raise InputError(str(cause)) from err
         init_weights = self._get(self.config, "init_weights") if self.subcommand else None
         if init_weights:
             checkpoint = torch.load(init_weights, map_location="cpu", weights_only=True)
@@ -123,6 +132,18 @@ class GPVLightningCLI(LightningCLI):
         connect = getattr(self.datamodule, "connect", None)
         if processor is not None and connect is not None:
             connect(processor)
+
+
+def _input_cause(err: BaseException) -> BaseException | None:
+    """The bad-input error (an :class:`InputError`, or a missing file or folder) behind ``err``, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (InputError, FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def checkpoint_class_path(path: Path) -> tuple[str | None, dict[str, Any]]:

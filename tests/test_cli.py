@@ -215,3 +215,15 @@ def test_bad_data_ends_with_a_one_line_error_or_a_traceback_with_debug(
     assert captions.read_text() == '{"images": ['  # the user's file is left as it was
     with pytest.raises(DataFormatError, match="captions_train2014.json"):
         main([*command, "--debug"])
+
+
+def test_a_missing_file_named_by_the_recipe_is_one_line(
+    shapes: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, _ = shapes
+    recipe = tiny_recipe("gpv1_shapes", data, tmp_path / "no_vocab", tmp_path / "recipe.yaml")
+    with pytest.raises(SystemExit) as exit_info:  # the model cannot be built: its vocabulary is missing
+        main(["fit", "-c", str(recipe), "--trainer.max_steps=1", "--trainer.logger=false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "lightning-gpv: error: no answer vocabulary at" in err and "Traceback" not in err
