@@ -241,9 +241,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     Lightning CLI command with its message on one line and exit code 2; ``--debug`` anywhere on the command
     line shows the traceback instead.
     """
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
+    if from_command_line:
+        # Lightning's DDP launcher starts the other ranks with this process's sys.argv: keep the command
+        # there (without --debug, which the Lightning CLI does not know).
+        sys.argv = [sys.argv[0], *argv]
     if argv and argv[0] in ("-h", "--help"):
         print(OVERVIEW, flush=True)
     if argv and argv[0] == "make-shapes":
@@ -267,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         raise SystemExit(convert_main(argv[1:]))
     try:
-        run_lightning_cli(argv)
+        run_lightning_cli(None if from_command_line else argv)
     except InputError as err:
         if debug:
             raise
