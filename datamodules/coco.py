@@ -42,6 +42,7 @@ from datamodules.io import (
     INT64_MAX,
     INT64_MIN,
     box_outside_message,
+    check_new_id,
     clip_boxes,
     coco_image_dirs,
     field,
@@ -135,10 +136,7 @@ def read_images(
         where = f"images[{i}]"
         try:
             image_id = field(img, "id", int, path, where)
-            if image_id in first:
-                raise DataFormatError(
-                    path, f"{where}.id", f"duplicate image id {image_id} (first at images[{first[image_id]}])"
-                )
+            check_new_id(first, image_id, path, where, "image id")
             first[image_id] = i
             name = field(img, "file_name", str, path, where)
             if not name.strip():
@@ -284,12 +282,7 @@ class CocoReader(Reader):
                         field(ann, "caption", str, path, where),
                     )
                 image_id, cap_id, text = fast
-                if cap_id in first:
-                    raise DataFormatError(
-                        path,
-                        f"{where}.id",
-                        f"duplicate caption id {cap_id} (first at annotations[{first[cap_id]}])",
-                    )
+                check_new_id(first, cap_id, path, where, "caption id")
                 text = text.strip()
                 if not text:  # a training target must not be empty
                     raise DataFormatError(path, f"{where}.caption", "empty caption")

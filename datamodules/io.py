@@ -87,6 +87,18 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataFor
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
+def check_new_id(
+    first: dict[int, int], value: int, path: str | Path, where: str, what: str, key: str = "id"
+) -> None:
+    """Raise if the ``what`` (``"image id"``) ``value`` was already seen: ``first`` maps ids to the index of
+    their first record, ``where`` is ``"<list>[<index>]"``; the error names ``where.key`` and the first
+    record."""
+    if value in first:
+        listing = where.split("[", 1)[0]
+        first_at = f"{listing}[{first[value]}]"
+        raise DataFormatError(path, f"{where}.{key}", f"duplicate {what} {value} (first at {first_at})")
+
+
 def field(obj: Any, key: str, typ: type | tuple[type, ...], path: str | Path, where: str) -> Any:
     """``obj[key]`` checked to be of ``typ`` (``bool`` never passes for ``int``/``float``).
 

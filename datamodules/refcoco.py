@@ -41,6 +41,7 @@ from datamodules.coco import ImageInfo, read_images
 from datamodules.errors import DataFormatError, OnBadSample, UnknownSplitError
 from datamodules.io import (
     box_in_image,
+    check_new_id,
     checked_segmentation,
     coco_image_dirs,
     coco_mask,
@@ -231,12 +232,7 @@ def read_instances(path: Path, image_dir: Path, reader: Reader) -> InstanceTable
         where = f"annotations[{i}]"
         try:
             ann_id = field(ann, "id", int, path, where)
-            if ann_id in first:  # the first one stands
-                raise DataFormatError(
-                    path,
-                    f"{where}.id",
-                    f"duplicate annotation id {ann_id} (first at annotations[{first[ann_id]}])",
-                )
+            check_new_id(first, ann_id, path, where, "annotation id")  # the first one stands
         except DataFormatError as err:
             reader.report(err)
             continue

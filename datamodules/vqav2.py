@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from datamodules.base import Reader, TaskDataModule
 from datamodules.errors import DataFormatError, OnBadSample
-from datamodules.io import coco_image_dirs, field, first_existing, read_json
+from datamodules.io import check_new_id, coco_image_dirs, field, first_existing, read_json
 from datamodules.sce import PAPER_SCE, SceOptions
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -146,12 +146,7 @@ class VQAv2Reader(Reader):
                 image_id = field(q, "image_id", int, qpath, where)
                 qid = field(q, "question_id", int, qpath, where)
                 question = field(q, "question", str, qpath, where)
-                if qid in first:
-                    raise DataFormatError(
-                        qpath,
-                        f"{where}.question_id",
-                        f"duplicate question id {qid} (first at questions[{first[qid]}])",
-                    )
+                check_new_id(first, qid, qpath, where, "question id", "question_id")
                 if not question.strip():
                     raise DataFormatError(qpath, f"{where}.question", "empty question")
             except DataFormatError as err:
@@ -217,12 +212,7 @@ class VQAv2Reader(Reader):
             where = f"annotations[{i}]"
             try:
                 qid = field(ann, "question_id", int, path, where)
-                if qid in first:
-                    raise DataFormatError(
-                        path,
-                        f"{where}.question_id",
-                        f"duplicate question id {qid} (first at annotations[{first[qid]}])",
-                    )
+                check_new_id(first, qid, path, where, "question id", "question_id")
                 raw = field(ann, "answers", list, path, where)
                 if not raw:  # VQA accuracy compares with the human answers: none makes every answer wrong
                     raise DataFormatError(path, f"{where}.answers", "no answers")
