@@ -1,7 +1,7 @@
 """The steps of ``benchmarks/gpu_check.sh`` and the comparison of the memory plan with the measured peak.
 
     python benchmarks/gpu_check.py prepare OUT_DIR [--steps 50] [--preset 7b] [--mode full] [--batch-size 8]
-        [--gpu-memory GIB] [--accelerator gpu] [--dry-run]
+        [--gpu-memory GIB] [--accelerator gpu] [--fsdp2] [--dry-run]
     python benchmarks/gpu_check.py compare OUT_DIR
 
 ``prepare`` writes the tiny recipes pointed at ``OUT_DIR/data``, ``OUT_DIR/steps.tsv`` (one step a line: name,
@@ -13,6 +13,8 @@ steps and the plan, so it runs without a GPU. ``compare`` reads ``plan.json`` an
 writes ``OUT_DIR/plan_vs_measured.json`` and the summary lines ``OUT_DIR/plan_vs_measured.txt``.
 
 ``--accelerator cpu`` (with ``--preset tiny``) runs the same steps on a CPU, to try the script without a GPU.
+``--fsdp2`` adds a step: the tiny VistaLLM fit under ``lightning_gpv.strategies_fsdp2.VistaLLMFSDP2Strategy``
+(75 s more, beyond the 8 minutes of the default steps).
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ trainer:
   strategy:
     class_path: lightning_gpv.strategies.VistaLLMFSDPStrategy
     init_args: {sharding_strategy: FULL_SHARD, activation_checkpointing: true}
+"""
+FSDP2_STRATEGY = """\
+# Merged into the tiny VistaLLM recipe with --fsdp2: the FSDP2 preset on one GPU.
+trainer:
+  strategy:
+    class_path: lightning_gpv.strategies_fsdp2.VistaLLMFSDP2Strategy
+    init_args: {activation_checkpointing: true}
 """
 RESERVE = 0.15
 """Fraction of GPU memory the layer choice leaves free (the plan's 10% plus a margin for its error)."""
@@ -83,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--gpu-memory", type=_memory, default=None, help="GiB of the GPU (default: CUDA's)")
     prepare.add_argument("--accelerator", choices=["gpu", "cpu"], default="gpu")
     prepare.add_argument("--dry-run", action="store_true", help="print the steps and the plan; write nothing")
+    prepare.add_argument(
+        "--fsdp2", action="store_true", help="also fit the tiny VistaLLM under the FSDP2 preset (75 s more)"
+    )
     compare = commands.add_parser("compare", help="plan vs measured peak memory")
     compare.add_argument("out_dir", type=Path)
     return parser
@@ -145,6 +157,8 @@ def steps(out: Path, args: argparse.Namespace, llm_layers: int) -> list[Step]:
     device = "cuda" if args.accelerator == "gpu" else "cpu"
     result = shlex.quote(str(out / "throughput.json"))
     fsdp = f" -c {q['recipes']}/fsdp_strategy.yaml"  # a second config merges into the first
+    fsdp2 = [Step("fsdp2_vistallm", 75, fit("vistallm_shapes", "fsdp2_vistallm",
+                                            f" -c {q['recipes']}/fsdp2_strategy.yaml"))]  # fmt: skip
     return [
         Step("data", 60, f"{cli} make-shapes --root {q['data']} --num-images 120 --seed 0 --max-objects 3 "
                          "--backgrounds plain --sizes medium large --no-progress && "
@@ -153,6 +167,7 @@ def steps(out: Path, args: argparse.Namespace, llm_layers: int) -> list[Step]:
         Step("tiny_vistallm_bf16", 60, fit("vistallm_shapes", "tiny_vistallm")),
         Step("tiny_gpv1_bf16", 60, fit("gpv1_shapes", "tiny_gpv1")),
         Step("fsdp_vistallm", 75, fit("vistallm_shapes", "fsdp_vistallm", fsdp)),
+        *(fsdp2 if args.fsdp2 else []),
         Step("throughput", 130, f"{py} benchmarks/vistallm_gpu.py --preset {args.preset} --mode {args.mode} "
                                 f"--batch-size {args.batch_size} --llm-layers {llm_layers} --steps 10 "
                                 f"--warmup 3 --device {device} --out {result}"),
@@ -180,6 +195,7 @@ def prepare(args: argparse.Namespace) -> int:
         vocab = out / "vocab" if name.startswith("gpv1") else None
         tiny_recipe(name, out / "data", vocab, out / "recipes" / f"{name}.yaml")
     (out / "recipes" / "fsdp_strategy.yaml").write_text(FSDP_STRATEGY, encoding="utf-8")
+    (out / "recipes" / "fsdp2_strategy.yaml").write_text(FSDP2_STRATEGY, encoding="utf-8")
     with open(out / "steps.tsv", "w", encoding="utf-8") as f:
         f.writelines(f"{step.name}\t{step.limit}\t{step.command}\n" for step in todo)
     result = {**plan.to_dict(), "preset": args.preset, "mode": args.mode, "llm_layers": layers,

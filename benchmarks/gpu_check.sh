@@ -2,7 +2,8 @@
 # GPU check of the training paths, under 8 minutes on one H100 (every step is time-boxed; the limits add up
 # to 460 s):
 #   1. bf16-mixed fits of the tiny recipes (recipes/tiny/*.yaml) on a fresh small ShapesWorld;
-#   2. the tiny VistaLLM fit under lightning_gpv.strategies.VistaLLMFSDPStrategy on one GPU;
+#   2. the tiny VistaLLM fit under lightning_gpv.strategies.VistaLLMFSDPStrategy on one GPU (with
+#      GPU_CHECK_ARGS=--fsdp2 also under lightning_gpv.strategies_fsdp2.VistaLLMFSDP2Strategy, 75 s more);
 #   3. VistaLLM-7B-shaped training throughput (benchmarks/vistallm_gpu.py: full width, as many LLM layers as
 #      the memory plan fits): tokens/s, samples/s, MFU, peak memory;
 #   4. the memory plan's prediction (lightning_gpv.plan) next to the measured peak.

@@ -29,7 +29,7 @@ is why the LLM itself, the timm trunk and ``DetrModel`` are never units.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +168,30 @@ class LayerWrapPolicy(CustomPolicy):
 
 _CONTAINERS = (nn.ModuleDict, nn.ModuleList, nn.Sequential)
 """Containers are indexed or iterated, not called, so they are never units (their children can be)."""
+
+
+def wrap_and_checkpoint_policies(
+    layer_classes: Sequence[type[nn.Module]],
+    unit_classes: Sequence[type[nn.Module]],
+    *,
+    lm_no_split_modules: bool,
+    split_mixed_layers: bool,
+    activation_checkpointing: bool,
+) -> tuple[LayerWrapPolicy, LayerWrapPolicy | None]:
+    """The sharding-unit policy of a preset and its activation-checkpointing policy (the layer classes only,
+    adapters never split; ``None`` without checkpointing), shared by the FSDP1 and FSDP2 presets."""
+    wrap = LayerWrapPolicy(
+        layer_classes,
+        unit_classes,
+        lm_no_split_modules=lm_no_split_modules,
+        split_mixed_layers=split_mixed_layers,
+    )
+    checkpoint = (
+        LayerWrapPolicy(layer_classes, lm_no_split_modules=lm_no_split_modules, split_mixed_layers=False)
+        if activation_checkpointing
+        else None
+    )
+    return wrap, checkpoint
 
 
 def _largest_trainable_parts(layer: nn.Module) -> list[nn.Module]:

@@ -29,7 +29,11 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 
-from lightning_gpv.fsdp_units import LayerWrapPolicy, _uses_own_checkpointing, describe_units
+from lightning_gpv.fsdp_units import (
+    _uses_own_checkpointing,
+    describe_units,
+    wrap_and_checkpoint_policies,
+)
 from lightning_gpv.models.gpv1 import build as gpv1_build
 from lightning_gpv.models.vistallm import build as vistallm_build
 
@@ -144,16 +148,12 @@ class GPVFSDPStrategy(FSDPStrategy):
             raise ValueError(f"state_dict_type must be 'full' or 'sharded', got {state_dict_type!r}")
         if reduce_dtype not in ("fp32", "bf16"):
             raise ValueError(f"reduce_dtype must be 'fp32' or 'bf16', got {reduce_dtype!r}")
-        self.wrap_policy = LayerWrapPolicy(
+        self.wrap_policy, self.checkpoint_policy = wrap_and_checkpoint_policies(
             layer_classes,
             unit_classes,
             lm_no_split_modules=lm_no_split_modules,
             split_mixed_layers=split_mixed_layers,
-        )
-        self.checkpoint_policy = (
-            LayerWrapPolicy(layer_classes, lm_no_split_modules=lm_no_split_modules, split_mixed_layers=False)
-            if activation_checkpointing
-            else None
+            activation_checkpointing=activation_checkpointing,
         )
         super().__init__(
             auto_wrap_policy=self.wrap_policy,

@@ -3,6 +3,7 @@ the files ``prepare`` writes and the plan-vs-measured comparison."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -38,6 +39,21 @@ def test_dry_run_prints_the_steps_and_the_plan(tmp_path: Path, capsys: pytest.Ca
     assert plan.startswith("plan: 7b full, 32 LLM layers, batch 8 x 226 tokens, bf16, no FSDP: predicted ")
     assert plan.endswith("of 80.0 GiB (--gpu-memory), fits")
     assert not out.exists()  # a dry run writes nothing
+
+
+def test_fsdp2_adds_its_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    check = _gpu_check()
+    assert check.main(["prepare", str(tmp_path), "--dry-run", "--gpu-memory", "80", "--fsdp2"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    names = [line.split(",", 1)[0].lstrip("[") for line in lines]
+    assert names[3:5] == ["fsdp_vistallm", "fsdp2_vistallm"] and len(names) == 7
+    assert "recipes/fsdp2_strategy.yaml --trainer.accelerator=gpu" in lines[4]
+    assert "lightning_gpv.strategies_fsdp2.VistaLLMFSDP2Strategy" in check.FSDP2_STRATEGY
+    import yaml
+
+    strategy = yaml.safe_load(check.FSDP2_STRATEGY)["trainer"]["strategy"]
+    module, name = strategy["class_path"].rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name).__name__ == name
 
 
 def test_the_plan_picks_as_many_layers_as_fit() -> None:

@@ -13,6 +13,7 @@ Needs transformers >= 5 (the keyword names of ``DetrEncoder``/``DetrDecoder.forw
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ _TRAINABLE_BACKBONE_PARTS = ("stages.1.", "stages.2.", "stages.3.", "layer2.", "
 """DETR trains only ResNet stages 2-4 (stem and stage 1 stay frozen); HF and timm ResNet names."""
 
 _HALF = (torch.bfloat16, torch.float16)
+_WRAPPER_PREFIX = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module)\.")
 
 
 @dataclass
@@ -134,9 +136,15 @@ class DetrRegionEncoder(nn.Module):
     def _is_detr(name: str) -> bool:
         return name.startswith(("detr.", "box_head."))
 
+    def _parameters_by_name(self) -> dict[str, nn.Parameter]:
+        """``named_parameters`` under the names they had at construction: FSDP1 and activation checkpointing
+        insert their wrapper modules (``_fsdp_wrapped_module.``, ``_checkpoint_wrapped_module.``) into the
+        names of the parameters they wrap."""
+        return {_WRAPPER_PREFIX.sub("", name): param for name, param in self.named_parameters()}
+
     def trainable_detr_parameters(self) -> list[nn.Parameter]:
         """DETR's parameters that train once it is unfrozen (all but the ResNet stem and stage 1)."""
-        params = dict(self.named_parameters())
+        params = self._parameters_by_name()
         return [params[name] for name in self._trainable_detr]
 
     def detr_parameters(self) -> list[nn.Parameter]:
@@ -149,7 +157,7 @@ class DetrRegionEncoder(nn.Module):
 
     def set_detr_frozen(self, frozen: bool) -> None:
         """Freeze or unfreeze DETR; the ResNet stem and stage 1 stay frozen either way."""
-        params = dict(self.named_parameters())
+        params = self._parameters_by_name()
         for name in self._trainable_detr:
             params[name].requires_grad_(not frozen)
 

@@ -116,3 +116,24 @@ def test_pretrained_detr_loads_from_local_folder(tmp_path: Path) -> None:
     reference = build_detr(config.__class__(**{**vars(config), "name_or_path": str(tmp_path / "detr")}))
     torch.testing.assert_close(a.detr.input_projection.weight, reference.model.input_projection.weight)
     torch.testing.assert_close(a.box_head.layers[0].weight, reference.bbox_predictor.layers[0].weight)
+
+
+def test_detr_parameter_lists_survive_wrapper_modules() -> None:
+    """FSDP1 and activation checkpointing insert wrapper modules into parameter names (as
+    ``GPV1FSDPStrategy`` does before ``configure_optimizers`` asks for DETR's parameters)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    from lightning_gpv.models.gpv1.config import GPV1Config
+    from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
+
+    encoder = DetrRegionEncoder(GPV1Config.tiny().visual, hidden_size=32)
+    before = [id(p) for p in encoder.trainable_detr_parameters()]
+    layers = encoder.detr.encoder.layers
+    for k, layer in enumerate(layers):
+        layers[k] = checkpoint_wrapper(layer)
+    assert any("_checkpoint_wrapped_module." in name for name, _ in encoder.named_parameters())
+    assert [id(p) for p in encoder.trainable_detr_parameters()] == before
+    encoder.set_detr_frozen(True)
+    assert not any(p.requires_grad for p in encoder.trainable_detr_parameters())
+    encoder.set_detr_frozen(False)
+    assert all(p.requires_grad for p in encoder.trainable_detr_parameters())
