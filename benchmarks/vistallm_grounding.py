@@ -89,6 +89,10 @@ def main() -> None:
     parser.add_argument("--val-batches", type=int, default=16, help="batches of the final validation")
     parser.add_argument("--num-queries", type=int, help="QFormer queries per image (tiny default: 8)")
     parser.add_argument("--num-bins", type=int, help="coordinate bins (tiny default: 64)")
+    parser.add_argument("--qformer-init", type=float, help="QFormer init std (tiny default: 0.25)")
+    parser.add_argument(
+        "--scratch-vision", action="store_true", help="a random image encoder instead of the shipped one"
+    )
     parser.add_argument("--threads", type=int, default=1)
     add_style_arguments(parser)  # used when generating --root
     parser.add_argument("--tasks", nargs="+", default=["rec"], choices=("rec", "res"))
@@ -98,12 +102,14 @@ def main() -> None:
     if not args.root.exists():
         make_shapes(args.root, num_images=args.num_images, seed=0, progress=True, style=style_from_args(args))
     seed_everything(0)
-    config = VistaLLMConfig.tiny()
+    config = VistaLLMConfig.tiny(pretrained=not args.scratch_vision)
+    if args.qformer_init is not None:
+        config = replace(config, qformer=replace(config.qformer, initializer_range=args.qformer_init))
     if args.num_queries is not None:
         config = replace(config, qformer=replace(config.qformer, num_queries=args.num_queries))
     if args.num_bins is not None:
         config = replace(config, num_bins=args.num_bins)
-    module = VistaLLMModule(config, load_weights=False, lr=args.lr)
+    module = VistaLLMModule(config, load_weights=True, lr=args.lr)
     images = str(args.root / "coco" / "images" / "train2014")
     options = RefCocoOptions("refcoco", "unc", tasks=tuple(args.tasks), image_dir=images)
     refcoco = RefCocoDataModule(str(args.root / "refcoco"), options)

@@ -213,6 +213,7 @@ COMMANDS = (
     ("build-vocab", "build GPV-1's answer vocabulary folder (--coco-root R --vqa-root R --out DIR)"),
     ("convert", "convert published GPV-1 or DETR weights to GPV1's names (gpv1|detr --checkpoint F --out D)"),
     ("export", "export a checkpoint as a self-contained model folder (--ckpt_path CKPT --out DIR)"),
+    ("pretrain-encoder", "pretrain the tiny VistaLLM image encoder on ShapesWorld (--out F.safetensors)"),
     ("plan", "memory per GPU of a VistaLLM run (--preset 7b --mode lora --gpus 8 --gpu-memory 80)"),
 )
 """The commands ``main`` runs itself, before the Lightning CLI; each has its own ``--help``."""
@@ -263,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from lightning_gpv.export import main as export_main
 
         raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "pretrain-encoder":
+        from lightning_gpv.pretraining.command import main as pretrain_main
+
+        raise SystemExit(pretrain_main(argv[1:]))
     if argv and argv[0] == "plan":
         from lightning_gpv.plan import main as plan_main
 

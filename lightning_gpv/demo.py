@@ -1,19 +1,21 @@
 """``make demo``: train and evaluate tiny GPV-1 and tiny VistaLLM on ShapesWorld through the Lightning CLI,
 on a CPU.
 
-``python -m lightning_gpv.demo [--out outputs/demo] [--quick]``:
+``python -m lightning_gpv.demo [--out outputs/demo] [--seed 0] [--test-samples 256] [--quick]``:
 
 1. generate a sparse ShapesWorld (:data:`STYLE`, 3,000 scenes) into ``OUT/data`` (``make_shapes``) and
    GPV-1's vocabularies into ``OUT/vocab`` (:mod:`lightning_gpv.build_vocab`);
-2. for each model, write ``OUT/<model>_recipe.yaml`` (``recipes/tiny/gpv1_shapes.yaml``,
-   ``recipes/tiny/vistallm_shapes.yaml``, pointed at ``OUT``) and fit it with the CLI
-   (``lightning-gpv fit -c OUT/<model>_recipe.yaml``, run in-process; with ``--jobs 2``, the default on two
-   or more cores, the two models run at the same time in two processes logging to ``OUT/<model>.log``);
-3. test the trained model and the untrained one (same seed, same recipe) on the first 256 samples of each
-   test split (ShapesWorld's ``val2014``, RefCOCO ``testA``, NLVR2 ``test1``), write ``OUT/metrics.json``
-   (``{"gpv1": {"trained": {...}, "untrained": {...}}, "vistallm": {...}}``, each metric under its logged key
-   ``test/{dataset}/{task}/{metric}``), print a table, and draw predictions (boxes, masks and text) into
-   ``OUT/pictures/``.
+2. fit the tiny recipes with the CLI (``lightning-gpv fit -c OUT/<recipe>.yaml``, copies of
+   ``recipes/tiny/*.yaml`` pointed at ``OUT``): GPV-1 (``gpv1_shapes``, its DETR pretrained and frozen for the
+   first epochs) and VistaLLM stage 1 (``vistallm_shapes``, single-image tasks, the image encoder frozen) then
+   stage 2 (``vistallm_shapes_stage2``, multi-image tasks, only the tokenizer trains), both models starting
+   from the weights the package ships (``docs/pretrained.md``). With ``--jobs 2``, the default on two or more
+   cores, the two models run at the same time in two processes logging to ``OUT/<model>.log``;
+3. test the final model and the untrained one (same seed, same recipe) on the first ``--test-samples`` of
+   each test split, write ``OUT/metrics.json`` (``{"gpv1": {"trained": {...}, "untrained": {...}},
+   "vistallm": {...}}``, each metric under its logged key ``test/{dataset}/{task}/{metric}``), print a table,
+   draw both models' predictions into ``OUT/pictures/<model>/{trained,untrained}/`` and write the page
+   ``OUT/index.html`` (per task: metrics, pictures side by side, ground truth; the loss curves).
 
 An earlier ``OUT`` is never overwritten: it is moved to ``OUT-<timestamp>`` first (and the move printed).
 """
@@ -29,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,19 +39,38 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lightning_gpv.metrics.evaluation import flatten_results
-from lightning_gpv.shapesworld import SceneStyle
+from lightning_gpv.shapesworld.sample import SPARSE_STYLE
 
 RECIPES = Path(str(resources.files("lightning_gpv") / "recipes"))
 """The recipes shipped with the package (the repository's ``recipes/``; a wheel carries a copy)."""
-STYLE = SceneStyle(max_objects=3, backgrounds=("plain",), sizes=("medium", "large"))
+STYLE = SPARSE_STYLE
 """The demo's ShapesWorld: 1-3 medium or large objects on plain backgrounds, where tiny models trained from
 scratch learn to localise in CPU minutes (in the full world VistaLLM's REC Acc@0.5 stays under 0.04 after
 20 minutes of training, see docs/benchmarks.md)."""
 TEST_SAMPLES = 256
-"""Test samples per task loader (the first ones: test loaders do not shuffle), to bound the demo's time."""
+"""Test samples per task loader (the first ones: test loaders do not shuffle), to bound the demo's time;
+``--test-samples 0`` tests whole splits."""
+QUICK_TEST_SAMPLES = 32
+"""Test samples per task loader with ``--quick``."""
 
 NUM_IMAGES = 3000
 Metrics = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What every model's part of the demo shares.
+
+    Attributes:
+        quick: A few steps on the tiny world (for tests).
+        seed: ``seed_everything`` of every fit (the world itself is always generated with seed 0).
+        test_samples: Test samples per task loader (the first ones); ``None``: whole test splits.
+    """
+
+    quick: bool = False
+    seed: int = 0
+    test_samples: int | None = None
+
 
 # Set in a demo child process (see ``run_parallel``): where StepReporter sends (model, phase, step, total),
 # the shared count of models that are done, and the threads all the children share.
@@ -85,6 +107,20 @@ class StepReporter(Callback):
             _claim_free_threads()
 
 
+class LossHistory(Callback):
+    """Keeps ``(global step, training loss)`` of every step, for the demo page's curves."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[int, float]] = []
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.points.append((int(trainer.global_step), float(loss)))
+
+
 def _report(phase: str) -> None:
     if _REPORT is not None:
         _REPORT.put((_MODEL, phase, 0, 0))
@@ -100,56 +136,27 @@ def move_aside(out: Path) -> Path | None:
     return prediction_writer.move_aside(out, prediction_writer.utc_stamp())
 
 
-def tiny_recipe(name: str, data: Path, vocab: Path | None, path: Path) -> Path:
-    """Copy ``recipes/tiny/<name>.yaml`` to ``path`` with its data (and vocabulary) folders replaced."""
+def tiny_recipe(name: str, data: Path, vocab: Path | None, path: Path, outputs: Path | None = None) -> Path:
+    """Copy ``recipes/tiny/<name>.yaml`` to ``path`` with its data (and vocabulary) folders replaced, and its
+    ``outputs/tiny_<model>`` folders (checkpoints, the stage-1 checkpoint a stage-2 recipe starts from) moved
+    to ``<outputs>/<model>`` (``outputs`` defaults to the copy's folder)."""
     text = (RECIPES / "tiny" / f"{name}.yaml").read_text(encoding="utf-8")
     if vocab is not None:
         text = text.replace("data/shapesworld/gpv1_vocab", vocab.as_posix())
     text = text.replace("data/shapesworld", data.as_posix())
+    outputs = path.parent if outputs is None else outputs
+    text = text.replace("outputs/tiny_", f"{outputs.as_posix()}/")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def _test(model: Any, datamodule: Any) -> dict[str, float]:
+def _test(model: Any, datamodule: Any, samples: int | None) -> dict[str, float]:
+    limit = 1.0 if samples is None else -(-samples // datamodule.batch_size)
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_model_summary=False,
-                      limit_test_batches=-(-TEST_SAMPLES // datamodule.batch_size))  # fmt: skip
+                      enable_model_summary=False, limit_test_batches=limit)  # fmt: skip
     results = flatten_results(trainer.test(model, datamodule=datamodule, verbose=False))
     return {key: value for key, value in results.items() if is_quality_metric(key)}
-
-
-def _pictures(model: Any, datamodule: Any, folder: Path, per_task: int, scan: int = 200) -> list[Path]:
-    """Draw ``per_task`` test predictions of every task (boxes, masks, text, targets) into ``folder``.
-
-    Works for any system with a ``processor`` and a ``predict_step`` returning ``Prediction`` objects:
-    samples are read from each test loader's dataset, encoded and collated by the model's processor.
-    """
-    import torch
-
-    from lightning_gpv.visualize import draw_prediction_for, save_image
-
-    model.eval()
-    paths: list[Path] = []
-    for loader in datamodule.test_dataloader():
-        dataset = loader.dataset
-        chosen: dict[str, list[Any]] = {}
-        for index in range(min(len(dataset), scan)):
-            sample = dataset.sample(index)
-            group = chosen.setdefault(sample.task.value, [])
-            if len(group) < per_task:
-                group.append(sample)
-        samples = [s for group in chosen.values() for s in group]
-        if not samples:
-            continue
-        processor = model.processor
-        batch = processor.collate([processor.encode(s, train=False) for s in samples])
-        with torch.no_grad():
-            predictions = model.predict_step(batch, 0)  # the demo runs on the CPU
-        for sample, prediction in zip(samples, predictions):
-            name = f"{sample.task.value}_{sample.sample_id}".replace("/", "_")
-            paths.append(save_image(draw_prediction_for(sample, prediction), folder / f"{name}.png"))
-    return paths
 
 
 def is_quality_metric(key: str) -> bool:
@@ -160,59 +167,101 @@ def is_quality_metric(key: str) -> bool:
     return len(parts) == 4 and not parts[3].startswith("loss") and parts[3] not in rates
 
 
-def fit_and_test(name: str, recipe: Path, overrides: list[str], out: Path, quick: bool) -> Metrics:
-    """Fit ``recipe`` with the CLI, test the trained and the untrained model (same seed and recipe), and
-    draw test predictions into ``out/pictures/<name>``; returns ``{"trained": ..., "untrained": ...}``,
-    each ``{"test/{dataset}/{task}/{metric}": value}``."""
-    print(f"\n== {name}: lightning-gpv fit -c {recipe} {' '.join(overrides)}")
-    from lightning_gpv.cli import run_lightning_cli
+def _loss_points(cli: Any) -> list[tuple[int, float]]:
+    return next((c.points for c in cli.trainer.callbacks if isinstance(c, LossHistory)), [])
 
-    untrained = run_lightning_cli(["-c", str(recipe), *overrides], run=False, overwrite_config=True)
-    trained = run_lightning_cli(["fit", "-c", str(recipe), *overrides], overwrite_config=True)
+
+def fit_and_test(
+    name: str, stages: list[tuple[Path, list[str]]], out: Path, settings: DemoSettings
+) -> Metrics:
+    """Fit the recipes of ``stages`` (``(recipe, CLI overrides)``; a later one starts from the earlier one's
+    checkpoint through its ``init_weights``) with the CLI, then test the final model and the untrained one
+    (the first recipe, same seed) on every stage's test loaders, draw both models' predictions into
+    ``out/pictures/<name>`` and write ``out/<name>_page.json`` (loss curves and example rows for the page).
+
+    Returns ``{"trained": ..., "untrained": ...}``, each ``{"test/{dataset}/{task}/{metric}": value}``.
+    """
+    from lightning_gpv.cli import run_lightning_cli
+    from lightning_gpv.visualize.examples import compare_predictions
+
+    first, first_overrides = stages[0]
+    untrained = run_lightning_cli(["-c", str(first), *first_overrides], run=False, overwrite_config=True)
+    fits = []
+    for k, (recipe, overrides) in enumerate(stages, start=1):
+        print(
+            f"\n== {name} (stage {k} of {len(stages)}): lightning-gpv fit -c {recipe} {' '.join(overrides)}"
+        )
+        fits.append(run_lightning_cli(["fit", "-c", str(recipe), *overrides], overwrite_config=True))
     print(f"== {name}: testing the trained and the untrained model")
     _report("test")
-    after = _test(trained.model, trained.datamodule)
-    before = _test(untrained.model, untrained.datamodule)
+    trained = fits[-1].model
+    after: dict[str, float] = {}
+    before: dict[str, float] = {}
+    for fit in fits:
+        after |= _test(trained, fit.datamodule, settings.test_samples)
+        before |= _test(untrained.model, fit.datamodule, settings.test_samples)
     _report("pictures")
-    _pictures(trained.model, trained.datamodule, out / "pictures" / name, 2 if quick else 4)
-
+    examples = [
+        row
+        for fit in fits
+        for row in compare_predictions(
+            trained,
+            untrained.model,
+            fit.datamodule,
+            out / "pictures" / name,
+            per_task=2 if settings.quick else 3,
+        )
+    ]
+    curves = {
+        f"stage {k}" if len(fits) > 1 else "training": _loss_points(fit) for k, fit in enumerate(fits, 1)
+    }
+    page = {"curves": curves, "examples": examples}
+    (out / f"{name}_page.json").write_text(json.dumps(page, indent=1) + "\n", encoding="utf-8")
     return {"trained": after, "untrained": before}
 
 
-def _progress_overrides(bars: bool) -> list[str]:
-    """CLI overrides that replace Lightning's progress bar by :class:`StepReporter` (``bars=False``)."""
-    return (
-        []
-        if bars
-        else ["--trainer.enable_progress_bar=false", f"--trainer.callbacks+={__name__}.StepReporter"]
-    )
+def _common_overrides(bars: bool, settings: DemoSettings) -> list[str]:
+    """CLI overrides of every fit: the seed, :class:`LossHistory`, and :class:`StepReporter` instead of
+    Lightning's progress bar (``bars=False``)."""
+    history = [f"--seed_everything={settings.seed}", f"--trainer.callbacks+={__name__}.LossHistory"]
+    if bars:
+        return history
+    return [*history, "--trainer.enable_progress_bar=false", f"--trainer.callbacks+={__name__}.StepReporter"]
 
 
-def run_gpv1(out: Path, data: Path, quick: bool, epochs: int | None = None, bars: bool = True) -> Metrics:
+def run_gpv1(
+    out: Path, data: Path, settings: DemoSettings, epochs: int | None = None, bars: bool = True
+) -> Metrics:
     """Build the vocabularies, fit tiny GPV-1 with the CLI, and test the trained and untrained models."""
     from lightning_gpv.build_vocab import build
 
     vocab = out / "vocab"
     build(vocab, coco_root=str(data / "coco"), vqa_root=str(data / "vqav2"), tiny=True)
-    recipe = tiny_recipe("gpv1_shapes", data, vocab, out / "gpv1_recipe.yaml")
-    overrides = [f"--trainer.default_root_dir={out / 'gpv1'}", *_progress_overrides(bars)]
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, out / "gpv1_recipe.yaml", out)
+    overrides = [f"--trainer.default_root_dir={out / 'gpv1'}", *_common_overrides(bars, settings)]
     if epochs is not None:
         overrides.append(f"--trainer.max_epochs={epochs}")
-    if quick:
+    if settings.quick:
         overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32"]
-    return fit_and_test("gpv1", recipe, overrides, out, quick)
+    return fit_and_test("gpv1", [(recipe, overrides)], out, settings)
 
 
-def run_vistallm(out: Path, data: Path, quick: bool, epochs: int | None = None, bars: bool = True) -> Metrics:
-    """Fit tiny VistaLLM (stage 1) with the CLI, and test the trained and untrained models."""
-    recipe = tiny_recipe("vistallm_shapes", data, None, out / "vistallm_recipe.yaml")
-    overrides = [f"--trainer.default_root_dir={out / 'vistallm'}", *_progress_overrides(bars)]
+def run_vistallm(
+    out: Path, data: Path, settings: DemoSettings, epochs: int | None = None, bars: bool = True
+) -> Metrics:
+    """Fit tiny VistaLLM with the CLI, stage 1 (single-image tasks, image encoder frozen) then stage 2
+    (multi-image tasks, only the tokenizer trains), and test the trained and untrained models."""
+    stage1 = tiny_recipe("vistallm_shapes", data, None, out / "vistallm_recipe.yaml", out)
+    stage2 = tiny_recipe("vistallm_shapes_stage2", data, None, out / "vistallm_stage2_recipe.yaml", out)
+    first = [f"--trainer.default_root_dir={out / 'vistallm'}", *_common_overrides(bars, settings)]
+    second = [f"--trainer.default_root_dir={out / 'vistallm_stage2'}", *_common_overrides(bars, settings)]
     if epochs is not None:
-        overrides.append(f"--trainer.max_epochs={epochs}")
-    if quick:
-        overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32",
-                      "--model.init_args.max_new_tokens=24"]  # fmt: skip
-    return fit_and_test("vistallm", recipe, overrides, out, quick)
+        first.append(f"--trainer.max_epochs={epochs}")
+    if settings.quick:
+        short = ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32",
+                 "--model.init_args.max_new_tokens=24"]  # fmt: skip
+        first, second = first + short, second + short
+    return fit_and_test("vistallm", [(stage1, first), (stage2, second)], out, settings)
 
 
 RUNNERS: dict[str, Callable[..., Metrics]] = {"gpv1": run_gpv1, "vistallm": run_vistallm}
@@ -226,7 +275,7 @@ def _init_child(report: Any, done: Any, models: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _child(name: str, out: Path, data: Path, quick: bool, epochs: int | None) -> Metrics:
+def _child(name: str, out: Path, data: Path, settings: DemoSettings, epochs: int | None) -> Metrics:
     """One model's part in a child process; everything it prints goes to ``OUT/<name>.log``."""
     global _MODEL
     _MODEL = name
@@ -236,7 +285,7 @@ def _child(name: str, out: Path, data: Path, quick: bool, epochs: int | None) ->
     os.dup2(log.fileno(), 1)  # also what C extensions and warnings write
     os.dup2(log.fileno(), 2)
     sys.stdout = sys.stderr = log
-    return RUNNERS[name](out, data, quick, epochs, bars=False)
+    return RUNNERS[name](out, data, settings, epochs, bars=False)
 
 
 def _child_main(name: str, args: tuple[Any, ...], shared: tuple[Any, ...], results: Any) -> None:
@@ -265,7 +314,7 @@ def _stop(processes: Sequence[Any], grace: float = 20.0) -> None:
 
 
 def run_parallel(
-    epochs: dict[str, int | None], out: Path, data: Path, quick: bool, threads: int
+    epochs: dict[str, int | None], out: Path, data: Path, settings: DemoSettings, threads: int
 ) -> dict[str, Metrics]:
     """Run the models of ``epochs`` (name -> epochs or None) at the same time, one process each.
 
@@ -288,7 +337,7 @@ def run_parallel(
         done = manager.Value("i", 0)
         shared = (report, done, len(epochs), threads)
         processes = {
-            name: ctx.Process(target=_child_main, args=(name, (out, data, quick, n), shared, results),
+            name: ctx.Process(target=_child_main, args=(name, (out, data, settings, n), shared, results),
                               name=f"demo-{name}")
             for name, n in epochs.items()
         }  # fmt: skip
@@ -365,6 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="GPV-1 epochs of 300 steps (default: the recipe's 24)")
     parser.add_argument("--vistallm-epochs", type=int, help="VistaLLM epochs (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="a few steps on 20 images (for tests)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both models (default 0)")
+    parser.add_argument(
+        "--test-samples",
+        type=int,
+        help=f"test samples per task (default {TEST_SAMPLES}, 32 with --quick; 0: whole test splits)",
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per model (1 is fastest on 2 shared cores)"
     )
@@ -376,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="2: fit the two models at the same time, one process each (default with 2+ cores)",
     )
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if in_main_thread else None
     try:
@@ -402,15 +458,54 @@ def _run(args: argparse.Namespace) -> int:
     num_images = 20 if args.quick else args.num_images
     data = Path(make_shapes(out / "data", num_images, seed=0, progress=True, style=STYLE))
     epochs = {"gpv1": args.epochs, "vistallm": args.vistallm_epochs}
+    samples = args.test_samples
+    if samples is None:
+        samples = QUICK_TEST_SAMPLES if args.quick else TEST_SAMPLES
+    settings = DemoSettings(quick=args.quick, seed=args.seed, test_samples=samples or None)
     if args.jobs == 2:
-        metrics = run_parallel(epochs, out, data, args.quick, args.threads)
+        metrics = run_parallel(epochs, out, data, settings, args.threads)
     else:
-        metrics = {name: RUNNERS[name](out, data, args.quick, n) for name, n in epochs.items()}
+        metrics = {name: RUNNERS[name](out, data, settings, n) for name, n in epochs.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    seconds = time.monotonic() - start
+    page = write_demo_page(out, metrics, [f"python -m lightning_gpv.demo {' '.join(args.argv)}".strip(),
+                                          f"{seconds:.0f} s on {os.cpu_count()} CPU cores"])  # fmt: skip
     print(f"\n{table(metrics)}\n")
-    print(f"demo: metrics in {out / 'metrics.json'}, pictures in {out / 'pictures'}; "
-          f"{time.monotonic() - start:.0f} s")  # fmt: skip
+    print(f"demo: metrics in {out / 'metrics.json'}, pictures in {out / 'pictures'}; {seconds:.0f} s")
+    print(f"demo: open {page.resolve()} for the pictures and the loss curves")
     return 0
+
+
+def write_demo_page(out: Path, metrics: dict[str, Metrics], notes: Sequence[str]) -> Path:
+    """``out/index.html``: per model its loss curves, then per task the metrics (untrained, trained) and
+    the example rows the runs left in ``out/<model>_page.json``."""
+    from lightning_gpv.visualize.page import PageExample, PageSection, write_page
+
+    sections: list[PageSection] = []
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for model, runs in metrics.items():
+        source = out / f"{model}_page.json"
+        page = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+        curves[model] = {
+            name: [(int(s), float(v)) for s, v in points] for name, points in page.get("curves", {}).items()
+        }
+        by_task: dict[str, PageSection] = {}
+        for key, value in sorted(runs.get("trained", {}).items()):
+            _, dataset, task, metric = key.split("/")
+            section = by_task.setdefault(task, PageSection(model=model, task=task))
+            section.metrics[f"{dataset} {metric}"] = (runs.get("untrained", {}).get(key, float("nan")), value)
+        for row in page.get("examples", []):
+            section = by_task.setdefault(row["task"], PageSection(model=model, task=row["task"]))
+            images = {
+                "trained_image": Path(row["trained_image"]),
+                "untrained_image": Path(row["untrained_image"]),
+            }
+            texts = {
+                k: row[k] for k in ("sample_id", "trained_answer", "untrained_answer", "truth", "prompt")
+            }
+            section.examples.append(PageExample(**images, **texts))
+        sections.extend(by_task.values())
+    return write_page(out / "index.html", sections, curves, notes=notes)
 
 
 if __name__ == "__main__":

@@ -187,8 +187,8 @@ def test_test_prints_each_metric_once_under_its_own_loader(
             stage, dataset = key.split("/")[:2]
             assert stage == "test" and dataset.split("-")[0] == names[index], key
     tasks = {key.split("/")[2] for key in seen if key.count("/") == 3 and "loss" not in key}
-    assert tasks == ({"localization", "classification", "captioning", "vqa"} if name == "gpv1_shapes"
-                     else {"captioning", "vqa", "rec", "res", "nlvr2"})  # fmt: skip
+    assert tasks == ({"localization", "classification", "captioning", "vqa", "rec"} if name == "gpv1_shapes"
+                     else {"captioning", "vqa", "rec", "res", "grec", "gres"})  # fmt: skip
 
 
 def test_bad_data_ends_with_a_one_line_error_or_a_traceback_with_debug(

@@ -19,10 +19,11 @@ from lightning_gpv.demo import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTED_TASKS = {
-    "gpv1": {"localization", "vqa", "classification", "captioning"},
-    "vistallm": {"captioning", "vqa", "rec", "res", "nlvr2"},
+    "gpv1": {"localization", "vqa", "classification", "captioning", "rec"},
+    "vistallm": {"captioning", "vqa", "rec", "res", "grec", "gres", "nlvr2", "attcoseg"},
 }
-"""The tasks of each tiny recipe's test loaders."""
+"""The tasks of each tiny recipe's test loaders (VistaLLM: both stages) with test samples in the quick world
+(its 20 images leave co-segmentation's test split empty)."""
 
 
 @pytest.mark.slow
@@ -47,7 +48,8 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
         trained, untrained = metrics[model]["trained"], metrics[model]["untrained"]
         assert set(trained) == set(untrained), model
         # Uniform keys test/{dataset}/{task}/{metric}, the data set being one of the recipe's test splits.
-        splits = {"coco.val2014", "vqav2.val2014", "refcoco_unc.testA", "nlvr2.test1"}
+        splits = {"coco.val2014", "vqav2.val2014", "refcoco_unc.testA", "refcoco+_unc.testA",
+                  "grefcoco.testA", "nlvr2.test1", "attcoseg.test", "coseg.test"}  # fmt: skip
         assert all(key.split("/")[1].split("-")[0] in splits for key in trained), model
         assert {key.split("/")[2] for key in trained} == tasks, model
         assert all(isinstance(v, float) and 0.0 <= v <= 10.0 for v in trained.values())
@@ -55,10 +57,17 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
     # The two models ran in their own processes (two cores here), each logging to its file.
     assert "Testing" in (out / "gpv1.log").read_text() and "Testing" in (out / "vistallm.log").read_text()
     assert json.loads((out / "data" / "shapesworld.json").read_text())["style"]["backgrounds"] == ["plain"]
-    pictures = list((out / "pictures" / "gpv1").glob("*.png"))
-    assert {p.name.split("_")[0] for p in pictures} >= {"localization", "vqa", "classification", "captioning"}
-    pictures = list((out / "pictures" / "vistallm").glob("*.png"))
-    assert {p.name.split("_")[0] for p in pictures} >= {"captioning", "vqa", "rec", "res", "nlvr2"}
+    for model, tasks in TESTED_TASKS.items():
+        trained = {p.name for p in (out / "pictures" / model / "trained").glob("*.png")}
+        untrained = {p.name for p in (out / "pictures" / model / "untrained").glob("*.png")}
+        assert trained == untrained and {name.split("_")[0] for name in trained} >= tasks
+    page = (out / "index.html").read_text()
+    assert f"open {(out / 'index.html').resolve()}" in printed
+    for model, tasks in TESTED_TASKS.items():
+        loss = json.loads((out / f"{model}_page.json").read_text())["curves"]
+        assert loss and all(len(points) >= 4 for points in loss.values()), model
+        assert all(f"pictures/{model}/trained/{task}_" in page for task in tasks), model
+    assert page.count("<polyline") >= 3  # GPV-1's curve, VistaLLM's two stages
 
 
 @pytest.mark.slow

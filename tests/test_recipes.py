@@ -37,6 +37,7 @@ def test_recipes_exist() -> None:
     assert {
         "tiny/gpv1_shapes.yaml",
         "tiny/vistallm_shapes.yaml",
+        "tiny/vistallm_shapes_stage2.yaml",
         "gpv1/coco_original.yaml",
         "gpv1/coco_sce_stage1.yaml",
         "gpv1/coco_sce_stage2.yaml",
@@ -104,7 +105,56 @@ def test_tiny_vistallm_recipe_fast_dev_run(shapes_and_vocab: tuple[Path, Path], 
         ["fit", "-c", str(recipe), "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path}"]
     )
     assert cli.trainer.global_step == 2
-    # Five loaders, each metric logged once under its own loader and data set.
+    # Six single-image loaders, each metric logged once under its own loader and data set.
     logged = flatten_results([cli.trainer.logged_metrics])
     assert math.isfinite(logged["val/coco.val2014/loss"]) and "val/coco.val2014/captioning/cider" in logged
-    assert "val/nlvr2.dev/nlvr2/accuracy" in logged and "val/refcoco_unc.val-rec/rec/acc@0.5" in logged
+    assert "val/refcoco_unc.val-rec/rec/acc@0.5" in logged and "val/grefcoco.val-gres/gres/gIoU" in logged
+    assert not any("nlvr2" in key for key in logged)  # a multi-image task: stage 2
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_tiny_vistallm_stage_2_starts_from_stage_1_and_trains_only_the_tokenizer(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, _ = shapes_and_vocab
+    short = ["--trainer.max_steps=2", "--trainer.logger=false", "--data.init_args.samples_per_epoch=32"]
+    recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "s1.yaml")
+    first = run_lightning_cli(
+        ["fit", "-c", str(recipe), *short, f"--trainer.default_root_dir={tmp_path / 's1'}"]
+    )
+    stage1_ckpt = tmp_path / "vistallm" / "checkpoints" / "last.ckpt"
+    assert stage1_ckpt.is_file()  # the recipe's dirpath, moved next to the copied recipe
+    recipe = tiny_recipe("vistallm_shapes_stage2", data, None, tmp_path / "s2.yaml")
+    assert f"init_weights: {stage1_ckpt.as_posix()}" in recipe.read_text()
+    second = run_lightning_cli(
+        ["fit", "-c", str(recipe), *short, f"--trainer.default_root_dir={tmp_path / 's2'}"]
+    )
+    assert second.model.stage == 2 and second.trainer.global_step == 2
+    before = torch.load(stage1_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    after = second.model.state_dict()
+    for part, changes in (("model.llm.", False), ("model.vision.", False), ("model.tokenizer.", True)):
+        names = [k for k in before if k.startswith(part)]
+        assert names, part
+        assert any(not torch.equal(before[k], after[k]) for k in names) is changes, part
+    kinds = [type(module).__name__ for module in second.datamodule.datamodules]
+    assert kinds == ["Nlvr2DataModule", "CosegDataModule", "AttCosegDataModule"]
+    assert first.model.stage == 1
+
+
+def test_the_tiny_recipe_loads_the_pretrained_encoder_unless_told_not_to(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from lightning_gpv.models import shipped
+    from lightning_gpv.models.vistallm.config import TINY_VISION_WEIGHTS
+
+    data, _ = shapes_and_vocab
+    recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "vistallm.yaml")
+    stored = shipped.read_part(shipped.resolve(TINY_VISION_WEIGHTS), shipped.ENCODER_PREFIX)
+    key = "trunk.patch_embed.proj.weight"
+    pretrained = run_lightning_cli(["-c", str(recipe)], run=False).model.model.vision.state_dict()[key]
+    scratch = run_lightning_cli(
+        ["-c", str(recipe), "--model.init_args.config.preset=tiny_scratch"], run=False
+    )
+    assert torch.equal(pretrained, stored[key])
+    assert not torch.equal(scratch.model.model.vision.state_dict()[key], stored[key])
+    assert scratch.model.model.config.vision.checkpoint is None

@@ -77,6 +77,8 @@ class SceneStyle:
 
 
 DEFAULT_STYLE = SceneStyle()
+SPARSE_STYLE = SceneStyle(max_objects=3, backgrounds=("plain",), sizes=("medium", "large"))
+"""The demo's world: 1-3 medium or large objects on plain backgrounds."""
 
 
 @dataclass(frozen=True)

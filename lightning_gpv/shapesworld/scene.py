@@ -224,5 +224,6 @@ STREAMS: dict[str, int] = {
     "nlvr2": 7,
     "coseg": 8,
     "attcoseg": 9,
+    "pretraining": 10,
 }
 """Independent random streams (first ``spawn_key`` entry of :func:`seed_rng`)."""

@@ -9,7 +9,8 @@ from lightning_gpv.tasks.samples import Prediction, TaskSample
 from lightning_gpv.visualize.drawing import PALETTE, TARGET_COLOR, Mark, draw_prediction, make_grid
 
 
-def _sample_text(sample: TaskSample) -> str:
+def sample_text(sample: TaskSample) -> str:
+    """The sample's question, expression and category, one per line."""
     parts = []
     if sample.question:
         parts.append(f"Q: {sample.question}")
@@ -20,7 +21,8 @@ def _sample_text(sample: TaskSample) -> str:
     return "\n".join(parts)
 
 
-def _target_text(sample: TaskSample) -> str | None:
+def target_text(sample: TaskSample) -> str | None:
+    """The target text, else up to five acceptable answers; ``None`` when the target has no text."""
     target = sample.target
     if target.text:
         return target.text
@@ -88,8 +90,8 @@ def draw_sample(
         cols: grid columns for multi-image samples (default ``min(num_images, 4)``).
     """
     target = sample.target
-    answer = _target_text(sample)
-    text = "\n".join(t for t in (_sample_text(sample), f"A: {answer}" if answer else "") if t)
+    answer = target_text(sample)
+    text = "\n".join(t for t in (sample_text(sample), f"A: {answer}" if answer else "") if t)
     indices = _indices(sample, image_index)
     panels = []
     for i in indices:
@@ -141,8 +143,8 @@ def draw_prediction_for(
         line_width: line width in output pixels.
         cols: grid columns for multi-image samples.
     """
-    lines = [_sample_text(sample), f"pred: {prediction.text}" if prediction.text else ""]
-    answer = _target_text(sample)
+    lines = [sample_text(sample), f"pred: {prediction.text}" if prediction.text else ""]
+    answer = target_text(sample)
     if show_target and answer:
         lines.append(f"target: {answer}")
     if prediction.dropped:

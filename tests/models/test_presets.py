@@ -11,7 +11,7 @@ import yaml
 from lightning_gpv.models.gpv1.config import GPV1Config
 from lightning_gpv.models.vistallm.config import LoraSettings, VistaLLMConfig
 
-NAMES = {GPV1Config: ("paper", "tiny"), VistaLLMConfig: ("7b", "13b", "smollm2", "tiny")}
+NAMES = {GPV1Config: ("paper", "tiny"), VistaLLMConfig: ("7b", "13b", "smollm2", "tiny", "tiny_scratch")}
 
 
 @pytest.mark.parametrize("cls", [GPV1Config, VistaLLMConfig], ids=lambda c: c.__name__)

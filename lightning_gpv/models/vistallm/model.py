@@ -23,6 +23,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from lightning_gpv.models import shipped
 from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin, write_folder_config
 from lightning_gpv.models.vistallm import folder
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
@@ -158,7 +159,9 @@ class VistaLLM(
             cross_attention_frequency=q.cross_attention_frequency,
             initializer_range=q.initializer_range,
         )
-        if load_weights and q.checkpoint:
+        if load_weights and q.checkpoint and q.checkpoint.endswith(".safetensors"):
+            shipped.load_encoder(image_tokenizer, q.checkpoint)
+        elif load_weights and q.checkpoint:
             image_tokenizer.load_instructblip(q.checkpoint)
         if lc.lora is not None:
             llm = apply_lora(llm, lc.lora, new_ids)

@@ -29,6 +29,7 @@ from transformers import (
 )
 from transformers.utils.hub import cached_file
 
+from lightning_gpv.models import shipped
 from lightning_gpv.models.vistallm.config import VisionConfig
 
 
@@ -377,7 +378,8 @@ def build_vision_encoder(config: VisionConfig, *, load_weights: bool = True) -> 
     ``tower="eva"``: the open_clip EVA trunk with pretrained weights when ``load_weights`` and
     ``open_clip_name``/``open_clip_pretrained`` name them, else a random timm ``Eva``. ``"clip"`` and
     ``"siglip"``: ``from_pretrained(hf_name_or_path)`` when ``load_weights`` and it is set, else a random
-    tower from the dimensions. A random encoder gets the ``"sincos"`` position table when asked (not on the
+    tower from the dimensions. ``config.checkpoint`` (weights of the whole encoder) is loaded over a random
+    build when ``load_weights``. A random encoder gets the ``"sincos"`` position table when asked (not on the
     meta device).
 
     Raises:
@@ -400,16 +402,21 @@ def build_vision_encoder(config: VisionConfig, *, load_weights: bool = True) -> 
             )
             if config.position_embedding == "sincos" and trunk.pos_embed.device.type != "meta":
                 use_sincos_positions(trunk)
-        return EvaFeatures(
+        encoder: VisionEncoder = EvaFeatures(
             trunk, feature_index=config.feature_index, keep_prefix_tokens=config.keep_prefix_tokens
         )
-    if load_weights and config.hf_name_or_path:
-        tower = load_transformers_tower(config)
     else:
-        tower = build_transformers_tower(config)
-        weight = tower.embeddings.position_embedding.weight
-        if config.position_embedding == "sincos" and weight.device.type != "meta":
-            use_sincos_positions_transformers(tower)
-    return TransformersVisionFeatures(
-        tower, feature_index=config.feature_index, keep_prefix_tokens=config.keep_prefix_tokens
-    )
+        if load_weights and config.hf_name_or_path:
+            tower = load_transformers_tower(config)
+        else:
+            tower = build_transformers_tower(config)
+            weight = tower.embeddings.position_embedding.weight
+            if config.position_embedding == "sincos" and weight.device.type != "meta":
+                use_sincos_positions_transformers(tower)
+        encoder = TransformersVisionFeatures(
+            tower, feature_index=config.feature_index, keep_prefix_tokens=config.keep_prefix_tokens
+        )
+    on_meta = next(encoder.parameters()).device.type == "meta"
+    if load_weights and config.checkpoint is not None and not on_meta:
+        shipped.load_encoder(encoder, config.checkpoint)
+    return encoder

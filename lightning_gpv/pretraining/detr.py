@@ -1,0 +1,451 @@
+"""Pretrain GPV-1's tiny DETR on ShapesWorld with DETR's detection objective.
+
+GPV-1 starts from a COCO-trained DETR; the tiny preset gets its DETR from here instead. A seeded, in-memory
+ShapesWorld pool (the scenes of :mod:`lightning_gpv.pretraining.targets`, pretraining stream) is prepared by
+the GPV-1 processor itself (:meth:`~lightning_gpv.models.gpv1.processor.GPV1Processor.encode` of a
+localization sample naming every object), so images are resized and normalized, and boxes normalized,
+exactly as GPV-1 sees them:
+
+* images: ``(N, H, W, 3)`` uint8 resized pixels (the processor's normalized values, stored exactly as the
+  uint8 they came from; :meth:`DetrPool.pixel_values` gives them back bit for bit);
+* boxes: ``(N, M, 4)`` float32 visible box of every object, normalized ``cxcywh`` (padding rows 0);
+* labels: ``(N, M)`` int64 shape class ``SHAPES.index + 1`` (0 on padding rows).
+
+:func:`pretrain_detr` trains a random :class:`~lightning_gpv.models.gpv1.detr.DetrRegionEncoder` (every DETR
+parameter, the ResNet stem and stage 1 included, its batch norm, and the objectness head) with DETR's
+Hungarian loss as GPV-1 computes it for localization (every object relevant; L1 and GIoU weighted 5 and 2),
+plus DETR's class cross-entropy from a throwaway :func:`shape_head` on the decoder output. ``region_proj`` is
+neither trained nor saved (GPV-1 trains it): :func:`detr_tensors` puts the rest under ``encoder.`` and the
+shape head under ``heads.``, so that :func:`evaluate_detr` can measure the file's quality again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
+
+from lightning_gpv.geometry.boxes import box_convert, box_iou, generalized_box_iou
+from lightning_gpv.models import shipped
+from lightning_gpv.models.gpv1.config import DetrEncoderConfig, TextEncoderConfig
+from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
+from lightning_gpv.models.gpv1.heads import NOT_RELEVANT, RELEVANT
+from lightning_gpv.models.gpv1.matcher import HungarianMatcher
+from lightning_gpv.models.gpv1.processor import IMAGENET_MEAN, IMAGENET_STD, GPV1Processor
+from lightning_gpv.models.gpv1.text import load_tokenizer, write_wordpiece_vocab
+from lightning_gpv.models.gpv1.vocab import AnswerVocabulary
+from lightning_gpv.pretraining.schedule import adamw, batch_indices, warmup_cosine
+from lightning_gpv.shapesworld.render import render_scene
+from lightning_gpv.shapesworld.sample import SceneStyle, sample_scene
+from lightning_gpv.shapesworld.scene import SHAPES, STREAMS, seed_rng
+from lightning_gpv.tasks import Target, Task, TaskSample
+
+NOT_SAVED = ("region_proj.",)
+"""Parameters of :class:`DetrRegionEncoder` the weight file leaves out (GPV-1 trains them from scratch)."""
+POOL_IMAGES = 16_000
+"""Training pool size the :class:`DetrPretrainSettings` defaults were measured with (6000 steps of 32 see
+each image 12 times; 8000 images overfit measurably)."""
+CATEGORY = "object"
+"""Category named by the localization samples the processor prepares (its prompt is discarded)."""
+
+
+@dataclass
+class DetrPool:
+    """Images and their object boxes (see the module docstring for shapes and formats)."""
+
+    images: torch.Tensor  # (N, H, W, 3) uint8
+    boxes: torch.Tensor  # (N, M, 4) float32, normalized cxcywh
+    labels: torch.Tensor  # (N, M) int64, SHAPES.index + 1, 0 = padding
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def select(self, index: torch.Tensor) -> DetrPool:
+        """The samples at ``index`` (a 1-D index tensor)."""
+        return DetrPool(self.images[index], self.boxes[index], self.labels[index])
+
+    def pixel_values(self) -> torch.Tensor:
+        """``(N, 3, H, W)`` float32, ImageNet-normalized exactly as the GPV-1 processor does."""
+        return TF.normalize(self.images.permute(0, 3, 1, 2).float() / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+
+    def targets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image, ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k,)`` labels without the padding."""
+        return [(b[lab > 0], lab[lab > 0]) for b, lab in zip(self.boxes, self.labels)]
+
+
+def image_processor(image_size: int | tuple[int, int]) -> GPV1Processor:
+    """A GPV-1 processor resizing to ``image_size`` (``side`` or ``(height, width)``), built as the tests
+    build one: a small WordPiece vocabulary (the prompt ids are not used here) and a one-word answer
+    vocabulary."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    with tempfile.TemporaryDirectory() as folder:
+        vocab_file = write_wordpiece_vocab([CATEGORY], Path(folder) / "vocab.txt")
+        tokenizer = load_tokenizer(TextEncoderConfig(tokenizer_name_or_path=str(vocab_file)))
+    return GPV1Processor(tokenizer, AnswerVocabulary.build([CATEGORY]), image_size=size)
+
+
+def _to_uint8(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Invert the processor's normalization: ``(3, H, W)`` float32 to ``(H, W, 3)`` uint8.
+
+    The processor resizes uint8 pixels, so its values are ``(u / 255 - mean) / std`` for integers ``u``;
+    storing ``u`` takes a quarter of the memory. Raises if the values do not come back bit for bit.
+    """
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    pixels = ((pixel_values * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
+    again = TF.normalize(pixels.float() / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+    if not torch.equal(again, pixel_values):
+        raise RuntimeError("the processor's pixel values are not normalized uint8 pixels")
+    return pixels.permute(1, 2, 0).contiguous()
+
+
+def scene_detections(
+    processor: GPV1Processor, image: np.ndarray, masks: Sequence[np.ndarray], shapes: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One rendered scene as GPV-1 sees it.
+
+    Args:
+        processor: Resizes and normalizes (:func:`image_processor`).
+        image: ``(H, W, 3)`` uint8 picture.
+        masks: Visible ``(H, W)`` 0/1 masks, one per object.
+        shapes: 1-based shape class of each object.
+
+    Returns:
+        ``(S_h, S_w, 3)`` uint8 resized image, ``(k, 4)`` float32 normalized ``cxcywh`` boxes (the tight box
+        of the visible pixels, pixel-edge convention as the COCO annotations), ``(k,)`` int64 labels.
+    """
+    xywh = np.asarray([cv2.boundingRect(m.astype(np.uint8)) for m in masks], dtype=np.float32).reshape(-1, 4)
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    sample = TaskSample(Task.LOCALIZATION, [image], Target(boxes=xyxy), category=CATEGORY)
+    item = processor.encode(sample, train=False)
+    assert item.boxes is not None  # a localization sample always has box targets
+    return _to_uint8(item.pixel_values), item.boxes, torch.as_tensor(list(shapes), dtype=torch.long)
+
+
+def make_detr_pool(
+    num_images: int,
+    *,
+    seed: int,
+    styles: Sequence[SceneStyle],
+    image_size: int | tuple[int, int],
+    start: int = 0,
+) -> DetrPool:
+    """Render images ``start .. start + num_images - 1`` of the pretraining stream with their boxes.
+
+    The scenes are those of :func:`lightning_gpv.pretraining.targets.make_pool` for the same ``seed``,
+    ``styles`` and indices (image ``i`` uses ``styles[i % len(styles)]``); a held-out pool is the same call
+    with a ``start`` past the training pool. ``image_size`` is the GPV-1 config's (96 in the tiny recipe).
+    """
+    processor = image_processor(image_size)
+    rows = []
+    for i in range(start, start + num_images):
+        scene = sample_scene(seed_rng(seed, STREAMS["pretraining"], i), style=styles[i % len(styles)])
+        image, _, visible = render_scene(scene)
+        shapes = [SHAPES.index(obj.shape) + 1 for obj in scene.objects]
+        rows.append(scene_detections(processor, image, visible, shapes))
+    images, boxes, labels = zip(*rows)
+    pad = torch.nn.utils.rnn.pad_sequence  # zero rows after each image's objects
+    return DetrPool(
+        torch.stack(images), pad(list(boxes), batch_first=True), pad(list(labels), batch_first=True)
+    )
+
+
+def shape_head(d_model: int) -> nn.Linear:
+    """DETR's class head on the decoder output: ``(B, R, d)`` to ``(B, R, len(SHAPES) + 1)`` logits, class
+    0 = no object, ``c`` = ``SHAPES[c - 1]``. Only for pretraining and its quality check."""
+    return nn.Linear(d_model, len(SHAPES) + 1)
+
+
+@dataclass
+class DetrPretrainSettings:
+    """How :func:`pretrain_detr` trains.
+
+    Attributes:
+        steps: Optimizer steps.
+        batch_size: Images per step.
+        lr: Peak AdamW learning rate (linear warm-up over ``warmup`` steps, cosine decay to 0).
+        weight_decay: AdamW weight decay (not on 1-D tensors: norms and biases).
+        warmup: Warm-up steps.
+        clip: Gradient-norm clipping.
+        no_object_weight: Cross-entropy weight of the no-object class (DETR's ``eos_coef``).
+        batch_norm: Train the ResNet's batch norm (:func:`thaw_batch_norm`); else it stays the
+            identity that a random DETR's frozen batch norm is.
+        seed: Seed of the initialization and the batch order.
+    """
+
+    steps: int = 6000
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    clip: float = 1.0
+    no_object_weight: float = 0.1
+    batch_norm: bool = True
+    seed: int = 0
+
+
+def thaw_batch_norm(module: nn.Module) -> Callable[[], None]:
+    """Swap every frozen batch norm of ``module`` for a training ``nn.BatchNorm2d``; returns the function that
+    folds what they learned (affine and running statistics) back into the frozen ones and puts those back.
+
+    DETR's ResNet comes with frozen batch norm, statistics and all, from its ImageNet training; a ResNet
+    learned from scratch here gets its statistics the same way, and GPV-1 keeps them frozen.
+    """
+    swapped: list[tuple[nn.Module, str, DetrFrozenBatchNorm2d, nn.BatchNorm2d]] = []
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, DetrFrozenBatchNorm2d):
+                norm = nn.BatchNorm2d(child.weight.numel()).to(child.weight.device)
+                _copy_norm(child, norm)
+                setattr(parent, name, norm)
+                swapped.append((parent, name, child, norm))
+
+    def fold() -> None:
+        for parent, name, frozen, norm in swapped:
+            _copy_norm(norm, frozen)
+            setattr(parent, name, frozen)
+
+    return fold
+
+
+@torch.no_grad()
+def _copy_norm(source: nn.Module, target: nn.Module) -> None:
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        getattr(target, key).copy_(getattr(source, key))
+
+
+LOSS_WEIGHTS = {"objectness": 1.0, "shape": 1.0, "bbox": 5.0, "giou": 2.0}
+"""DETR's weights (class 1, L1 5, GIoU 2), the class weight shared by objectness and shape."""
+
+
+def detection_losses(
+    boxes: torch.Tensor,
+    objectness_logits: torch.Tensor,
+    shape_logits: torch.Tensor,
+    targets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    matcher: HungarianMatcher,
+    no_object_weight: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """DETR's Hungarian loss with GPV-1's binary objectness and a shape class.
+
+    The objectness, L1 and GIoU terms are those of
+    :func:`~lightning_gpv.models.gpv1.losses.localization_losses` (every object relevant); the shape term is
+    DETR's class cross-entropy (matched queries their shape, the others class 0 weighted
+    ``no_object_weight``). One matching serves all terms.
+
+    Args:
+        boxes, objectness_logits, shape_logits: ``(B, R, 4)`` normalized ``cxcywh``, ``(B, R, 2)`` (index
+            0 = object), ``(B, R, C + 1)``.
+        targets: ``B`` pairs of ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k,)`` labels in ``1..C``.
+        matcher, no_object_weight: The Hungarian matcher; the cross-entropy weight of "no object".
+
+    Returns:
+        ``objectness``, ``shape``, ``bbox``, ``giou`` and the weighted ``total`` (:data:`LOSS_WEIGHTS`).
+    """
+    indices = matcher(objectness_logits, boxes, [b for b, _ in targets])
+    batch_idx = torch.cat([torch.full_like(p, n) for n, (p, _) in enumerate(indices)])
+    pred_idx = torch.cat([p for p, _ in indices])
+    relevance = torch.full(objectness_logits.shape[:2], NOT_RELEVANT, dtype=torch.long)
+    relevance[batch_idx, pred_idx] = RELEVANT
+    weight = torch.ones(2)
+    weight[NOT_RELEVANT] = no_object_weight
+    objectness = F.cross_entropy(objectness_logits.transpose(1, 2), relevance, weight=weight)
+    shapes = torch.zeros(shape_logits.shape[:2], dtype=torch.long)
+    shapes[batch_idx, pred_idx] = torch.cat([lab[j] for (_, lab), (_, j) in zip(targets, indices)])
+    weight = torch.ones(shape_logits.shape[-1])
+    weight[0] = no_object_weight
+    shape = F.cross_entropy(shape_logits.transpose(1, 2), shapes, weight=weight)
+    num_boxes = max(sum(len(b) for b, _ in targets), 1)
+    matched = boxes[batch_idx, pred_idx]
+    truth = torch.cat([b[j] for (b, _), (_, j) in zip(targets, indices)])
+    bbox = F.l1_loss(matched, truth, reduction="sum") / num_boxes
+    giou = generalized_box_iou(box_convert(matched, "cxcywh", "xyxy"), box_convert(truth, "cxcywh", "xyxy"))
+    parts = {"objectness": objectness, "shape": shape, "bbox": bbox}
+    parts["giou"] = (1 - giou.diagonal()).sum() / num_boxes
+    parts["total"] = sum(LOSS_WEIGHTS[name] * value for name, value in parts.items())
+    return parts
+
+
+def pretrain_detr(
+    config: DetrEncoderConfig,
+    hidden_size: int,
+    pool: DetrPool,
+    settings: DetrPretrainSettings,
+    *,
+    log: Callable[[int, dict[str, float]], None] | None = None,
+    log_every: int = 200,
+) -> tuple[DetrRegionEncoder, nn.Linear]:
+    """Train a random ``DetrRegionEncoder(config, hidden_size)`` and a :func:`shape_head` on ``pool``.
+
+    Every parameter but ``region_proj`` trains, the ResNet stem and stage 1 included (GPV-1 keeps those
+    frozen, so they must be learned here), and the ResNet's batch norm learns as in ImageNet training
+    (:func:`thaw_batch_norm`) when ``settings.batch_norm``. Returns both modules in eval mode, every
+    parameter's ``requires_grad`` back as ``DetrRegionEncoder`` sets it. ``log(step, values)`` receives
+    the running mean of each loss every ``log_every`` steps (and the samples per second).
+    """
+    torch.manual_seed(settings.seed)
+    encoder = DetrRegionEncoder(config, hidden_size)
+    heads = shape_head(int(encoder.detr.config.d_model))
+    frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad}
+    # Thawed first: the optimizer must hold the training norms' parameters.
+    fold = thaw_batch_norm(encoder.detr.backbone) if settings.batch_norm else lambda: None
+    params = [p for n, p in encoder.named_parameters() if not n.startswith(NOT_SAVED)]
+    params += list(heads.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    for p in encoder.region_proj.parameters():
+        p.requires_grad_(False)  # no loss reaches it; saves its backward
+    optimizer = adamw(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = warmup_cosine(optimizer, warmup=settings.warmup, steps=settings.steps)
+    matcher = HungarianMatcher()
+    batches = batch_indices(len(pool), settings.batch_size, settings.seed)
+    running: dict[str, float] = {}
+    start = time.monotonic()
+    encoder.train()
+    heads.train()
+    for step in range(settings.steps):
+        part = pool.select(next(batches))
+        out = encoder(part.pixel_values())
+        parts = detection_losses(
+            out.boxes, out.objectness_logits, heads(out.detr_features), part.targets(), matcher,
+            settings.no_object_weight,
+        )  # fmt: skip
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.clip)
+        optimizer.step()
+        scheduler.step()
+        for name, value in parts.items():
+            running[name] = running.get(name, 0.0) + float(value.detach())
+        if log is not None and (step + 1) % log_every == 0:
+            values = {name: total / log_every for name, total in running.items()}
+            values["samples_per_s"] = log_every * settings.batch_size / (time.monotonic() - start)
+            log(step + 1, values)
+            running, start = {}, time.monotonic()
+    fold()
+    for n, p in encoder.named_parameters():
+        p.requires_grad_(n not in frozen)
+    encoder.eval()
+    heads.eval()
+    return encoder, heads
+
+
+def detr_tensors(encoder: DetrRegionEncoder, heads: nn.Linear) -> dict[str, torch.Tensor]:
+    """The tensors of the weight file: the encoder's state (parameters and the frozen batch-norm buffers)
+    without ``region_proj`` under ``encoder.``, the shape head under ``heads.``."""
+    tensors = {
+        shipped.ENCODER_PREFIX + k: v.detach().contiguous()
+        for k, v in encoder.state_dict().items()
+        if not k.startswith(NOT_SAVED)
+    }
+    return tensors | {
+        shipped.HEADS_PREFIX + k: v.detach().contiguous() for k, v in heads.state_dict().items()
+    }
+
+
+def load_detr_tensors(encoder: DetrRegionEncoder, path: str | Path) -> None:
+    """Load a DETR weight file into ``encoder``: strictly, except that ``region_proj`` keeps its own (random)
+    weights (what ``DetrEncoderConfig.checkpoint`` does at build time).
+
+    Raises:
+        shipped.WeightFileError: The file is missing, or a tensor is missing, unexpected or of another shape.
+    """
+    shipped.load_encoder(encoder, path, skip=NOT_SAVED)
+
+
+def _greedy_match(iou: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``(P, G)`` IoU of score-ordered predictions with ground truth to ``(P,)`` int64: the ground truth each
+    prediction claims (the free one it overlaps most, at least ``threshold``), -1 for none (COCO/VOC rule)."""
+    claimed = torch.full((iou.shape[0],), -1, dtype=torch.long)
+    free = torch.ones(iou.shape[1], dtype=torch.bool)
+    for p in range(iou.shape[0]):
+        candidates = torch.where(free, iou[p], torch.full_like(iou[p], -1.0))
+        if candidates.numel() and float(candidates.max()) >= threshold:
+            g = int(candidates.argmax())
+            claimed[p], free[g] = g, False
+    return claimed
+
+
+def detection_quality(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    shape_logits: torch.Tensor,
+    targets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """Class-agnostic detection quality of ``N`` images' predictions, all in ``[0, 1]``.
+
+    Args:
+        boxes: ``(N, R, 4)`` predicted normalized ``cxcywh``.
+        scores: ``(N, R)`` objectness probabilities (the ranking).
+        shape_logits: ``(N, R, C + 1)`` (class 0, no object, is never predicted).
+        targets: ``N`` pairs of ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k,)`` labels in ``1..C``.
+        threshold: IoU at which a prediction finds a ground-truth box (each box is found once).
+
+    Returns:
+        ``ap50``: average precision of all predictions of the pool ranked by score (all-point
+        interpolation); ``recall50``: share of ground-truth boxes found by the ``k`` best-scored
+        predictions of their image; ``best_iou``: mean over ground-truth boxes of their largest IoU with
+        those ``k``; ``shape_acc``: share of the found boxes whose prediction names their shape.
+    """
+    ranked: list[tuple[float, bool]] = []
+    total = found = correct = 0
+    best = 0.0
+    for b, (truth, labels) in enumerate(targets):
+        order = scores[b].argsort(descending=True, stable=True)
+        iou = box_iou(box_convert(boxes[b, order], "cxcywh", "xyxy"), box_convert(truth, "cxcywh", "xyxy"))
+        claimed = _greedy_match(iou, threshold)
+        ranked += [(float(s), bool(c >= 0)) for s, c in zip(scores[b, order], claimed)]
+        k = len(truth)
+        total += k
+        if k == 0:
+            continue
+        # The top k on their own: a ground-truth box claimed by a better-ranked duplicate stays claimed.
+        top = _greedy_match(iou[:k], threshold)
+        hit = top >= 0
+        found += int(hit.sum())
+        predicted = shape_logits[b, order[:k], 1:].argmax(-1) + 1
+        correct += int((predicted[hit] == labels[top[hit]]).sum())
+        best += float(iou[:k].max(dim=0).values.sum())
+    if not ranked or total == 0:
+        return {"ap50": 0.0, "recall50": 0.0, "best_iou": 0.0, "shape_acc": 0.0}
+    ranked.sort(key=lambda pair: -pair[0])
+    hits = torch.tensor([hit for _, hit in ranked], dtype=torch.float64)
+    tp = hits.cumsum(0)
+    precision = tp / torch.arange(1, len(hits) + 1, dtype=torch.float64)
+    # Precision envelope (the best precision at any larger recall), summed at each recall step.
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    ap = float((envelope * hits).sum()) / total
+    return {
+        "ap50": ap,
+        "recall50": found / total,
+        "best_iou": best / total,
+        "shape_acc": correct / max(found, 1),
+    }
+
+
+@torch.no_grad()
+def evaluate_detr(
+    encoder: DetrRegionEncoder, heads: nn.Linear, pool: DetrPool, batch_size: int = 256
+) -> dict[str, float]:
+    """:func:`detection_quality` of ``encoder`` (objectness ranking, boxes) and ``heads`` (shapes) on
+    ``pool`` (a held-out one). Leaves both in eval mode."""
+    encoder.eval()
+    heads.eval()
+    boxes, scores, shapes = [], [], []
+    for lo in range(0, len(pool), batch_size):
+        out = encoder(pool.select(torch.arange(lo, min(lo + batch_size, len(pool)))).pixel_values())
+        boxes.append(out.boxes)
+        scores.append(out.objectness_logits.softmax(-1)[..., RELEVANT])
+        shapes.append(heads(out.detr_features))
+    return detection_quality(torch.cat(boxes), torch.cat(scores), torch.cat(shapes), pool.targets())
