@@ -213,7 +213,7 @@ COMMANDS = (
     ("build-vocab", "build GPV-1's answer vocabulary folder (--coco-root R --vqa-root R --out DIR)"),
     ("convert", "convert published GPV-1 or DETR weights to GPV1's names (gpv1|detr --checkpoint F --out D)"),
     ("export", "export a checkpoint as a self-contained model folder (--ckpt_path CKPT --out DIR)"),
-    ("pretrain-encoder", "pretrain the tiny VistaLLM image encoder on ShapesWorld (--out F.safetensors)"),
+    ("pretrain-encoder", "pretrain a tiny encoder on ShapesWorld (--part vision|tokenizer|detr --out F)"),
     ("plan", "memory per GPU of a VistaLLM run (--preset 7b --mode lora --gpus 8 --gpu-memory 80)"),
 )
 """The commands ``main`` runs itself, before the Lightning CLI; each has its own ``--help``."""
@@ -223,7 +223,7 @@ OVERVIEW = "\n".join(
         "usage: lightning-gpv COMMAND [options]",
         "",
         "Data and model commands (lightning-gpv COMMAND --help for their options):",
-        *(f"  {name:<13}{line}" for name, line in COMMANDS),
+        *(f"  {name:<18}{line}" for name, line in COMMANDS),
         "",
         "Training and evaluation, the Lightning CLI (lightning-gpv fit --help etc.):",
         "  fit, validate, test, predict -c RECIPE.yaml",
