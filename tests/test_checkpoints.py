@@ -91,7 +91,9 @@ def test_checkpoint_of_a_recipe_run_resumes_and_starts_another_run(
     recipe = tiny_recipe(recipe_name, data, vocab if family == "gpv1" else None, tmp_path / "recipe.yaml")
     first = tmp_path / "first"
     _cli("fit", recipe, first, "--trainer.max_steps=2")
-    ckpt = sorted(first.rglob("*.ckpt"))[-1]
+    # Under the run's folder, or the recipe's checkpoint dirpath (the tiny VistaLLM recipe has one, where its
+    # stage-2 recipe finds last.ckpt; tiny_recipe puts it beside the copied recipe).
+    ckpt = max(tmp_path.rglob("*.ckpt"), key=lambda path: path.stat().st_mtime)
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 2 and isinstance(checkpoint["hyper_parameters"]["config"], dict)
 
@@ -136,7 +138,7 @@ def test_ckpt_path_of_another_family_is_refused_and_flags_win(
     # A checkpoint of the recipe's class: a resume refuses changed model arguments, naming them...
     first = tmp_path / "first"
     _cli("fit", recipe, first, "--trainer.max_steps=1")
-    ckpt = sorted(first.rglob("last.ckpt"))[-1]  # the recipe saves last.ckpt
+    ckpt = max(tmp_path.rglob("last.ckpt"), key=lambda path: path.stat().st_mtime)  # the recipe saves one
     with pytest.raises(SystemExit) as exit_info:
         _cli("fit", recipe, tmp_path / "s", "--ckpt_path", str(ckpt), "--model.init_args.lr=0.0005")
     assert exit_info.value.code == 2 and "lr=0.0005 (checkpoint: 0.001)" in capsys.readouterr().err

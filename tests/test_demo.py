@@ -65,7 +65,7 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
     assert f"open {(out / 'index.html').resolve()}" in printed
     for model, tasks in TESTED_TASKS.items():
         loss = json.loads((out / f"{model}_page.json").read_text())["curves"]
-        assert loss and all(len(points) >= 4 for points in loss.values()), model
+        assert loss and all(len(points) >= 2 for points in loss.values()), model  # --quick: 2-4 steps
         assert all(f"pictures/{model}/trained/{task}_" in page for task in tasks), model
     assert page.count("<polyline") >= 3  # GPV-1's curve, VistaLLM's two stages
 
