@@ -55,6 +55,7 @@ import torch
 from torch.nn.functional import unfold
 
 from datamodules.refcoco import RefCocoOptions, RefCocoReader
+from lightning_gpv.geometry.boxes import paired_box_iou
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
 from lightning_gpv.systems.vistallm import VistaLLMModule
@@ -142,7 +143,9 @@ def patch_map_boxes(
     both = torch.cat([x_train, x_test]).reshape(-1, d)
     scores, lam = probe(x_train.reshape(-1, d), inside, both)
     scores = scores.view(-1, patches)
-    fits = {t: float(box_iou(mask_box(scores[:n], t, grid), y_train).mean()) for t in (0.1, 0.2, 0.3, 0.5)}
+    fits = {
+        t: float(paired_box_iou(mask_box(scores[:n], t, grid), y_train).mean()) for t in (0.1, 0.2, 0.3, 0.5)
+    }
     return mask_box(scores[n:], max(fits, key=fits.__getitem__), grid), lam
 
 
@@ -301,16 +304,6 @@ def as_box(raw: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1)
 
 
-def box_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(n,)`` IoU of paired ``xyxy`` boxes ``(n, 4)``; a NaN prediction (no box) scores 0."""
-    width = (torch.minimum(pred[:, 2], target[:, 2]) - torch.maximum(pred[:, 0], target[:, 0])).clamp(min=0)
-    height = (torch.minimum(pred[:, 3], target[:, 3]) - torch.maximum(pred[:, 1], target[:, 1])).clamp(min=0)
-    inter = width * height
-    area = [(b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0) for b in (pred, target)]
-    iou = inter / (area[0] + area[1] - inter).clamp(min=1e-12)
-    return torch.nan_to_num(iou, nan=0.0)
-
-
 def run_probes(collected: StageFeatures) -> list[dict[str, object]]:
     """One row per stage, in the order of the module docstring: ``stage``, ``dim``, ``iou`` and
     ``acc@0.5`` on the held-out half, ``lambda`` (probes only), ``n_train`` and ``n_test``."""
@@ -320,7 +313,7 @@ def run_probes(collected: StageFeatures) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
 
     def add(stage: str, dim: str, boxes: torch.Tensor, lam: float | None) -> None:
-        iou = box_iou(boxes, y_test)
+        iou = paired_box_iou(boxes, y_test)
         acc = float((iou >= 0.5).float().mean())
         counts = {"n_train": int(train.sum()), "n_test": int(test.sum())}
         rows.append(

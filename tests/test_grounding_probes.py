@@ -47,8 +47,8 @@ def test_ridge_probe_recovers_a_linear_map_and_beats_the_constant(dim: int) -> N
     boxes = _boxes(200, seed=0)
     features = boxes @ torch.randn(4, dim, generator=torch.Generator().manual_seed(1)) + 3.0
     predicted, _ = gp.probe(features[:100], boxes[:100], features[100:])
-    iou = gp.box_iou(gp.as_box(predicted), boxes[100:])
-    constant = gp.box_iou(boxes[:100].mean(0).expand(100, 4), boxes[100:])
+    iou = gp.paired_box_iou(gp.as_box(predicted), boxes[100:])
+    constant = gp.paired_box_iou(boxes[:100].mean(0).expand(100, 4), boxes[100:])
     assert float(iou.mean()) > 0.99 and float(iou.min()) > 0.9
     assert float(constant.mean()) < 0.5
 

@@ -101,6 +101,16 @@ def box_iou(a: Boxes, b: Boxes) -> Boxes:
     return out.numpy() if was_numpy else out
 
 
+def paired_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of paired ``(n, 4)`` ``xyxy`` boxes, shape ``(n,)`` (``box_iou``'s diagonal without its ``n x n``
+    matrix); 0 where the union is empty or a box is NaN (no prediction)."""
+    lo = torch.maximum(a[:, :2], b[:, :2])
+    hi = torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (hi - lo).clamp(min=0).prod(dim=1)
+    union = box_area(a) + box_area(b) - inter
+    return torch.nan_to_num(inter / union.clamp(min=1e-9), nan=0.0)
+
+
 def generalized_box_iou(a: Boxes, b: Boxes) -> Boxes:
     """Pairwise generalized IoU of ``(n, 4)`` and ``(m, 4)`` ``xyxy`` boxes, shape ``(n, m)``."""
     ta, was_numpy = _to_tensor(a)

@@ -22,7 +22,6 @@ shape head under ``heads.``, so that :func:`evaluate_detr` can measure the file'
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,13 @@ from lightning_gpv.models.gpv1.matcher import HungarianMatcher
 from lightning_gpv.models.gpv1.processor import IMAGENET_MEAN, IMAGENET_STD, GPV1Processor
 from lightning_gpv.models.gpv1.text import load_tokenizer, write_wordpiece_vocab
 from lightning_gpv.models.gpv1.vocab import AnswerVocabulary
-from lightning_gpv.pretraining.schedule import adamw, batch_indices, warmup_cosine
+from lightning_gpv.pretraining.schedule import (
+    RunningMeans,
+    adamw,
+    batch_indices,
+    optimizer_step,
+    warmup_cosine,
+)
 from lightning_gpv.shapesworld.render import render_scene
 from lightning_gpv.shapesworld.sample import SceneStyle, sample_scene
 from lightning_gpv.shapesworld.scene import SHAPES, STREAMS, seed_rng
@@ -309,8 +314,7 @@ def pretrain_detr(
     scheduler = warmup_cosine(optimizer, warmup=settings.warmup, steps=settings.steps)
     matcher = HungarianMatcher()
     batches = batch_indices(len(pool), settings.batch_size, settings.seed)
-    running: dict[str, float] = {}
-    start = time.monotonic()
+    means = RunningMeans(log, log_every, settings.batch_size)
     encoder.train()
     heads.train()
     for step in range(settings.steps):
@@ -320,18 +324,8 @@ def pretrain_detr(
             out.boxes, out.objectness_logits, heads(out.detr_features), part.targets(), matcher,
             settings.no_object_weight,
         )  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.clip)
-        optimizer.step()
-        scheduler.step()
-        for name, value in parts.items():
-            running[name] = running.get(name, 0.0) + float(value.detach())
-        if log is not None and (step + 1) % log_every == 0:
-            values = {name: total / log_every for name, total in running.items()}
-            values["samples_per_s"] = log_every * settings.batch_size / (time.monotonic() - start)
-            log(step + 1, values)
-            running, start = {}, time.monotonic()
+        optimizer_step(parts["total"], optimizer, scheduler, params, settings.clip)
+        means.add(step, parts)
     fold()
     for n, p in encoder.named_parameters():
         p.requires_grad_(n not in frozen)

@@ -18,7 +18,6 @@ that the quality recorded with the file can be measured again (:func:`evaluate`)
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,9 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_gpv.geometry.boxes import paired_box_iou
 from lightning_gpv.models.vistallm.config import VisionConfig
 from lightning_gpv.models.vistallm.vision import VisionEncoder, build_vision_encoder
-from lightning_gpv.pretraining.schedule import adamw, batch_indices, warmup_cosine
+from lightning_gpv.pretraining.schedule import (
+    RunningMeans,
+    adamw,
+    batch_indices,
+    optimizer_step,
+    warmup_cosine,
+)
 from lightning_gpv.pretraining.targets import COLOR_NAMES, PatchTargets
 from lightning_gpv.shapesworld.scene import SHAPES
 
@@ -96,15 +102,6 @@ def losses(outputs: dict[str, torch.Tensor], targets: PatchTargets) -> dict[str,
     return parts
 
 
-def _box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Elementwise IoU of ``(M, 4)`` xyxy boxes."""
-    lo = torch.maximum(a[:, :2], b[:, :2])
-    hi = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (hi - lo).clamp(min=0).prod(dim=1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(dim=1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
-
-
 @torch.no_grad()
 def evaluate(
     encoder: VisionEncoder, heads: PatchHeads, pool: PatchTargets, config: VisionConfig, batch_size: int = 256
@@ -126,7 +123,7 @@ def evaluate(
         sums["shape"] += float((out["shape"][..., 1:].argmax(-1) + 1 == part.shape)[objects].sum())
         sums["color"] += float((out["color"].argmax(-1) == part.color)[objects].sum())
         sums["background"] += float((out["color"].argmax(-1) == 0)[~objects].sum())
-        iou = _box_iou(out["boxes"][objects], part.boxes[objects])
+        iou = paired_box_iou(out["boxes"][objects], part.boxes[objects])
         sums["iou"] += float(iou.sum())
         sums["acc50"] += float((iou > 0.5).sum())
         predicted = out["fine"] > 0
@@ -186,26 +183,15 @@ def pretrain(
     optimizer = adamw(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = warmup_cosine(optimizer, warmup=settings.warmup, steps=settings.steps)
     batches = batch_indices(len(pool), settings.batch_size, settings.seed)
-    running: dict[str, float] = {}
-    start = time.monotonic()
+    means = RunningMeans(log, log_every, settings.batch_size)
     encoder.train()
     heads.train()
     for step in range(settings.steps):
         part = pool.select(next(batches))
         out = heads(patch_tokens(encoder, normalise(part.images, config), grid))
         parts = losses(out, part)
-        optimizer.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        for name, value in parts.items():
-            running[name] = running.get(name, 0.0) + float(value.detach())
-        if log is not None and (step + 1) % log_every == 0:
-            values = {name: total / log_every for name, total in running.items()}
-            values["samples_per_s"] = log_every * settings.batch_size / (time.monotonic() - start)
-            log(step + 1, values)
-            running, start = {}, time.monotonic()
+        optimizer_step(parts["total"], optimizer, scheduler, params, 1.0)
+        means.add(step, parts)
     encoder.eval()
     heads.eval()
     return encoder, heads

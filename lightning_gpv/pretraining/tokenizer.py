@@ -17,7 +17,6 @@ object (:func:`~lightning_gpv.shapesworld.referring.single_expressions`), encode
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_gpv.geometry.boxes import box_convert, generalized_box_iou
+from lightning_gpv.geometry.boxes import box_convert, generalized_box_iou, paired_box_iou
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMProcessor
-from lightning_gpv.pretraining.schedule import warmup_cosine
+from lightning_gpv.pretraining.schedule import RunningMeans, optimizer_step, warmup_cosine
 from lightning_gpv.shapesworld.referring import single_expressions
 from lightning_gpv.shapesworld.render import render_record
 from lightning_gpv.shapesworld.sample import SceneStyle, sample_scene
@@ -147,14 +146,6 @@ def box_losses(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 5.0 * F.l1_loss(predicted, target) + 2.0 * (1 - giou).mean()
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    lo = torch.maximum(a[:, :2], b[:, :2])
-    hi = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (hi - lo).clamp(min=0).prod(dim=1)
-    area = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=1) + (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=1)
-    return inter / (area - inter).clamp(min=1e-9)
-
-
 @torch.no_grad()
 def evaluate_tokenizer(
     model: VistaLLM, head: BoxHead, pool: ReferringPool, pad_id: int, batch_size: int = 128
@@ -165,7 +156,7 @@ def evaluate_tokenizer(
     ious = []
     for lo in range(0, len(pool), batch_size):
         pixels, ids, mask, boxes = pool.batch(range(lo, min(lo + batch_size, len(pool))), pad_id)
-        ious.append(_iou(_predict(model, head, pixels, ids, mask), boxes))
+        ious.append(paired_box_iou(_predict(model, head, pixels, ids, mask), boxes))
     iou = torch.cat(ious)
     return {"box_iou": float(iou.mean()), "box_acc50": float((iou > 0.5).float().mean())}
 
@@ -203,21 +194,13 @@ def pretrain_tokenizer(
     generator = torch.Generator().manual_seed(settings.seed)
     model.tokenizer.train()
     head.train()
-    running, start = 0.0, time.monotonic()
+    means = RunningMeans(log, log_every, settings.batch_size)
     for step in range(settings.steps):
         index = torch.randint(len(pool), (settings.batch_size,), generator=generator).tolist()
         pixels, ids, mask, boxes = pool.batch(index, pad_id)
         loss = box_losses(_predict(model, head, pixels, ids, mask), boxes)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
-        running += float(loss.detach())
-        if log is not None and (step + 1) % log_every == 0:
-            rate = log_every * settings.batch_size / (time.monotonic() - start)
-            log(step + 1, {"loss": running / log_every, "samples_per_s": rate})
-            running, start = 0.0, time.monotonic()
+        optimizer_step(loss, optimizer, scheduler, params, 1.0)
+        means.add(step, {"loss": loss})
     model.eval()
     head.eval()
     return head

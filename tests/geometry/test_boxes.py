@@ -63,3 +63,14 @@ def test_expand_box_like_gpv1_crops():
     grown = expand_box(np.array([10.0, 10.0, 20.0, 30.0]), width=100, height=100)
     np.testing.assert_allclose(grown, [8, 6, 22, 34])
     assert expand_box(np.array([0.0, 0.0, 100.0, 100.0]), 100, 100).tolist() == [0, 0, 100, 100]
+
+
+def test_paired_box_iou_is_the_diagonal_of_box_iou_and_zero_for_missing_boxes() -> None:
+    from lightning_gpv.geometry.boxes import box_iou, paired_box_iou
+
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.0, 1.0, 3.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
+    torch.testing.assert_close(paired_box_iou(a, b), torch.diag(box_iou(a, b)))
+    assert paired_box_iou(a, b).tolist()[1:] == [1.0, 0.0]
+    missing = torch.full((1, 4), float("nan"))
+    assert paired_box_iou(missing, b[:1]).tolist() == [0.0]
