@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--val-batches", type=int, default=16, help="batches of the final validation")
     parser.add_argument("--num-queries", type=int, help="QFormer queries per image (tiny default: 8)")
     parser.add_argument("--num-bins", type=int, help="coordinate bins (tiny default: 64)")
+    parser.add_argument("--mask-points", type=int, help="contour points per mask (tiny default: 12)")
     parser.add_argument("--qformer-init", type=float, help="QFormer init std (tiny default: 0.25)")
     parser.add_argument(
         "--scratch-vision", action="store_true", help="a random image encoder instead of the shipped one"
@@ -109,6 +110,8 @@ def main() -> None:
         config = replace(config, qformer=replace(config.qformer, num_queries=args.num_queries))
     if args.num_bins is not None:
         config = replace(config, num_bins=args.num_bins)
+    if args.mask_points is not None:
+        config = replace(config, num_mask_points=args.mask_points)
     module = VistaLLMModule(config, load_weights=True, lr=args.lr)
     images = str(args.root / "coco" / "images" / "train2014")
     options = RefCocoOptions("refcoco", "unc", tasks=tuple(args.tasks), image_dir=images)

@@ -2,8 +2,10 @@
 
 GPV-1's templates are the paper's Table 7. The VistaLLM-style instructions are written anew for this
 package after the examples of VistaLLM's Table E.1; box answers use ``[x0, y0, x1, y1]`` with the
-top-left and bottom-right corners, masks 32 contour points, several objects separated by ``<bsep>`` or
-``<msep>``.
+top-left and bottom-right corners, masks ``N`` contour points, several objects separated by ``<bsep>`` or
+``<msep>``. Mask instructions name the model's point count through :data:`POINTS_MARKER` and
+:data:`LAST_POINT_MARKER`, which :meth:`~lightning_gpv.tasks.prompts.PromptBank.render` fills (``N`` and
+``N - 1``; the paper writes 32 points).
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from __future__ import annotations
 from lightning_gpv.tasks.catalogue import Task
 
 BOX_FORMAT = "[x0, y0, x1, y1]"
-MASK_FORMAT = "[x0, y0, x1, y1, ..., x31, y31]"
+POINTS_MARKER = "<npoints>"
+"""Stands for the number of contour points of a mask answer in a template."""
+LAST_POINT_MARKER = "<lastpoint>"
+"""Stands for the index of the last contour point (``N - 1``) in a template."""
+MASK_FORMAT = f"[x0, y0, x1, y1, ..., x{LAST_POINT_MARKER}, y{LAST_POINT_MARKER}]"
 
 GPV1_TEMPLATES: dict[Task, tuple[str, ...]] = {
     Task.CAPTIONING: (
@@ -51,10 +57,10 @@ _ALL_BOXES = (
     f"If nothing matches, return an empty string; otherwise give each box as {BOX_FORMAT} "
     "(top-left and bottom-right corners) and separate the boxes with <bsep>."
 )
-_ONE_MASK = f"Give 32 points along the object's outline in {MASK_FORMAT} format."
+_ONE_MASK = f"Give {POINTS_MARKER} points along the object's outline in {MASK_FORMAT} format."
 _ALL_MASKS = (
-    "If nothing matches, return an empty string; otherwise give 32 points along each object's outline "
-    f"in {MASK_FORMAT} format and separate the objects with <msep>."
+    f"If nothing matches, return an empty string; otherwise give {POINTS_MARKER} points along each "
+    f"object's outline in {MASK_FORMAT} format and separate the objects with <msep>."
 )
 
 VISTALLM_TEMPLATES: dict[Task, tuple[str, ...]] = {

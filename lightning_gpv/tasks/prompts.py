@@ -26,7 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, Family, Task, task_spec
-from lightning_gpv.tasks.prompt_texts import GPV1_TEMPLATES, VISTALLM_TEMPLATES
+from lightning_gpv.tasks.prompt_texts import (
+    GPV1_TEMPLATES,
+    LAST_POINT_MARKER,
+    POINTS_MARKER,
+    VISTALLM_TEMPLATES,
+)
 
 SLOT_MARKERS: dict[str, tuple[str, ...]] = {
     "expr": ("<expr>",),
@@ -75,6 +80,7 @@ class PromptBank:
         rng: Generator | None = None,
         index: int | None = None,
         num_images: int = 1,
+        mask_points: int | None = None,
         **slots: str,
     ) -> str:
         """Render one template of ``task``.
@@ -86,6 +92,8 @@ class PromptBank:
             num_images: How many images the sample holds. A template with a single ``<image>`` slot
                 gets ``num_images`` placeholders there (co-segmentation over k images); a template with
                 several slots must have exactly ``num_images`` (NLVR2's left and right image).
+            mask_points: The contour points per mask answer, written where a mask instruction names
+                them (:data:`~lightning_gpv.tasks.prompt_texts.POINTS_MARKER`); required by those templates.
             **slots: Values of the slots the template uses: ``expr``, ``question``, ``category``,
                 ``region``, ``point``.
 
@@ -94,7 +102,8 @@ class PromptBank:
 
         Raises:
             ValueError: An unknown slot name, a slot the template needs but was not given, both or
-                neither of ``rng``/``index`` misuse, or a number of images the template cannot hold.
+                neither of ``rng``/``index`` misuse, a number of images the template cannot hold, or a
+                mask template without a valid ``mask_points``.
         """
         unknown = set(slots) - set(SLOT_MARKERS)
         if unknown:
@@ -111,6 +120,7 @@ class PromptBank:
         # (an expression mentioning "<image>" or "[OBJECT]") is inserted verbatim, never re-expanded.
         if self.family is Family.VISTALLM:
             text = _place_images(text, num_images)
+        text = fill_point_count(text, mask_points)
 
         def fill(match: re.Match[str]) -> str:
             name = _SLOT_OF_MARKER[match.group()]
@@ -137,6 +147,19 @@ def _place_images(text: str, num_images: int) -> str:
     if count == 1:
         return text.replace(IMAGE_TOKEN, " ".join([IMAGE_TOKEN] * num_images))
     raise ValueError(f"template has {count} {IMAGE_TOKEN} slots but the sample has {num_images} images")
+
+
+def fill_point_count(text: str, mask_points: int | None) -> str:
+    """``text`` with the mask point-count markers of :mod:`~lightning_gpv.tasks.prompt_texts` replaced by
+    ``mask_points`` (and ``mask_points - 1``); text without them is returned as is."""
+    if POINTS_MARKER not in text and LAST_POINT_MARKER not in text:
+        return text
+    if mask_points is None or isinstance(mask_points, bool) or int(mask_points) != mask_points:
+        raise ValueError(f"this mask template needs mask_points (an integer >= 3), got {mask_points!r}")
+    if mask_points < 3:
+        raise ValueError(f"mask_points must be >= 3 (a polygon), got {mask_points}")
+    n = int(mask_points)
+    return text.replace(POINTS_MARKER, str(n)).replace(LAST_POINT_MARKER, str(n - 1))
 
 
 def unfilled_slots(text: str) -> list[str]:

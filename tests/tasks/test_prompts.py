@@ -53,7 +53,8 @@ def test_render_every_template_fills_every_slot(family):
         n_images = spec.min_images if spec.max_images is None else spec.max_images
         n_images = max(n_images, 3) if spec.max_images is None else n_images
         for i in range(len(templates)):
-            text = bank.render(task, index=i, num_images=n_images, **SLOT_VALUES)
+            text = bank.render(task, index=i, num_images=n_images, mask_points=32, **SLOT_VALUES)
+            assert "<npoints>" not in text and "<lastpoint>" not in text, (task, text)
             assert unfilled_slots(text) == [], (task, text)
             if family is Family.VISTALLM:
                 assert text.count(IMAGE_TOKEN) == n_images, (task, text)
@@ -90,7 +91,7 @@ def test_fixed_template_for_evaluation():
 
 
 def test_multi_image_placeholders():
-    text = VISTALLM_PROMPTS.render(Task.COSEG, index=0, num_images=4)
+    text = VISTALLM_PROMPTS.render(Task.COSEG, index=0, num_images=4, mask_points=32)
     assert text.count(IMAGE_TOKEN) == 4
     nlvr = VISTALLM_PROMPTS.render(Task.NLVR2, index=0, num_images=2, question="both have dogs")
     assert nlvr.count(IMAGE_TOKEN) == 2
@@ -117,3 +118,23 @@ def test_slot_values_are_inserted_verbatim():
     assert text.endswith("is the [OBJECT] next to <expr>?") and text.count(IMAGE_TOKEN) == 1
     nlvr = VISTALLM_PROMPTS.render(Task.NLVR2, index=0, num_images=2, question="the <image> tag")
     assert nlvr.count(IMAGE_TOKEN) == 3 and "the <image> tag" in nlvr
+
+
+def test_mask_instructions_name_the_point_count():
+    """A model writing N points per mask is asked for N points, the format's last point is N - 1."""
+    one = VISTALLM_PROMPTS.render(Task.RES, index=2, expr="the dog", mask_points=12)
+    assert one == (
+        "Segment the dog in the image <image>. Give 12 points along the object's outline in "
+        "[x0, y0, x1, y1, ..., x11, y11] format."
+    )
+    assert "32 points" in VISTALLM_PROMPTS.render(Task.GRES, index=0, expr="dogs", mask_points=32)
+    coseg = VISTALLM_PROMPTS.render(Task.COSEG, index=0, num_images=2, mask_points=8)
+    assert "x7, y7]" in coseg
+    # Templates without masks ignore the count.
+    assert VISTALLM_PROMPTS.render(Task.REC, index=0, expr="x", mask_points=8) == VISTALLM_PROMPTS.render(
+        Task.REC, index=0, expr="x"
+    )
+    with pytest.raises(ValueError, match="needs mask_points"):
+        VISTALLM_PROMPTS.render(Task.RES, index=0, expr="x")
+    with pytest.raises(ValueError, match=">= 3"):
+        VISTALLM_PROMPTS.render(Task.RES, index=0, expr="x", mask_points=2)

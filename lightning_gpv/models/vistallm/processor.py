@@ -264,7 +264,13 @@ class VistaLLMProcessor:
             slots["region"] = self.codec.format_boxes(sample.region, width, height, style)
         if sample.point is not None:
             slots["point"] = self.codec.format_points(sample.point, width, height, style)
-        return VISTALLM_PROMPTS.render(sample.task, index=index, num_images=sample.num_images, **slots)
+        return VISTALLM_PROMPTS.render(
+            sample.task,
+            index=index,
+            num_images=sample.num_images,
+            mask_points=self.codec.num_mask_points,
+            **slots,
+        )
 
     def plain_text(self, text: str) -> str:
         """User text with every added token written apart (``<image>`` -> ``< image>``), so that an

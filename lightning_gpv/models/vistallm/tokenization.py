@@ -19,10 +19,11 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from lightning_gpv.models.vistallm.codec import CoordinateCodec
+from lightning_gpv.models.vistallm.codec import PAPER_NUM_MASK_POINTS, CoordinateCodec
 from lightning_gpv.models.vistallm.config import LLMConfig, QFormerConfig
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN
 from lightning_gpv.tasks.prompt_texts import VISTALLM_TEMPLATES
+from lightning_gpv.tasks.prompts import fill_point_count
 
 WORD_SPECIALS = ("[UNK]", "<pad>", "<s>", "</s>")
 """Unknown, padding, begin and end tokens of the word tokenizer, ids 0..3."""
@@ -41,10 +42,12 @@ def added_tokens(codec: CoordinateCodec) -> list[str]:
 
 
 def _template_words() -> list[str]:
+    # The paper's point count fills the mask templates, so the vocabulary (and the ids of shipped weights)
+    # does not depend on a model's num_mask_points: other counts are spelled from digit pieces.
     words: list[str] = []
     for templates in VISTALLM_TEMPLATES.values():
         for template in templates:
-            words += re.findall(r"[A-Za-z0-9]+", template)
+            words += re.findall(r"[A-Za-z0-9]+", fill_point_count(template, PAPER_NUM_MASK_POINTS))
     return words
 
 

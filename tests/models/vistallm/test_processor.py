@@ -197,7 +197,7 @@ def test_task_metrics_score_perfect_and_garbage_answers(
     perfect = [
         parse_prediction(samples[k].task, answers[k], sizes[k], sample_id=samples[k].sample_id) for k in keys
     ]
-    points = tiny_config.num_mask_points
+    points = PAPER.num_mask_points  # the answers above are the paper codec's
     evaluator = Evaluator(
         evaluation_table(Family.VISTALLM), checks={"well_formed": lambda p: answer_well_formed(p, points)}
     )
