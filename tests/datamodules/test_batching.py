@@ -322,6 +322,9 @@ trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, en
                   enable_model_summary=False, enable_checkpointing=False, max_epochs=1)
 trainer.fit(module, datamodule=dm)
 Path(out, f"rank{trainer.global_rank}.json").write_text(json.dumps(module.seen))
+# Without this, gloo's threads can outlive the interpreter and abort it ("terminate called without an
+# active exception", exit -6) after a successful fit.
+torch.distributed.destroy_process_group()
 """
 
 
