@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--num-images", type=int, default=NUM_IMAGES, help=f"ShapesWorld scenes (default {NUM_IMAGES})"
     )
-    parser.add_argument("--epochs", type=int, help="GPV-1 epochs of 300 steps (default: the recipe's 30)")
+    parser.add_argument("--epochs", type=int, help="GPV-1 epochs of 300 steps (default: the recipe's 24)")
     parser.add_argument("--vistallm-epochs", type=int, help="VistaLLM epochs (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="a few steps on 20 images (for tests)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of both models (default 0)")
