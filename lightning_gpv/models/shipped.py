@@ -12,7 +12,6 @@ a bare file name that is not a file in the working directory is looked up here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -49,15 +48,6 @@ def resolve(name_or_path: str | Path) -> Path:
         return PRETRAINED_DIR / path.name
     shipped = sorted(p.name for p in PRETRAINED_DIR.glob("*.safetensors"))
     raise WeightFileError(f"{name_or_path}: no such weight file (shipped with the package: {shipped})")
-
-
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def card_path(path: Path) -> Path:

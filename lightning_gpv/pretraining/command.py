@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 from lightning_gpv.models import shipped
 from lightning_gpv.models.vistallm.config import TINY_VISION_WEIGHTS, VisionConfig, VistaLLMConfig
 from lightning_gpv.pretraining.targets import PatchTargets, make_pool
+from lightning_gpv.shapesworld.files import sha256
 from lightning_gpv.shapesworld.sample import SPARSE_STYLE, SceneStyle
 from lightning_gpv.shapesworld.scene import GENERATOR_VERSION
 
@@ -62,7 +63,7 @@ def save(path: Path, tensors: dict[str, torch.Tensor], card: dict[str, object]) 
     temporary = path.with_name(f".{path.name}.partial")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary))
     temporary.chmod(0o644)  # safetensors writes 0600; the file is meant to be shared and shipped
-    card = {**card, "sha256": shipped.sha256(temporary), "bytes": temporary.stat().st_size}
+    card = {**card, "sha256": sha256(temporary), "bytes": temporary.stat().st_size}
     card_temporary = path.with_name(f".{path.stem}.json.partial")
     card_temporary.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)
@@ -128,7 +129,7 @@ def run_tokenizer(args: argparse.Namespace, log: Log) -> Trained:
         "expressions": {"train": len(pool), "held_out": len(held)},
         "vision_weights": {
             "file": Path(args.vision).name,
-            "sha256": shipped.sha256(shipped.resolve(args.vision)),
+            "sha256": sha256(shipped.resolve(args.vision)),
         },
         "qformer": asdict(qformer),
     }

@@ -17,6 +17,7 @@ from lightning_gpv.models.vistallm.config import TINY_TOKENIZER_WEIGHTS, TINY_VI
 from lightning_gpv.models.vistallm.vision import build_vision_encoder
 from lightning_gpv.pretraining import command
 from lightning_gpv.pretraining.encoder import PatchHeads, evaluate
+from lightning_gpv.shapesworld.files import sha256
 
 SHIPPED = sorted(shipped.PRETRAINED_DIR.glob("*.safetensors"))
 DETR_WEIGHTS = "shapes_detr_tiny.safetensors"
@@ -30,7 +31,7 @@ def test_every_shipped_file_is_small_has_a_card_and_matches_its_checksum() -> No
         card = shipped.read_card(path)
         assert card, f"{path.name} has no card"
         assert path.stat().st_size < 2_000_000 and card["bytes"] == path.stat().st_size
-        assert card["sha256"] == shipped.sha256(path), f"{path.name} differs from its card"
+        assert card["sha256"] == sha256(path), f"{path.name} differs from its card"
         assert card["command"].startswith("lightning-gpv pretrain-encoder") and "seed" in card
         assert card["part"] in command.PARTS
 
@@ -79,7 +80,7 @@ def test_the_shipped_tokenizer_has_the_quality_its_card_records() -> None:
 
     path = shipped.resolve(TINY_TOKENIZER_WEIGHTS)
     card, args = _card_args(path)
-    assert card["vision_weights"]["sha256"] == shipped.sha256(shipped.resolve(TINY_VISION_WEIGHTS))
+    assert card["vision_weights"]["sha256"] == sha256(shipped.resolve(TINY_VISION_WEIGHTS))
     model, processor = build_vistallm(VistaLLMConfig.tiny(), load_weights=True)
     head = BoxHead(model.tokenizer.projection.out_features)
     head.load_state_dict(shipped.read_part(path, shipped.HEADS_PREFIX))

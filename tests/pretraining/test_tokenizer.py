@@ -12,6 +12,7 @@ from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.pretraining.command import main
 from lightning_gpv.pretraining.tokenizer import BoxHead, box_losses, make_referring_pool
+from lightning_gpv.shapesworld.files import sha256
 from lightning_gpv.shapesworld.sample import SPARSE_STYLE
 
 
@@ -39,7 +40,7 @@ def test_pretrain_tokenizer_command_writes_a_file_the_config_loads(tmp_path: Pat
             "--batch-size", "4"]  # fmt: skip
     assert main(args) == 0
     card = shipped.read_card(out)
-    assert card["part"] == "tokenizer" and card["sha256"] == shipped.sha256(out)
+    assert card["part"] == "tokenizer" and card["sha256"] == sha256(out)
     assert set(card["quality"]) == {"box_iou", "box_acc50"} and card["expressions"]["train"] > 0
     tiny = VistaLLMConfig.tiny()
     config = replace(tiny, qformer=replace(tiny.qformer, checkpoint=str(out)))
