@@ -179,7 +179,7 @@ VISTALLM_TEMPLATES: dict[Task, tuple[str, ...]] = {
         "mask per image, separated by <msep>.",
         f"Which object do the images <image> have in common? Outline it in each image as {MASK_FORMAT}, "
         "masks separated by <msep>.",
-        f"Co-segment the images <image>: mark the common object in each with 32 outline points "
+        f"Co-segment the images <image>: mark the common object in each with {POINTS_MARKER} outline points "
         f"{MASK_FORMAT}, using <msep> between images.",
         f"The images <image> share one object. Trace it in each image as {MASK_FORMAT} and separate the "
         "masks with <msep>.",

@@ -130,6 +130,11 @@ def test_mask_instructions_name_the_point_count():
     assert "32 points" in VISTALLM_PROMPTS.render(Task.GRES, index=0, expr="dogs", mask_points=32)
     coseg = VISTALLM_PROMPTS.render(Task.COSEG, index=0, num_images=2, mask_points=8)
     assert "x7, y7]" in coseg
+    # No mask template names another count of its own.
+    for task in (Task.RES, Task.GRES, Task.COSEG, Task.ATTCOSEG):
+        for i in range(len(VISTALLM_PROMPTS.templates[task])):
+            text = VISTALLM_PROMPTS.render(task, index=i, num_images=3, expr="x", mask_points=8)
+            assert "32" not in text and "31" not in text, text
     # Templates without masks ignore the count.
     assert VISTALLM_PROMPTS.render(Task.REC, index=0, expr="x", mask_points=8) == VISTALLM_PROMPTS.render(
         Task.REC, index=0, expr="x"

@@ -1,0 +1,74 @@
+"""``benchmarks/gpv1_region_probes.py``: the expression labels, the logistic probe, and ``main`` end to end on
+the 20-image ShapesWorld with the tiny GPV-1 recipe."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from lightning_gpv.demo import tiny_recipe
+from lightning_gpv.shapesworld.scene import COLORS, SHAPES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _probes() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "gpv1_region_probes", ROOT / "benchmarks" / "gpv1_region_probes.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpv1_region_probes"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+rp = _probes()
+
+
+def test_attribute_labels_read_the_named_colour_and_shape() -> None:
+    colour, shape = tuple(COLORS)[1], SHAPES[2]
+    assert rp.attribute_labels(f"The {colour} {shape}") == {"color": 1, "shape": 2}
+    assert rp.attribute_labels(f"{colour} thing") == {"color": 1, "shape": None}
+    assert rp.attribute_labels("left one") == {"color": None, "shape": None}
+
+
+def test_logistic_probe_separates_a_linear_labelling_and_not_noise() -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (400,), generator=generator)
+    centres = torch.randn(3, 8, generator=generator) * 4
+    features = centres[labels] + torch.randn(400, 8, generator=generator)
+    accuracy, majority = rp.logistic_probe(features, labels)
+    assert accuracy > 0.95 and majority < 0.5
+    noise = torch.randn(400, 8, generator=generator)
+    assert rp.logistic_probe(noise, labels)[0] < 0.6
+
+
+def test_report_lists_every_stage_and_the_ranking() -> None:
+    generator = torch.Generator().manual_seed(1)
+    n = 60
+    labels = [{"color": k % 3, "shape": None if k % 2 else k % 4} for k in range(n)]
+    features = {stage: list(torch.randn(n, 4, generator=generator)) for stage in rp.STAGES}
+    hits = {"samples": 10, "oracle": 9, "relevance": 5, "objectness": 4, "relatedness": 3}
+    text = rp.report({"features": features, "labels": labels, "hits": hits, "sensitivity": [0.5, 1.5]})
+    for stage in rp.STAGES:
+        assert stage in text
+    assert "oracle 0.900, relevance 0.500, objectness 0.400, relatedness 0.300" in text
+    assert "(mean |margin change|, 2 pairs): 1.000" in text
+
+
+def test_main_runs_end_to_end(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, vocab = shapes_and_vocab
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "gpv1.yaml")
+    assert rp.main(["--recipe", str(recipe), "--batches", "3"]) == 0
+    printed = capsys.readouterr().out
+    for stage in rp.STAGES:
+        assert stage in printed
+    assert "top-1 hit rate at IoU 0.5: oracle" in printed and "query sensitivity" in printed
