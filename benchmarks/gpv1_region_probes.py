@@ -39,6 +39,7 @@ from datamodules.refcoco import RefCocoDataModule
 from lightning_gpv.cli import run_lightning_cli
 from lightning_gpv.geometry.boxes import box_convert
 from lightning_gpv.shapesworld.scene import COLORS, SHAPES
+from lightning_gpv.systems.gpv1 import GPV1Module
 
 STAGES = ("pixels", "roi (C5)", "detr decoder", "region", "co-attended")
 ATTRIBUTES = {"color": tuple(COLORS), "shape": SHAPES}
@@ -170,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cli = run_lightning_cli(["-c", str(args.recipe), "--trainer.logger=false"], run=False)
     module, datamodule = cli.model, cli.datamodule
+    if not isinstance(module, GPV1Module):
+        sys.exit(f"{args.recipe}: a {type(module).__name__} recipe; this probe needs a GPV1Module one")
     if args.ckpt is not None:
         module.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["state_dict"])
     module.eval()

@@ -72,3 +72,10 @@ def test_main_runs_end_to_end(
     for stage in rp.STAGES:
         assert stage in printed
     assert "top-1 hit rate at IoU 0.5: oracle" in printed and "query sensitivity" in printed
+
+
+def test_main_names_a_recipe_of_another_model(shapes_and_vocab: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = shapes_and_vocab
+    recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "vistallm.yaml")
+    with pytest.raises(SystemExit, match=r"vistallm\.yaml: a VistaLLMModule recipe; this probe needs"):
+        rp.main(["--recipe", str(recipe)])
