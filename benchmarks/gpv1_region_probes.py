@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
 from datamodules.refcoco import RefCocoDataModule
@@ -159,6 +160,27 @@ def report(collected: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def load(recipe: Path, ckpt: Path | None) -> tuple[GPV1Module, DataLoader]:
+    """The recipe's GPV-1 system in eval mode (the checkpoint's weights when given) and a loader over its
+    RefCOCO data module's training split; exits with a line naming the recipe when it has neither."""
+    cli = run_lightning_cli(["-c", str(recipe), "--trainer.logger=false"], run=False)
+    module, datamodule = cli.model, cli.datamodule
+    if not isinstance(module, GPV1Module):
+        sys.exit(f"{recipe}: a {type(module).__name__} recipe; this probe needs a GPV1Module one")
+    if ckpt is not None:
+        module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    module.eval()
+    children = getattr(datamodule, "datamodules", [datamodule])
+    refcoco = [dm for dm in children if isinstance(dm, RefCocoDataModule)]
+    if not refcoco:
+        sys.exit(f"{recipe}: no RefCOCO data module in the recipe")
+    child = refcoco[0]
+    child.connect(module.processor)
+    # The training split in evaluation mode and in file order: first prompts, no augmentation, and the
+    # expressions of one image side by side (for the query sensitivity).
+    return module, child.loader(child.dataset(child.train_split, False), shuffle=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -169,22 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cli = run_lightning_cli(["-c", str(args.recipe), "--trainer.logger=false"], run=False)
-    module, datamodule = cli.model, cli.datamodule
-    if not isinstance(module, GPV1Module):
-        sys.exit(f"{args.recipe}: a {type(module).__name__} recipe; this probe needs a GPV1Module one")
-    if args.ckpt is not None:
-        module.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["state_dict"])
-    module.eval()
-    children = getattr(datamodule, "datamodules", [datamodule])
-    refcoco = [dm for dm in children if isinstance(dm, RefCocoDataModule)]
-    if not refcoco:
-        sys.exit(f"{args.recipe}: no RefCOCO data module in the recipe")
-    child = refcoco[0]
-    child.connect(module.processor)
-    # The training split in evaluation mode and in file order: first prompts, no augmentation, and the
-    # expressions of one image side by side (for the query sensitivity).
-    loader = child.loader(child.dataset(child.train_split, False), shuffle=False)
+    module, loader = load(args.recipe, args.ckpt)
     print(report(collect(module, loader, args.batches)))
     return 0
 

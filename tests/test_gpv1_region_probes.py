@@ -62,6 +62,27 @@ def test_report_lists_every_stage_and_the_ranking() -> None:
     assert "(mean |margin change|, 2 pairs): 1.000" in text
 
 
+def test_collect_follows_each_found_object_through_every_stage(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, vocab = shapes_and_vocab
+    module, loader = rp.load(tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "gpv1.yaml"), None)
+    collected = rp.collect(module, loader, batches=4)
+    features, labels, hits = collected["features"], collected["labels"], collected["hits"]
+    found = len(labels)
+    assert 0 < found <= hits["samples"] <= 4 * 8 and found == hits["oracle"]  # oracle: some box hits
+    hidden = module.model.config.hidden_size
+    widths = {"pixels": 3, "detr decoder": module.model.config.visual.d_model, "region": hidden,
+              "co-attended": hidden}  # fmt: skip
+    for stage, width in widths.items():
+        assert len(features[stage]) == found and all(f.shape == (width,) for f in features[stage]), stage
+    assert len(features["roi (C5)"]) == found
+    assert all(0 <= hits[name] <= hits["samples"] for name in ("relevance", "objectness", "relatedness"))
+    assert all(value >= 0 for value in collected["sensitivity"])
+    # The pixel row is the referred object's colour: the normalized mean is not the background's.
+    assert any(float(f.abs().max()) > 0.5 for f in features["pixels"])
+
+
 def test_main_runs_end_to_end(
     shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
