@@ -77,9 +77,9 @@ def collect(module: torch.nn.Module, loader: object, batches: int) -> dict[str, 
             break
         pixels = batch.pixel_values
         regions = model.visual(pixels)
-        full = torch.ones(pixels.shape[:1] + pixels.shape[2:])
-        feature_map = model.visual.detr.backbone(pixels, full)[-1][0]
-        roi = model.visual.roi_features(feature_map, regions.boxes)
+        roi = regions.roi_features
+        if roi is None:
+            raise ValueError("the model's regions have no RoI features (visual.use_roi_features: false)")
         text = model.query_encoder(batch.input_ids, batch.attention_mask)
         _, attended = model.coattention(text, regions.features, batch.attention_mask == 0)
         enc = model.encode(pixels, batch.input_ids, batch.attention_mask)

@@ -7,11 +7,13 @@ on a CPU.
    GPV-1's vocabularies into ``OUT/vocab`` (:mod:`lightning_gpv.build_vocab`);
 2. fit the tiny recipes with the CLI (``lightning-gpv fit -c OUT/<recipe>.yaml``, copies of
    ``recipes/tiny/*.yaml`` pointed at ``OUT``): GPV-1 (``gpv1_shapes``, its DETR pretrained and frozen for the
-   first epochs) and VistaLLM stage 1 (``vistallm_shapes``, single-image tasks, the image encoder frozen) then
-   stage 2 (``vistallm_shapes_stage2``, multi-image tasks, only the tokenizer trains), both models starting
-   from the weights the package ships (``docs/pretrained.md``). With ``--jobs 2``, the default on two or more
+   first epochs) then its RefCOCO+ fine-tuning (``gpv1_shapes_refcocoplus``), and VistaLLM stage 1
+   (``vistallm_shapes``, single-image tasks, the image encoder frozen) then stage 2
+   (``vistallm_shapes_stage2``, multi-image tasks, only the tokenizer trains), both models starting from the
+   weights the package ships (``docs/pretrained.md``). With ``--jobs 2``, the default on two or more
    cores, the two models run at the same time in two processes logging to ``OUT/<model>.log``;
-3. test the final model and the untrained one (same seed, same recipe) on the first ``--test-samples`` of
+3. test the trained models (each task on the model of the last stage that trained it for GPV-1, the final
+   model for VistaLLM) and the untrained one (same seed, same recipe) on the first ``--test-samples`` of
    each test split, write ``OUT/metrics.json`` (``{"gpv1": {"trained": {...}, "untrained": {...}},
    "vistallm": {...}}``, each metric under its logged key ``test/{dataset}/{task}/{metric}``), print a table,
    draw both models' predictions into ``OUT/pictures/<model>/{trained,untrained}/`` and write the page
@@ -172,12 +174,22 @@ def _loss_points(cli: Any) -> list[tuple[int, float]]:
 
 
 def fit_and_test(
-    name: str, stages: list[tuple[Path, list[str]]], out: Path, settings: DemoSettings
+    name: str,
+    stages: list[tuple[Path, list[str]]],
+    out: Path,
+    settings: DemoSettings,
+    *,
+    each_stage_tests_its_own: bool = False,
 ) -> Metrics:
     """Fit the recipes of ``stages`` (``(recipe, CLI overrides)``; a later one starts from the earlier one's
-    checkpoint through its ``init_weights``) with the CLI, then test the final model and the untrained one
-    (the first recipe, same seed) on every stage's test loaders, draw both models' predictions into
+    ``last.ckpt`` through ``--init_weights``), then test the trained models and the untrained one (the first
+    recipe, same seed) on every stage's test loaders, draw both models' predictions into
     ``out/pictures/<name>`` and write ``out/<name>_page.json`` (loss curves and example rows for the page).
+
+    The final model answers every stage's loaders (VistaLLM: one model for all tasks); with
+    ``each_stage_tests_its_own`` each stage's model answers its own stage's loaders, a later stage's scores
+    replacing an earlier one's for the same loader (GPV-1: the paper reports RefCOCO+ from a model fine-tuned
+    on it, the COCO tasks from the model before).
 
     Returns ``{"trained": ..., "untrained": ...}``, each ``{"test/{dataset}/{task}/{metric}": value}``.
     """
@@ -186,24 +198,26 @@ def fit_and_test(
 
     first, first_overrides = stages[0]
     untrained = run_lightning_cli(["-c", str(first), *first_overrides], run=False, overwrite_config=True)
-    fits = []
+    fits: list[Any] = []
     for k, (recipe, overrides) in enumerate(stages, start=1):
+        if fits:
+            overrides = [*overrides, f"--init_weights={fits[-1].trainer.checkpoint_callback.last_model_path}"]
         print(
             f"\n== {name} (stage {k} of {len(stages)}): lightning-gpv fit -c {recipe} {' '.join(overrides)}"
         )
         fits.append(run_lightning_cli(["fit", "-c", str(recipe), *overrides], overwrite_config=True))
     print(f"== {name}: testing the trained and the untrained model")
     _report("test")
-    trained = fits[-1].model
+    answering = [fit.model if each_stage_tests_its_own else fits[-1].model for fit in fits]
     after: dict[str, float] = {}
     before: dict[str, float] = {}
-    for fit in fits:
+    for fit, trained in zip(fits, answering):
         after |= _test(trained, fit.datamodule, settings.test_samples)
         before |= _test(untrained.model, fit.datamodule, settings.test_samples)
     _report("pictures")
     examples = [
         row
-        for fit in fits
+        for fit, trained in zip(fits, answering)
         for row in compare_predictions(
             trained,
             untrained.model,
@@ -232,18 +246,26 @@ def _common_overrides(bars: bool, settings: DemoSettings) -> list[str]:
 def run_gpv1(
     out: Path, data: Path, settings: DemoSettings, epochs: int | None = None, bars: bool = True
 ) -> Metrics:
-    """Build the vocabularies, fit tiny GPV-1 with the CLI, and test the trained and untrained models."""
+    """Build the vocabularies, fit tiny GPV-1 with the CLI on its five-task mixture, then fine-tune it on
+    RefCOCO+, and test the trained (each task on the model of the last stage that trained it) and untrained
+    models."""
     from lightning_gpv.build_vocab import build
 
     vocab = out / "vocab"
     build(vocab, coco_root=str(data / "coco"), vqa_root=str(data / "vqav2"), tiny=True)
-    recipe = tiny_recipe("gpv1_shapes", data, vocab, out / "gpv1_recipe.yaml", out)
-    overrides = [f"--trainer.default_root_dir={out / 'gpv1'}", *_common_overrides(bars, settings)]
+    mixture = tiny_recipe("gpv1_shapes", data, vocab, out / "gpv1_recipe.yaml", out)
+    refcocoplus = tiny_recipe(
+        "gpv1_shapes_refcocoplus", data, vocab, out / "gpv1_refcocoplus_recipe.yaml", out
+    )
+    first = [f"--trainer.default_root_dir={out / 'gpv1'}", *_common_overrides(bars, settings)]
+    second = [f"--trainer.default_root_dir={out / 'gpv1_refcocoplus'}", *_common_overrides(bars, settings)]
     if epochs is not None:
-        overrides.append(f"--trainer.max_epochs={epochs}")
+        first.append(f"--trainer.max_epochs={epochs}")
     if settings.quick:
-        overrides += ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32"]
-    return fit_and_test("gpv1", [(recipe, overrides)], out, settings)
+        short = ["--trainer.max_steps=4", "--data.init_args.samples_per_epoch=32"]
+        first, second = first + short, second + short
+    stages = [(mixture, first), (refcocoplus, second)]
+    return fit_and_test("gpv1", stages, out, settings, each_stage_tests_its_own=True)
 
 
 def run_vistallm(
@@ -447,6 +469,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from lightning_gpv.shapesworld import make_shapes
+    from lightning_gpv.visualize.page import write_demo_page
 
     torch.set_num_threads(args.threads)
     start = time.monotonic()
@@ -474,38 +497,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"demo: metrics in {out / 'metrics.json'}, pictures in {out / 'pictures'}; {seconds:.0f} s")
     print(f"demo: open {page.resolve()} for the pictures and the loss curves")
     return 0
-
-
-def write_demo_page(out: Path, metrics: dict[str, Metrics], notes: Sequence[str]) -> Path:
-    """``out/index.html``: per model its loss curves, then per task the metrics (untrained, trained) and
-    the example rows the runs left in ``out/<model>_page.json``."""
-    from lightning_gpv.visualize.page import PageExample, PageSection, write_page
-
-    sections: list[PageSection] = []
-    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for model, runs in metrics.items():
-        source = out / f"{model}_page.json"
-        page = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
-        curves[model] = {
-            name: [(int(s), float(v)) for s, v in points] for name, points in page.get("curves", {}).items()
-        }
-        by_task: dict[str, PageSection] = {}
-        for key, value in sorted(runs.get("trained", {}).items()):
-            _, dataset, task, metric = key.split("/")
-            section = by_task.setdefault(task, PageSection(model=model, task=task))
-            section.metrics[f"{dataset} {metric}"] = (runs.get("untrained", {}).get(key, float("nan")), value)
-        for row in page.get("examples", []):
-            section = by_task.setdefault(row["task"], PageSection(model=model, task=row["task"]))
-            images = {
-                "trained_image": Path(row["trained_image"]),
-                "untrained_image": Path(row["untrained_image"]),
-            }
-            texts = {
-                k: row[k] for k in ("sample_id", "trained_answer", "untrained_answer", "truth", "prompt")
-            }
-            section.examples.append(PageExample(**images, **texts))
-        sections.extend(by_task.values())
-    return write_page(out / "index.html", sections, curves, notes=notes)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,49 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.C
         loss = json.loads((out / f"{model}_page.json").read_text())["curves"]
         assert loss and all(len(points) >= 2 for points in loss.values()), model  # --quick: 2-4 steps
         assert all(f"pictures/{model}/trained/{task}_" in page for task in tasks), model
-    assert page.count("<polyline") >= 3  # GPV-1's curve, VistaLLM's two stages
+    assert page.count("<polyline") >= 4  # two stages each: GPV-1's mixture and RefCOCO+, VistaLLM's 1 and 2
+    # GPV-1's RefCOCO+ stage starts from the mixture's last checkpoint.
+    mixture_ckpt = out / "gpv1" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"--init_weights={mixture_ckpt}" in (out / "gpv1.log").read_text()
+
+
+@pytest.mark.parametrize("each_stage_tests_its_own", [False, True])
+def test_fit_and_test_scores_each_loader_with_the_stage_model_asked_for(
+    each_stage_tests_its_own: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_gpv.cli
+    import lightning_gpv.visualize.examples
+
+    fits = iter(["untrained", "stage 1", "stage 2"])
+    commands: list[list[str]] = []
+
+    def fake_cli(args: list[str], run: bool = True, overwrite_config: bool = False) -> SimpleNamespace:
+        commands.append(args)
+        model = next(fits)
+        checkpoint = SimpleNamespace(last_model_path=f"{model}/last.ckpt")
+        trainer = SimpleNamespace(checkpoint_callback=checkpoint, callbacks=[])
+        # Stage 1 tests localization and REC, stage 2 (REC fine-tuning) REC again.
+        loaders = {"untrained": (), "stage 1": ("loc", "rec"), "stage 2": ("rec",)}[model]
+        return SimpleNamespace(model=model, datamodule=loaders, trainer=trainer)
+
+    def fake_test(model: str, loaders: tuple[str, ...], samples: int | None) -> dict[str, float]:
+        return {
+            f"test/{loader}": {"untrained": 0.0, "stage 1": 1.0, "stage 2": 2.0}[model] for loader in loaders
+        }
+
+    monkeypatch.setattr(lightning_gpv.cli, "run_lightning_cli", fake_cli)
+    monkeypatch.setattr(lightning_gpv.visualize.examples, "compare_predictions", lambda *a, **k: [])
+    monkeypatch.setattr(demo, "_test", fake_test)
+    stages = [(Path("one.yaml"), ["--a"]), (Path("two.yaml"), ["--b"])]
+    settings = demo.DemoSettings(quick=True)
+    metrics = demo.fit_and_test(
+        "m", stages, tmp_path, settings, each_stage_tests_its_own=each_stage_tests_its_own
+    )
+
+    assert commands[2] == ["fit", "-c", "two.yaml", "--b", "--init_weights=stage 1/last.ckpt"]
+    own = {"test/loc": 1.0, "test/rec": 2.0}  # localization from stage 1, REC from the fine-tuned model
+    assert metrics["trained"] == (own if each_stage_tests_its_own else {"test/loc": 2.0, "test/rec": 2.0})
+    assert metrics["untrained"] == {"test/loc": 0.0, "test/rec": 0.0}
 
 
 @pytest.mark.slow

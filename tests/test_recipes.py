@@ -36,6 +36,7 @@ def test_recipes_exist() -> None:
     names = {p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES}
     assert {
         "tiny/gpv1_shapes.yaml",
+        "tiny/gpv1_shapes_refcocoplus.yaml",
         "tiny/vistallm_shapes.yaml",
         "tiny/vistallm_shapes_stage2.yaml",
         "gpv1/coco_original.yaml",
@@ -145,6 +146,38 @@ def test_tiny_vistallm_stage_2_starts_from_stage_1_and_trains_only_the_tokenizer
         "RefCocoDataModule",
     ]  # fmt: skip  (the multi-image tasks, REC and RES replayed)
     assert first.model.stage == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_tiny_gpv1_refcocoplus_starts_from_the_mixture_and_trains_the_query_encoder(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, vocab = shapes_and_vocab
+    short = ["--trainer.max_steps=2", "--data.init_args.samples_per_epoch=32"]
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "mixture.yaml")
+    first = run_lightning_cli(
+        ["fit", "-c", str(recipe), *short, f"--trainer.default_root_dir={tmp_path / 'gpv1'}"]
+    )
+    mixture_ckpt = tmp_path / "gpv1" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert first.trainer.checkpoint_callback.last_model_path == str(mixture_ckpt)
+    recipe = tiny_recipe("gpv1_shapes_refcocoplus", data, vocab, tmp_path / "refcocoplus.yaml")
+    assert f"init_weights: {mixture_ckpt.as_posix()}" in recipe.read_text()
+    second = run_lightning_cli(
+        ["fit", "-c", str(recipe), *short, f"--trainer.default_root_dir={tmp_path / 'refcocoplus'}"]
+    )
+    assert second.trainer.global_step == 2
+    before = torch.load(mixture_ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    after = second.model.state_dict()
+    # The mixture's weights, then trained: the query encoder (frozen in the mixture) and DETR (unfrozen from
+    # the first step) change, the ResNet stem GPV-1 always keeps frozen does not.
+    bert = "model.query_encoder.bert.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(before[bert], first.model.state_dict()[bert])  # frozen in the mixture
+    assert not torch.equal(before[bert], after[bert])
+    detr = [k for k in before if k.startswith("model.visual.detr.") and "encoder.layers" in k]
+    assert detr and any(not torch.equal(before[k], after[k]) for k in detr)
+    stem = [k for k in before if "embedder.embedder.convolution" in k]
+    assert stem and all(torch.equal(before[k], after[k]) for k in stem)
+    assert [type(m).__name__ for m in second.datamodule.datamodules] == ["RefCocoDataModule"]
 
 
 def test_the_tiny_recipe_loads_the_pretrained_encoder_unless_told_not_to(

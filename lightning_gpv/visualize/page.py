@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -290,3 +291,36 @@ def write_page(
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def write_demo_page(
+    out: Path, metrics: Mapping[str, Mapping[str, Mapping[str, float]]], notes: Sequence[str]
+) -> Path:
+    """``out/index.html`` of a ``make demo`` run (:mod:`lightning_gpv.demo`): per model its loss curves,
+    then per task the metrics (``metrics[model]["untrained" | "trained"]["test/{dataset}/{task}/{metric}"]``)
+    and the example rows the run left in ``out/<model>_page.json``."""
+    sections: list[PageSection] = []
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for model, runs in metrics.items():
+        source = out / f"{model}_page.json"
+        page = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+        curves[model] = {
+            name: [(int(s), float(v)) for s, v in points] for name, points in page.get("curves", {}).items()
+        }
+        by_task: dict[str, PageSection] = {}
+        for key, value in sorted(runs.get("trained", {}).items()):
+            _, dataset, task, metric = key.split("/")
+            section = by_task.setdefault(task, PageSection(model=model, task=task))
+            section.metrics[f"{dataset} {metric}"] = (runs.get("untrained", {}).get(key, float("nan")), value)
+        for row in page.get("examples", []):
+            section = by_task.setdefault(row["task"], PageSection(model=model, task=row["task"]))
+            images = {
+                "trained_image": Path(row["trained_image"]),
+                "untrained_image": Path(row["untrained_image"]),
+            }
+            texts = {
+                k: row[k] for k in ("sample_id", "trained_answer", "untrained_answer", "truth", "prompt")
+            }
+            section.examples.append(PageExample(**images, **texts))
+        sections.extend(by_task.values())
+    return write_page(out / "index.html", sections, curves, notes=notes)

@@ -46,12 +46,15 @@ class RegionOutput:
         detr_features: ``(B, R, d_model)`` DETR decoder output (last layer, after its layer norm).
         boxes: ``(B, R, 4)`` predicted boxes, normalized ``cxcywh`` in ``[0, 1]``.
         objectness_logits: ``(B, R, 2)``; index 0 = object, 1 = no object.
+        roi_features: ``(B, R, C)`` the boxes' pooled backbone features in the descriptors (see
+            :meth:`DetrRegionEncoder.roi_features`); None when the config leaves them out.
     """
 
     features: torch.Tensor
     detr_features: torch.Tensor
     boxes: torch.Tensor
     objectness_logits: torch.Tensor
+    roi_features: torch.Tensor | None = None
 
 
 def build_detr(config: DetrEncoderConfig) -> DetrForObjectDetection:
@@ -203,11 +206,10 @@ class DetrRegionEncoder(nn.Module):
             object_queries_position_embeddings=query_pos,
         ).last_hidden_state
         boxes = self.box_head(hs).sigmoid()
-        parts = [hs]
-        if self.use_roi_features:
-            parts.insert(0, self.roi_features(feature_map, boxes))
+        roi = self.roi_features(feature_map, boxes) if self.use_roi_features else None
+        parts = [hs] if roi is None else [roi, hs]
         features = self.region_proj(torch.cat(parts, dim=-1))
-        return RegionOutput(features, hs, boxes, self.objectness(hs))
+        return RegionOutput(features, hs, boxes, self.objectness(hs), roi)
 
     def roi_features(self, feature_map: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """RoI-aligned, averaged, layer-normed (no affine) backbone features of the boxes.
