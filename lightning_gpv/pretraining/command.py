@@ -152,7 +152,9 @@ def run_detr(args: argparse.Namespace, log: Log) -> Trained:
     pool = make_detr_pool(args.num_images, seed=args.seed, styles=styles, image_size=DETR_IMAGE_SIZE)
     held = make_detr_pool(args.held_out, seed=args.seed, styles=styles, image_size=DETR_IMAGE_SIZE,
                           start=HELD_OUT_START)  # fmt: skip
-    settings = DetrPretrainSettings(args.steps, args.batch_size, args.lr, seed=args.seed)
+    settings = DetrPretrainSettings(
+        args.steps, args.batch_size, args.lr, region_weight=args.region_weight, seed=args.seed
+    )
     encoder, heads = pretrain_detr(config.visual, config.hidden_size, pool, settings, log=log,
                                    log_every=max(1, min(200, args.steps // 10)))  # fmt: skip
     quality = evaluate_detr(encoder, heads, held)
@@ -189,6 +191,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vision", default=TINY_VISION_WEIGHTS, help="tokenizer: the frozen encoder's weight file"
     )
+    p.add_argument("--region-weight", type=float, default=0.0,
+                   help="detr: weight of the RoI shape and colour heads (default 0: none)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the pool, the init and the batch order")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     return p

@@ -9,14 +9,19 @@ exactly as GPV-1 sees them:
 * images: ``(N, H, W, 3)`` uint8 resized pixels (the processor's normalized values, stored exactly as the
   uint8 they came from; :meth:`DetrPool.pixel_values` gives them back bit for bit);
 * boxes: ``(N, M, 4)`` float32 visible box of every object, normalized ``cxcywh`` (padding rows 0);
-* labels: ``(N, M)`` int64 shape class ``SHAPES.index + 1`` (0 on padding rows).
+* labels: ``(N, M, 2)`` int64 attribute classes of each object in :data:`ATTRIBUTES` order, shape
+  ``SHAPES.index + 1`` and colour ``COLOR_NAMES.index + 1`` (0 on padding rows).
 
 :func:`pretrain_detr` trains a random :class:`~lightning_gpv.models.gpv1.detr.DetrRegionEncoder` (every DETR
 parameter, the ResNet stem and stage 1 included, its batch norm, and the objectness head) with DETR's
 Hungarian loss as GPV-1 computes it for localization (every object relevant; L1 and GIoU weighted 5 and 2),
-plus DETR's class cross-entropy from a throwaway :func:`shape_head` on the decoder output. ``region_proj`` is
-neither trained nor saved (GPV-1 trains it): :func:`detr_tensors` puts the rest under ``encoder.`` and the
-shape head under ``heads.``, so that :func:`evaluate_detr` can measure the file's quality again.
+plus DETR's class cross-entropy from throwaway :class:`AttributeHeads`: the shape class on the decoder output
+and, with ``region_weight > 0``, the shape and the colour on the RoI part of GPV-1's region descriptors. A
+COCO-trained DETR's regions tell its 80 categories apart; with the shape class alone ours carry no colour (a
+linear probe of them is at chance), so GPV-1 cannot tell "the red circle" from "the blue one" (the region
+heads put it there: docs/benchmarks.md, "GPV-1's RefCOCO+ fine-tuning and richer DETRs"). ``region_proj``
+is neither trained nor saved (GPV-1 trains it): :func:`detr_tensors` puts the rest under ``encoder.`` and the
+heads under ``heads.``, so that :func:`evaluate_detr` can measure the file's quality again.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
 from lightning_gpv.geometry.boxes import box_convert, box_iou, generalized_box_iou
 from lightning_gpv.models import shipped
 from lightning_gpv.models.gpv1.config import DetrEncoderConfig, TextEncoderConfig
-from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
+from lightning_gpv.models.gpv1.detr import DetrRegionEncoder, RegionOutput
 from lightning_gpv.models.gpv1.heads import NOT_RELEVANT, RELEVANT
 from lightning_gpv.models.gpv1.matcher import HungarianMatcher
 from lightning_gpv.models.gpv1.processor import IMAGENET_MEAN, IMAGENET_STD, GPV1Processor
@@ -50,6 +55,7 @@ from lightning_gpv.pretraining.schedule import (
     optimizer_step,
     warmup_cosine,
 )
+from lightning_gpv.pretraining.targets import COLOR_NAMES
 from lightning_gpv.shapesworld.render import render_scene
 from lightning_gpv.shapesworld.sample import SceneStyle, sample_scene
 from lightning_gpv.shapesworld.scene import SHAPES, STREAMS, seed_rng
@@ -62,6 +68,8 @@ POOL_IMAGES = 16_000
 each image 12 times; 8000 images overfit measurably)."""
 CATEGORY = "object"
 """Category named by the localization samples the processor prepares (its prompt is discarded)."""
+ATTRIBUTES = ("shape", "color")
+"""The attributes DETR classifies, in the order of the label columns."""
 
 
 @dataclass
@@ -70,7 +78,7 @@ class DetrPool:
 
     images: torch.Tensor  # (N, H, W, 3) uint8
     boxes: torch.Tensor  # (N, M, 4) float32, normalized cxcywh
-    labels: torch.Tensor  # (N, M) int64, SHAPES.index + 1, 0 = padding
+    labels: torch.Tensor  # (N, M, 2) int64, (SHAPES.index + 1, COLOR_NAMES.index + 1), 0 = padding
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -84,8 +92,8 @@ class DetrPool:
         return TF.normalize(self.images.permute(0, 3, 1, 2).float() / 255.0, IMAGENET_MEAN, IMAGENET_STD)
 
     def targets(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per image, ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k,)`` labels without the padding."""
-        return [(b[lab > 0], lab[lab > 0]) for b, lab in zip(self.boxes, self.labels)]
+        """Per image, ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k, 2)`` labels without the padding."""
+        return [(b[lab[:, 0] > 0], lab[lab[:, 0] > 0]) for b, lab in zip(self.boxes, self.labels)]
 
 
 def image_processor(image_size: int | tuple[int, int]) -> GPV1Processor:
@@ -115,7 +123,10 @@ def _to_uint8(pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 def scene_detections(
-    processor: GPV1Processor, image: np.ndarray, masks: Sequence[np.ndarray], shapes: Sequence[int]
+    processor: GPV1Processor,
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    labels: Sequence[tuple[int, int]],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One rendered scene as GPV-1 sees it.
 
@@ -123,18 +134,19 @@ def scene_detections(
         processor: Resizes and normalizes (:func:`image_processor`).
         image: ``(H, W, 3)`` uint8 picture.
         masks: Visible ``(H, W)`` 0/1 masks, one per object.
-        shapes: 1-based shape class of each object.
+        labels: 1-based ``(shape, colour)`` classes of each object.
 
     Returns:
         ``(S_h, S_w, 3)`` uint8 resized image, ``(k, 4)`` float32 normalized ``cxcywh`` boxes (the tight box
-        of the visible pixels, pixel-edge convention as the COCO annotations), ``(k,)`` int64 labels.
+        of the visible pixels, pixel-edge convention as the COCO annotations), ``(k, 2)`` int64 labels.
     """
     xywh = np.asarray([cv2.boundingRect(m.astype(np.uint8)) for m in masks], dtype=np.float32).reshape(-1, 4)
     xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
     sample = TaskSample(Task.LOCALIZATION, [image], Target(boxes=xyxy), category=CATEGORY)
     item = processor.encode(sample, train=False)
     assert item.boxes is not None  # a localization sample always has box targets
-    return _to_uint8(item.pixel_values), item.boxes, torch.as_tensor(list(shapes), dtype=torch.long)
+    classes = torch.as_tensor(list(labels), dtype=torch.long).reshape(-1, len(ATTRIBUTES))
+    return _to_uint8(item.pixel_values), item.boxes, classes
 
 
 def make_detr_pool(
@@ -156,8 +168,8 @@ def make_detr_pool(
     for i in range(start, start + num_images):
         scene = sample_scene(seed_rng(seed, STREAMS["pretraining"], i), style=styles[i % len(styles)])
         image, _, visible = render_scene(scene)
-        shapes = [SHAPES.index(obj.shape) + 1 for obj in scene.objects]
-        rows.append(scene_detections(processor, image, visible, shapes))
+        labels = [(SHAPES.index(obj.shape) + 1, COLOR_NAMES.index(obj.color) + 1) for obj in scene.objects]
+        rows.append(scene_detections(processor, image, visible, labels))
     images, boxes, labels = zip(*rows)
     pad = torch.nn.utils.rnn.pad_sequence  # zero rows after each image's objects
     return DetrPool(
@@ -165,10 +177,56 @@ def make_detr_pool(
     )
 
 
-def shape_head(d_model: int) -> nn.Linear:
-    """DETR's class head on the decoder output: ``(B, R, d)`` to ``(B, R, len(SHAPES) + 1)`` logits, class
-    0 = no object, ``c`` = ``SHAPES[c - 1]``. Only for pretraining and its quality check."""
-    return nn.Linear(d_model, len(SHAPES) + 1)
+class AttributeHeads(nn.Module):
+    """Throwaway class heads for pretraining and its quality check, each ``(B, R, n + 1)`` logits, class 0 =
+    no object, ``c`` = the attribute's value ``c - 1``:
+
+    * ``shape``: DETR's class head on the decoder output ``(B, R, d_model)``;
+    * with ``region``, ``region_shape`` and ``region_color`` on the boxes' pooled backbone features
+      ``(B, R, C)`` (the RoI part of GPV-1's region descriptors), so that the backbone keeps what GPV-1 asks
+      about objects.
+
+    Args:
+        d_model: DETR's decoder width.
+        roi_channels: Channels of the backbone map the RoI features pool.
+        region: Whether the region heads exist.
+    """
+
+    def __init__(self, d_model: int, roi_channels: int, region: bool = False) -> None:
+        super().__init__()
+        self.shape = nn.Linear(d_model, len(SHAPES) + 1)
+        self.region_shape = nn.Linear(roi_channels, len(SHAPES) + 1) if region else None
+        self.region_color = nn.Linear(roi_channels, len(COLOR_NAMES) + 1) if region else None
+
+    def file_state(self) -> dict[str, torch.Tensor]:
+        """The heads' tensors as a weight file holds them: the shape head alone as a bare linear layer
+        (``weight``, ``bias``: the layout of files without region heads, the shipped one included), else the
+        state dict."""
+        return (self.shape if self.region_shape is None else self).state_dict()
+
+    @classmethod
+    def from_file_state(
+        cls, d_model: int, roi_channels: int, state: dict[str, torch.Tensor]
+    ) -> AttributeHeads:
+        """The heads a weight file's ``heads.`` tensors (:meth:`file_state`) describe, loaded strictly."""
+        heads = cls(d_model, roi_channels, region="weight" not in state)
+        (heads.shape if heads.region_shape is None else heads).load_state_dict(state)
+        return heads
+
+    def forward(self, out: RegionOutput) -> dict[str, torch.Tensor]:
+        logits = {"shape": self.shape(out.detr_features)}
+        if self.region_shape is None or self.region_color is None:
+            return logits
+        if out.roi_features is None:
+            raise ValueError("the region heads need the RoI features (DetrEncoderConfig.use_roi_features)")
+        return logits | {
+            "region_shape": self.region_shape(out.roi_features),
+            "region_color": self.region_color(out.roi_features),
+        }
+
+
+LABEL_COLUMN = {"shape": 0, "region_shape": 0, "region_color": 1}
+"""The label column (:data:`ATTRIBUTES` order) each head of :class:`AttributeHeads` predicts."""
 
 
 @dataclass
@@ -183,6 +241,9 @@ class DetrPretrainSettings:
         warmup: Warm-up steps.
         clip: Gradient-norm clipping.
         no_object_weight: Cross-entropy weight of the no-object class (DETR's ``eos_coef``).
+        region_weight: Weight of the RoI features' shape and colour terms (:data:`REGION_HEADS`); 0: no
+            region heads (the shipped file). At 12,000 steps 0.5 kept the boxes (held-out AP@0.5 0.966), 1
+            cost them (0.921; docs/benchmarks.md).
         batch_norm: Train the ResNet's batch norm (:func:`thaw_batch_norm`); else it stays the
             identity that a random DETR's frozen batch norm is.
         seed: Seed of the initialization and the batch order.
@@ -195,6 +256,7 @@ class DetrPretrainSettings:
     warmup: int = 200
     clip: float = 1.0
     no_object_weight: float = 0.1
+    region_weight: float = 0.0
     batch_norm: bool = True
     seed: int = 0
 
@@ -230,32 +292,38 @@ def _copy_norm(source: nn.Module, target: nn.Module) -> None:
 
 
 LOSS_WEIGHTS = {"objectness": 1.0, "shape": 1.0, "bbox": 5.0, "giou": 2.0}
-"""DETR's weights (class 1, L1 5, GIoU 2), the class weight shared by objectness and shape."""
+"""DETR's weights (class 1, L1 5, GIoU 2), the class weight shared by objectness and shape; the region heads'
+terms are weighted ``region_weight`` (:class:`DetrPretrainSettings`)."""
+REGION_HEADS = ("region_shape", "region_color")
+"""The heads of :class:`AttributeHeads` on the RoI features."""
 
 
 def detection_losses(
     boxes: torch.Tensor,
     objectness_logits: torch.Tensor,
-    shape_logits: torch.Tensor,
+    class_logits: dict[str, torch.Tensor],
     targets: Sequence[tuple[torch.Tensor, torch.Tensor]],
     matcher: HungarianMatcher,
     no_object_weight: float = 0.1,
+    region_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
-    """DETR's Hungarian loss with GPV-1's binary objectness and a shape class.
+    """DETR's Hungarian loss with GPV-1's binary objectness and a class term per :class:`AttributeHeads` head.
 
     The objectness, L1 and GIoU terms are those of
-    :func:`~lightning_gpv.models.gpv1.losses.localization_losses` (every object relevant); the shape term is
-    DETR's class cross-entropy (matched queries their shape, the others class 0 weighted
+    :func:`~lightning_gpv.models.gpv1.losses.localization_losses` (every object relevant); each head's term
+    is DETR's class cross-entropy (matched queries their attribute value, the others class 0 weighted
     ``no_object_weight``). One matching serves all terms.
 
     Args:
-        boxes, objectness_logits, shape_logits: ``(B, R, 4)`` normalized ``cxcywh``, ``(B, R, 2)`` (index
-            0 = object), ``(B, R, C + 1)``.
-        targets: ``B`` pairs of ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k,)`` labels in ``1..C``.
+        boxes, objectness_logits: ``(B, R, 4)`` normalized ``cxcywh``, ``(B, R, 2)`` (index 0 = object).
+        class_logits: Per head (:data:`LABEL_COLUMN`), ``(B, R, C + 1)`` logits.
+        targets: ``B`` pairs of ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k, 2)`` labels (columns in
+            :data:`ATTRIBUTES` order, values from 1).
         matcher, no_object_weight: The Hungarian matcher; the cross-entropy weight of "no object".
+        region_weight: Weight of the :data:`REGION_HEADS` terms.
 
     Returns:
-        ``objectness``, ``shape``, ``bbox``, ``giou`` and the weighted ``total`` (:data:`LOSS_WEIGHTS`).
+        ``objectness``, each head's term, ``bbox``, ``giou`` and the weighted ``total``.
     """
     indices = matcher(objectness_logits, boxes, [b for b, _ in targets])
     batch_idx = torch.cat([torch.full_like(p, n) for n, (p, _) in enumerate(indices)])
@@ -265,19 +333,24 @@ def detection_losses(
     weight = torch.ones(2)
     weight[NOT_RELEVANT] = no_object_weight
     objectness = F.cross_entropy(objectness_logits.transpose(1, 2), relevance, weight=weight)
-    shapes = torch.zeros(shape_logits.shape[:2], dtype=torch.long)
-    shapes[batch_idx, pred_idx] = torch.cat([lab[j] for (_, lab), (_, j) in zip(targets, indices)])
-    weight = torch.ones(shape_logits.shape[-1])
-    weight[0] = no_object_weight
-    shape = F.cross_entropy(shape_logits.transpose(1, 2), shapes, weight=weight)
+    picked = [lab[j] for (_, lab), (_, j) in zip(targets, indices)]
+    matched_labels = torch.cat(picked).reshape(-1, len(ATTRIBUTES))
+    parts = {"objectness": objectness}
+    for name, logits in class_logits.items():
+        classes = torch.zeros(logits.shape[:2], dtype=torch.long)
+        classes[batch_idx, pred_idx] = matched_labels[:, LABEL_COLUMN[name]]
+        weight = torch.ones(logits.shape[-1])
+        weight[0] = no_object_weight
+        parts[name] = F.cross_entropy(logits.transpose(1, 2), classes, weight=weight)
     num_boxes = max(sum(len(b) for b, _ in targets), 1)
     matched = boxes[batch_idx, pred_idx]
     truth = torch.cat([b[j] for (b, _), (_, j) in zip(targets, indices)])
     bbox = F.l1_loss(matched, truth, reduction="sum") / num_boxes
     giou = generalized_box_iou(box_convert(matched, "cxcywh", "xyxy"), box_convert(truth, "cxcywh", "xyxy"))
-    parts = {"objectness": objectness, "shape": shape, "bbox": bbox}
+    parts["bbox"] = bbox
     parts["giou"] = (1 - giou.diagonal()).sum() / num_boxes
-    parts["total"] = sum(LOSS_WEIGHTS[name] * value for name, value in parts.items())
+    weights = LOSS_WEIGHTS | dict.fromkeys(REGION_HEADS, region_weight)
+    parts["total"] = sum(weights[name] * value for name, value in parts.items())
     return parts
 
 
@@ -289,8 +362,8 @@ def pretrain_detr(
     *,
     log: Callable[[int, dict[str, float]], None] | None = None,
     log_every: int = 200,
-) -> tuple[DetrRegionEncoder, nn.Linear]:
-    """Train a random ``DetrRegionEncoder(config, hidden_size)`` and a :func:`shape_head` on ``pool``.
+) -> tuple[DetrRegionEncoder, AttributeHeads]:
+    """Train a random ``DetrRegionEncoder(config, hidden_size)`` and :class:`AttributeHeads` on ``pool``.
 
     Every parameter but ``region_proj`` trains, the ResNet stem and stage 1 included (GPV-1 keeps those
     frozen, so they must be learned here), and the ResNet's batch norm learns as in ImageNet training
@@ -300,7 +373,7 @@ def pretrain_detr(
     """
     torch.manual_seed(settings.seed)
     encoder = DetrRegionEncoder(config, hidden_size)
-    heads = shape_head(int(encoder.detr.config.d_model))
+    heads = AttributeHeads(int(encoder.detr.config.d_model), encoder.roi_channels, settings.region_weight > 0)
     frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad}
     # Thawed first: the optimizer must hold the training norms' parameters.
     fold = thaw_batch_norm(encoder.detr.backbone) if settings.batch_norm else lambda: None
@@ -321,8 +394,8 @@ def pretrain_detr(
         part = pool.select(next(batches))
         out = encoder(part.pixel_values())
         parts = detection_losses(
-            out.boxes, out.objectness_logits, heads(out.detr_features), part.targets(), matcher,
-            settings.no_object_weight,
+            out.boxes, out.objectness_logits, heads(out), part.targets(), matcher,
+            settings.no_object_weight, settings.region_weight,
         )  # fmt: skip
         optimizer_step(parts["total"], optimizer, scheduler, params, settings.clip)
         means.add(step, parts)
@@ -334,16 +407,16 @@ def pretrain_detr(
     return encoder, heads
 
 
-def detr_tensors(encoder: DetrRegionEncoder, heads: nn.Linear) -> dict[str, torch.Tensor]:
+def detr_tensors(encoder: DetrRegionEncoder, heads: AttributeHeads) -> dict[str, torch.Tensor]:
     """The tensors of the weight file: the encoder's state (parameters and the frozen batch-norm buffers)
-    without ``region_proj`` under ``encoder.``, the shape head under ``heads.``."""
+    without ``region_proj`` under ``encoder.``, the attribute heads under ``heads.``."""
     tensors = {
         shipped.ENCODER_PREFIX + k: v.detach().contiguous()
         for k, v in encoder.state_dict().items()
         if not k.startswith(NOT_SAVED)
     }
     return tensors | {
-        shipped.HEADS_PREFIX + k: v.detach().contiguous() for k, v in heads.state_dict().items()
+        shipped.HEADS_PREFIX + k: v.detach().contiguous() for k, v in heads.file_state().items()
     }
 
 
@@ -373,7 +446,7 @@ def _greedy_match(iou: torch.Tensor, threshold: float) -> torch.Tensor:
 def detection_quality(
     boxes: torch.Tensor,
     scores: torch.Tensor,
-    shape_logits: torch.Tensor,
+    class_logits: dict[str, torch.Tensor],
     targets: Sequence[tuple[torch.Tensor, torch.Tensor]],
     threshold: float = 0.5,
 ) -> dict[str, float]:
@@ -382,18 +455,22 @@ def detection_quality(
     Args:
         boxes: ``(N, R, 4)`` predicted normalized ``cxcywh``.
         scores: ``(N, R)`` objectness probabilities (the ranking).
-        shape_logits: ``(N, R, C + 1)`` (class 0, no object, is never predicted).
-        targets: ``N`` pairs of ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k,)`` labels in ``1..C``.
+        class_logits: Per name of :data:`ATTRIBUTES`, ``(N, R, C_a + 1)`` (class 0, no object, is never
+            predicted).
+        targets: ``N`` pairs of ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k, 2)`` labels (columns in
+            :data:`ATTRIBUTES` order).
         threshold: IoU at which a prediction finds a ground-truth box (each box is found once).
 
     Returns:
         ``ap50``: average precision of all predictions of the pool ranked by score (all-point
         interpolation); ``recall50``: share of ground-truth boxes found by the ``k`` best-scored
         predictions of their image; ``best_iou``: mean over ground-truth boxes of their largest IoU with
-        those ``k``; ``shape_acc``: share of the found boxes whose prediction names their shape.
+        those ``k``; ``shape_acc``, ``color_acc``: share of the found boxes whose prediction names their
+        shape, their colour.
     """
     ranked: list[tuple[float, bool]] = []
-    total = found = correct = 0
+    total = found = 0
+    correct = dict.fromkeys(class_logits, 0)
     best = 0.0
     for b, (truth, labels) in enumerate(targets):
         order = scores[b].argsort(descending=True, stable=True)
@@ -408,11 +485,12 @@ def detection_quality(
         top = _greedy_match(iou[:k], threshold)
         hit = top >= 0
         found += int(hit.sum())
-        predicted = shape_logits[b, order[:k], 1:].argmax(-1) + 1
-        correct += int((predicted[hit] == labels[top[hit]]).sum())
+        for name, logits in class_logits.items():
+            predicted = logits[b, order[:k], 1:].argmax(-1) + 1
+            correct[name] += int((predicted[hit] == labels[top[hit], LABEL_COLUMN[name]]).sum())
         best += float(iou[:k].max(dim=0).values.sum())
     if not ranked or total == 0:
-        return {"ap50": 0.0, "recall50": 0.0, "best_iou": 0.0, "shape_acc": 0.0}
+        return {"ap50": 0.0, "recall50": 0.0, "best_iou": 0.0} | {f"{n}_acc": 0.0 for n in class_logits}
     ranked.sort(key=lambda pair: -pair[0])
     hits = torch.tensor([hit for _, hit in ranked], dtype=torch.float64)
     tp = hits.cumsum(0)
@@ -424,22 +502,24 @@ def detection_quality(
         "ap50": ap,
         "recall50": found / total,
         "best_iou": best / total,
-        "shape_acc": correct / max(found, 1),
-    }
+    } | {f"{name}_acc": correct[name] / max(found, 1) for name in class_logits}
 
 
 @torch.no_grad()
 def evaluate_detr(
-    encoder: DetrRegionEncoder, heads: nn.Linear, pool: DetrPool, batch_size: int = 256
+    encoder: DetrRegionEncoder, heads: AttributeHeads, pool: DetrPool, batch_size: int = 256
 ) -> dict[str, float]:
-    """:func:`detection_quality` of ``encoder`` (objectness ranking, boxes) and ``heads`` (shapes) on
+    """:func:`detection_quality` of ``encoder`` (objectness ranking, boxes) and ``heads`` (attributes) on
     ``pool`` (a held-out one). Leaves both in eval mode."""
     encoder.eval()
     heads.eval()
-    boxes, scores, shapes = [], [], []
+    boxes, scores = [], []
+    classes: dict[str, list[torch.Tensor]] = {}
     for lo in range(0, len(pool), batch_size):
         out = encoder(pool.select(torch.arange(lo, min(lo + batch_size, len(pool)))).pixel_values())
         boxes.append(out.boxes)
         scores.append(out.objectness_logits.softmax(-1)[..., RELEVANT])
-        shapes.append(heads(out.detr_features))
-    return detection_quality(torch.cat(boxes), torch.cat(scores), torch.cat(shapes), pool.targets())
+        for name, logits in heads(out).items():
+            classes.setdefault(name, []).append(logits)
+    logits = {name: torch.cat(parts) for name, parts in classes.items()}
+    return detection_quality(torch.cat(boxes), torch.cat(scores), logits, pool.targets())

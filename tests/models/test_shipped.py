@@ -94,15 +94,20 @@ def test_the_shipped_tokenizer_has_the_quality_its_card_records() -> None:
 
 
 def test_the_shipped_detr_has_the_quality_its_card_records() -> None:
-    from lightning_gpv.pretraining.detr import evaluate_detr, load_detr_tensors, make_detr_pool, shape_head
+    from lightning_gpv.pretraining.detr import (
+        AttributeHeads,
+        evaluate_detr,
+        load_detr_tensors,
+        make_detr_pool,
+    )
 
     path = shipped.resolve(DETR_WEIGHTS)
     card, args = _card_args(path)
     config = GPV1Config.tiny(image_size=list(command.DETR_IMAGE_SIZE))
     encoder = DetrRegionEncoder(config.visual, config.hidden_size).eval()
     load_detr_tensors(encoder, DETR_WEIGHTS)  # with the objectness head GPV-1 itself trains afresh
-    heads = shape_head(config.visual.d_model)
-    heads.load_state_dict(shipped.read_part(path, shipped.HEADS_PREFIX))
+    weights = shipped.read_part(path, shipped.HEADS_PREFIX)
+    heads = AttributeHeads.from_file_state(config.visual.d_model, encoder.roi_channels, weights)
     pool = make_detr_pool(args.held_out, seed=args.seed, styles=[command.STYLES[s] for s in args.styles],
                           image_size=command.DETR_IMAGE_SIZE, start=command.HELD_OUT_START)  # fmt: skip
     quality = evaluate_detr(encoder, heads, pool)

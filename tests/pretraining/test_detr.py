@@ -19,6 +19,8 @@ from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
 from lightning_gpv.models.gpv1.losses import localization_losses
 from lightning_gpv.models.gpv1.matcher import HungarianMatcher
 from lightning_gpv.pretraining.detr import (
+    LABEL_COLUMN,
+    AttributeHeads,
     DetrPool,
     DetrPretrainSettings,
     detection_losses,
@@ -32,6 +34,7 @@ from lightning_gpv.pretraining.detr import (
     scene_detections,
     thaw_batch_norm,
 )
+from lightning_gpv.pretraining.targets import COLOR_NAMES
 from lightning_gpv.shapesworld.render import render_scene
 from lightning_gpv.shapesworld.sample import SPARSE_STYLE, sample_scene
 from lightning_gpv.shapesworld.scene import SHAPES, STREAMS, seed_rng
@@ -54,9 +57,9 @@ def test_scene_detections_boxes_labels_and_pixels_of_a_known_scene() -> None:
     corner = np.zeros((40, 80), dtype=np.uint8)
     corner[30:40, 60:80] = 1  # the bottom-right eighth
     processor = image_processor(32)
-    pixels, boxes, labels = scene_detections(processor, image, [left, corner], [3, 5])
+    pixels, boxes, labels = scene_detections(processor, image, [left, corner], [(3, 1), (5, 2)])
     torch.testing.assert_close(boxes, torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.875, 0.875, 0.25, 0.25]]))
-    assert labels.tolist() == [3, 5] and labels.dtype == torch.long
+    assert labels.tolist() == [[3, 1], [5, 2]] and labels.dtype == torch.long
     assert pixels.shape == (32, 32, 3) and pixels.dtype == torch.uint8
     assert pixels[:, :15].max() == 0 and pixels[:, 17:].min() == 200  # resized, not cropped
 
@@ -77,42 +80,55 @@ def test_pool_holds_every_visible_box_and_the_processors_exact_pixels() -> None:
             )
         xyxy = torch.tensor(expected, dtype=torch.float32)
         torch.testing.assert_close(boxes, box_convert(xyxy, "xyxy", "cxcywh"))
-        assert labels.tolist() == [SHAPES.index(obj.shape) + 1 for obj in scene.objects]
+        assert labels.tolist() == [
+            [SHAPES.index(obj.shape) + 1, COLOR_NAMES.index(obj.color) + 1] for obj in scene.objects
+        ]
         sample = TaskSample(Task.LOCALIZATION, [image], Target(), category="object")
         reference = processor.encode(sample, train=False).pixel_values
         assert torch.equal(pool.select(torch.tensor([row])).pixel_values()[0], reference)
-    assert (pool.labels[pool.labels > 0] <= len(SHAPES)).all()
-    assert (pool.boxes[pool.labels == 0] == 0).all()
+    objects = pool.labels[..., 0] > 0
+    assert (pool.labels[objects][:, 0] <= len(SHAPES)).all()
+    assert (pool.labels[objects][:, 1] <= len(COLOR_NAMES)).all() and (pool.labels[objects] > 0).all()
+    assert (pool.boxes[~objects] == 0).all() and (pool.labels[~objects] == 0).all()
 
 
 def test_detection_losses_keep_gpv1s_localization_terms() -> None:
     torch.manual_seed(0)
     boxes = torch.rand(3, 6, 4) * 0.5 + 0.25
     logits = torch.randn(3, 6, 2)
-    shape_logits = torch.randn(3, 6, len(SHAPES) + 1)
+    sizes = {"shape": len(SHAPES), "region_shape": len(SHAPES), "region_color": len(COLOR_NAMES)}
+    class_logits = {name: torch.randn(3, 6, n + 1) for name, n in sizes.items()}
     truth = [torch.rand(k, 4) * 0.4 + 0.3 for k in (2, 0, 3)]
-    labels = [torch.randint(1, len(SHAPES) + 1, (len(b),)) for b in truth]
-    ours = detection_losses(boxes, logits, shape_logits, list(zip(truth, labels)), HungarianMatcher())
+    values = (len(SHAPES), len(COLOR_NAMES))  # the label columns
+    labels = [torch.stack([torch.randint(1, n + 1, (len(b),)) for n in values], dim=1) for b in truth]
+    targets = list(zip(truth, labels))
+    ours = detection_losses(boxes, logits, class_logits, targets, HungarianMatcher(), region_weight=0.5)
     gpv1 = localization_losses(logits, boxes, truth, HungarianMatcher())
     for name, reference in (("objectness", "loss_ce"), ("bbox", "loss_bbox"), ("giou", "loss_giou")):
         torch.testing.assert_close(ours[name], gpv1[reference])
-    total = ours["objectness"] + ours["shape"] + 5 * ours["bbox"] + 2 * ours["giou"]
+    regions = ours["region_shape"] + ours["region_color"]
+    total = ours["objectness"] + ours["shape"] + 0.5 * regions + 5 * ours["bbox"] + 2 * ours["giou"]
     torch.testing.assert_close(ours["total"], total)
-    assert ours["shape"] > 0
+    assert min(ours[name] for name in sizes) > 0
 
-    # Queries 0 and 1 sit on image 0's two objects: logits naming their shapes (no object elsewhere) cost ~0.
+    # Queries 0 and 1 sit on image 0's two objects: logits naming their attributes (no object elsewhere)
+    # cost ~0; each attribute's term reads its own label column.
     boxes, logits, targets = (
         boxes[:1].clone(),
         torch.tensor([[5.0, -5.0]] * 2 + [[-5.0, 5.0]] * 4)[None],
         [(truth[0], labels[0])],
     )
     boxes[0, :2] = truth[0]
-    named = torch.full((1, 6, len(SHAPES) + 1), -20.0)
-    named[0, 2:, 0] = 20.0
-    named[0, [0, 1], labels[0]] = 20.0
-    assert detection_losses(boxes, logits, named, targets, HungarianMatcher())["shape"] < 1e-6
-    wrong = named.roll(1, dims=-1)
-    assert detection_losses(boxes, logits, wrong, targets, HungarianMatcher())["shape"] > 10
+    named = {}
+    for name, n in sizes.items():
+        named[name] = torch.full((1, 6, n + 1), -20.0)
+        named[name][0, 2:, 0] = 20.0
+        named[name][0, [0, 1], labels[0][:, LABEL_COLUMN[name]]] = 20.0
+    right = detection_losses(boxes, logits, named, targets, HungarianMatcher())
+    assert all(right[name] < 1e-6 for name in sizes)
+    colours = named["region_color"].roll(1, dims=-1)
+    wrong = detection_losses(boxes, logits, named | {"region_color": colours}, targets, HungarianMatcher())
+    assert wrong["shape"] < 1e-6 and wrong["region_shape"] < 1e-6 and wrong["region_color"] > 10
 
 
 def test_thawed_batch_norm_learns_then_folds_into_the_frozen_one() -> None:
@@ -136,11 +152,11 @@ def test_thawed_batch_norm_learns_then_folds_into_the_frozen_one() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[DetrRegionEncoder, nn.Linear, DetrPool, DetrPretrainSettings]:
+def trained() -> tuple[DetrRegionEncoder, AttributeHeads, DetrPool, DetrPretrainSettings]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     pool = make_detr_pool(16, seed=0, styles=[SPARSE_STYLE], image_size=64)
-    settings = DetrPretrainSettings(steps=3, batch_size=8, warmup=1)
+    settings = DetrPretrainSettings(steps=3, batch_size=8, warmup=1, region_weight=0.5)
     config = GPV1Config.tiny()
     encoder, heads = pretrain_detr(config.visual, config.hidden_size, pool, settings)
     torch.set_num_threads(threads)
@@ -148,7 +164,7 @@ def trained() -> tuple[DetrRegionEncoder, nn.Linear, DetrPool, DetrPretrainSetti
 
 
 def test_pretrain_trains_the_whole_detr_and_writes_tensors_that_load_strictly(
-    trained: tuple[DetrRegionEncoder, nn.Linear, DetrPool, DetrPretrainSettings], tmp_path: Path
+    trained: tuple[DetrRegionEncoder, AttributeHeads, DetrPool, DetrPretrainSettings], tmp_path: Path
 ) -> None:
     encoder, heads, _, settings = trained
     config = GPV1Config.tiny()
@@ -168,7 +184,15 @@ def test_pretrain_trains_the_whole_detr_and_writes_tensors_that_load_strictly(
     assert path.stat().st_size < 2_000_000
     weights = shipped.read_part(path, shipped.ENCODER_PREFIX)
     assert not any(k.startswith("region_proj.") for k in weights)
-    assert set(shipped.read_part(path, shipped.HEADS_PREFIX)) == {"weight", "bias"}
+    heads_file = set(shipped.read_part(path, shipped.HEADS_PREFIX))
+    assert heads_file == {f"{name}.{part}" for name in LABEL_COLUMN for part in ("weight", "bias")}
+    # Heads read back from the file as they were; without region heads (region_weight 0) the file holds
+    # DETR's shape head alone as a bare linear layer, the shipped file's layout.
+    again = AttributeHeads.from_file_state(32, 64, shipped.read_part(path, shipped.HEADS_PREFIX))
+    assert all(torch.equal(v, heads.state_dict()[k]) for k, v in again.state_dict().items())
+    bare = AttributeHeads(32, 64)
+    assert bare.file_state().keys() == {"weight", "bias"}
+    assert AttributeHeads.from_file_state(32, 64, bare.file_state()).region_shape is None
 
     fresh = DetrRegionEncoder(config.visual, config.hidden_size)
     result = fresh.load_state_dict(weights, strict=False)
@@ -193,44 +217,62 @@ def test_pretrain_trains_the_whole_detr_and_writes_tensors_that_load_strictly(
 
 
 def test_evaluate_detr_returns_figures_in_the_unit_interval(
-    trained: tuple[DetrRegionEncoder, nn.Linear, DetrPool, DetrPretrainSettings],
+    trained: tuple[DetrRegionEncoder, AttributeHeads, DetrPool, DetrPretrainSettings],
 ) -> None:
     encoder, heads, pool, _ = trained
     quality = evaluate_detr(encoder, heads, pool, batch_size=5)
-    assert set(quality) == {"ap50", "recall50", "best_iou", "shape_acc"}
+    assert set(quality) == {
+        "ap50",
+        "recall50",
+        "best_iou",
+        "shape_acc",
+        "region_shape_acc",
+        "region_color_acc",
+    }
     assert all(0.0 <= v <= 1.0 for v in quality.values()), quality
     assert quality["best_iou"] > 0  # a random DETR's boxes overlap some objects
 
 
-def _predictions(pool: DetrPool, queries: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Ground truth in the first queries (score 0.9, right shape), small boxes in a corner after it."""
+def _predictions(pool: DetrPool, queries: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Ground truth in the first queries (score 0.9, right attributes), small boxes in a corner after it."""
     n = len(pool)
     boxes = torch.tensor([0.05, 0.05, 0.02, 0.02]).repeat(n, queries, 1)
     scores = torch.full((n, queries), 0.1)
-    shapes = torch.zeros(n, queries, len(SHAPES) + 1)
+    classes = {
+        "shape": torch.zeros(n, queries, len(SHAPES) + 1),
+        "region_shape": torch.zeros(n, queries, len(SHAPES) + 1),
+        "region_color": torch.zeros(n, queries, len(COLOR_NAMES) + 1),
+    }
     for b, (truth, labels) in enumerate(pool.targets()):
         boxes[b, : len(truth)] = truth
         scores[b, : len(truth)] = 0.9
-        shapes[b, torch.arange(len(labels)), labels] = 5.0
-    return boxes, scores, shapes
+        for name, logits in classes.items():
+            logits[b, torch.arange(len(labels)), labels[:, LABEL_COLUMN[name]]] = 5.0
+    return boxes, scores, classes
 
 
 def test_a_perfect_predictor_scores_one_and_worse_ones_less() -> None:
     pool = make_detr_pool(6, seed=1, styles=[SPARSE_STYLE], image_size=32)
-    boxes, scores, shapes = _predictions(pool, queries=7)
-    perfect = detection_quality(boxes, scores, shapes, pool.targets())
-    assert perfect == pytest.approx({"ap50": 1.0, "recall50": 1.0, "best_iou": 1.0, "shape_acc": 1.0})
+    boxes, scores, classes = _predictions(pool, queries=7)
+    perfect = detection_quality(boxes, scores, classes, pool.targets())
+    ones = dict.fromkeys(
+        ("ap50", "recall50", "best_iou", "shape_acc", "region_shape_acc", "region_color_acc"), 1.0
+    )
+    assert perfect == pytest.approx(ones)
 
     # Right boxes ranked below the corner boxes: the top k miss them all, the ranking costs precision.
-    reversed_rank = detection_quality(boxes, 1 - scores, shapes, pool.targets())
+    reversed_rank = detection_quality(boxes, 1 - scores, classes, pool.targets())
     assert reversed_rank["recall50"] == 0.0 and reversed_rank["ap50"] < 0.6
-    wrong_shapes = detection_quality(boxes, scores, shapes.roll(1, dims=-1), pool.targets())
-    assert wrong_shapes["shape_acc"] == 0.0 and wrong_shapes["recall50"] == 1.0
+    wrong_shapes = classes | {"shape": classes["shape"].roll(1, dims=-1)}
+    wrong = detection_quality(boxes, scores, wrong_shapes, pool.targets())
+    assert wrong["shape_acc"] == 0.0 and wrong["region_shape_acc"] == 1.0 and wrong["recall50"] == 1.0
+    assert wrong["region_color_acc"] == 1.0
     # The same box twice finds one object once.
     doubled = boxes.clone()
     doubled[:, 1] = doubled[:, 0]
     several = [b for b, (t, _) in enumerate(pool.targets()) if len(t) > 1]
     assert several, "the pool should hold a scene with several objects"
-    duplicate = detection_quality(doubled[several], scores[several], shapes[several],
-                                  [pool.targets()[b] for b in several])  # fmt: skip
+    chosen = {name: logits[several] for name, logits in classes.items()}
+    targets = [pool.targets()[b] for b in several]
+    duplicate = detection_quality(doubled[several], scores[several], chosen, targets)
     assert duplicate["recall50"] < 1.0
