@@ -126,12 +126,32 @@ class GPVLightningCLI(LightningCLI):
             raise InputError(str(cause)) from err
         init_weights = self._get(self.config, "init_weights") if self.subcommand else None
         if init_weights:
-            checkpoint = torch.load(init_weights, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_state_dict(_init_weights_state(init_weights))
         processor = getattr(self.model, "processor", None)
         connect = getattr(self.datamodule, "connect", None)
         if processor is not None and connect is not None:
             connect(processor)
+
+
+def _init_weights_state(path: str) -> dict[str, torch.Tensor]:
+    """The model weights of ``--init_weights`` (read with ``weights_only=True``).
+
+    Raises:
+        InputError: The file is missing (a later stage's recipe names the earlier stage's ``last.ckpt``),
+            unreadable, or holds no ``state_dict``.
+    """
+    if not Path(path).is_file():
+        raise InputError(f"--init_weights {path}: no such checkpoint (a later stage starts from the earlier "
+                         "stage's last.ckpt: fit that recipe first, or pass another checkpoint)")  # fmt: skip
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a checkpoint, or pickled objects weights_only refuses
+        first = (str(err).strip().splitlines() or [""])[0]
+        reason = f"{type(err).__name__}: {first}"
+        raise InputError(f"--init_weights {path}: not a readable checkpoint ({reason})") from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise InputError(f"--init_weights {path}: no state_dict; not a Lightning checkpoint")
+    return checkpoint["state_dict"]
 
 
 def _input_cause(err: BaseException) -> BaseException | None:

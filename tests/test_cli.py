@@ -157,6 +157,24 @@ def test_init_weights_loads_the_model_weights_of_a_checkpoint(
     assert all(torch.equal(saved[k], loaded[k]) for k in saved)
 
 
+def test_init_weights_names_a_missing_or_unreadable_checkpoint(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, vocab = shapes_and_vocab
+    # The RefCOCO+ stage names the mixture's last.ckpt, which does not exist before the mixture ran.
+    recipe = tiny_recipe("gpv1_shapes_refcocoplus", data, vocab, tmp_path / "refcocoplus.yaml")
+    missing = tmp_path / "gpv1" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    bad = tmp_path / "bad.ckpt"
+    bad.write_text("not a checkpoint")
+    cases = [([], f"--init_weights {missing}: no such checkpoint"),
+             (["--init_weights", str(bad)], f"--init_weights {bad}: not a readable checkpoint")]  # fmt: skip
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "-c", str(recipe), *extra, f"--trainer.default_root_dir={tmp_path / 'run'}"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
 @pytest.mark.parametrize("name", ["gpv1_shapes", "vistallm_shapes"])
 def test_test_prints_each_metric_once_under_its_own_loader(
     name: str, shapes: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
