@@ -215,17 +215,13 @@ def fit_and_test(
         after |= _test(trained, fit.datamodule, settings.test_samples)
         before |= _test(untrained.model, fit.datamodule, settings.test_samples)
     _report("pictures")
-    examples = [
-        row
-        for fit, trained in zip(fits, answering)
-        for row in compare_predictions(
-            trained,
-            untrained.model,
-            fit.datamodule,
-            out / "pictures" / name,
-            per_task=2 if settings.quick else 3,
-        )
-    ]
+    examples: list[dict[str, Any]] = []
+    for fit, trained in reversed(list(zip(fits, answering))):
+        # A task a later stage drew again (its pictures replaced) keeps only the later stage's rows.
+        drawn = {row["task"] for row in examples}
+        rows = compare_predictions(trained, untrained.model, fit.datamodule, out / "pictures" / name,
+                                   per_task=2 if settings.quick else 3)  # fmt: skip
+        examples = [row for row in rows if row["task"] not in drawn] + examples
     curves = {
         f"stage {k}" if len(fits) > 1 else "training": _loss_points(fit) for k, fit in enumerate(fits, 1)
     }

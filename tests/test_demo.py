@@ -98,7 +98,13 @@ def test_fit_and_test_scores_each_loader_with_the_stage_model_asked_for(
         }
 
     monkeypatch.setattr(lightning_gpv.cli, "run_lightning_cli", fake_cli)
-    monkeypatch.setattr(lightning_gpv.visualize.examples, "compare_predictions", lambda *a, **k: [])
+
+    def fake_pictures(
+        trained: str, untrained: str, loaders: tuple[str, ...], *args: object, **kwargs: object
+    ):
+        return [{"task": loader, "trained_answer": trained} for loader in loaders]
+
+    monkeypatch.setattr(lightning_gpv.visualize.examples, "compare_predictions", fake_pictures)
     monkeypatch.setattr(demo, "_test", fake_test)
     stages = [(Path("one.yaml"), ["--a"]), (Path("two.yaml"), ["--b"])]
     settings = demo.DemoSettings(quick=True)
@@ -110,6 +116,10 @@ def test_fit_and_test_scores_each_loader_with_the_stage_model_asked_for(
     own = {"test/loc": 1.0, "test/rec": 2.0}  # localization from stage 1, REC from the fine-tuned model
     assert metrics["trained"] == (own if each_stage_tests_its_own else {"test/loc": 2.0, "test/rec": 2.0})
     assert metrics["untrained"] == {"test/loc": 0.0, "test/rec": 0.0}
+    # The page shows each task once, drawn by the model its metric comes from.
+    rows = json.loads((tmp_path / "m_page.json").read_text())["examples"]
+    drawn_by = "stage 1" if each_stage_tests_its_own else "stage 2"
+    assert rows == [{"task": "loc", "trained_answer": drawn_by}, {"task": "rec", "trained_answer": "stage 2"}]
 
 
 @pytest.mark.slow
