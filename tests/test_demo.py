@@ -101,7 +101,7 @@ def test_fit_and_test_scores_each_loader_with_the_stage_model_asked_for(
 
     def fake_pictures(
         trained: str, untrained: str, loaders: tuple[str, ...], *args: object, **kwargs: object
-    ):
+    ) -> list[dict[str, str]]:
         return [{"task": loader, "trained_answer": trained} for loader in loaders]
 
     monkeypatch.setattr(lightning_gpv.visualize.examples, "compare_predictions", fake_pictures)
