@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
 
 from datamodules.refcoco import RefCocoDataModule
-from lightning_gpv.cli import run_lightning_cli
+from lightning_gpv.cli import read_checkpoint, run_lightning_cli
 from lightning_gpv.geometry.boxes import box_convert
 from lightning_gpv.shapesworld.scene import COLORS, SHAPES
 from lightning_gpv.systems.gpv1 import GPV1Module
@@ -168,7 +168,7 @@ def load(recipe: Path, ckpt: Path | None) -> tuple[GPV1Module, DataLoader]:
     if not isinstance(module, GPV1Module):
         sys.exit(f"{recipe}: a {type(module).__name__} recipe; this probe needs a GPV1Module one")
     if ckpt is not None:
-        module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+        module.load_state_dict(read_checkpoint(ckpt, "--ckpt")["state_dict"])
     module.eval()
     children = getattr(datamodule, "datamodules", [datamodule])
     refcoco = [dm for dm in children if isinstance(dm, RefCocoDataModule)]

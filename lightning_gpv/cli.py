@@ -143,12 +143,7 @@ def _init_weights_state(path: str) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise InputError(f"--init_weights {path}: no such checkpoint (a later stage starts from the earlier "
                          "stage's last.ckpt: fit that recipe first, or pass another checkpoint)")  # fmt: skip
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a checkpoint, or pickled objects weights_only refuses
-        first = (str(err).strip().splitlines() or [""])[0]
-        reason = f"{type(err).__name__}: {first}"
-        raise InputError(f"--init_weights {path}: not a readable checkpoint ({reason})") from err
+    checkpoint = read_checkpoint(path, "--init_weights")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise InputError(f"--init_weights {path}: no state_dict; not a Lightning checkpoint")
     return checkpoint["state_dict"]
@@ -166,18 +161,28 @@ def _input_cause(err: BaseException) -> BaseException | None:
     return None
 
 
+def read_checkpoint(path: str | Path, argument: str, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU (memory-mapped with ``mmap``: no tensor copied).
+
+    Raises:
+        InputError: Naming ``argument`` and the file: truncated, not a checkpoint, or holding pickled
+            objects ``weights_only`` refuses.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        reason = f"{type(err).__name__}: {first}"
+        raise InputError(f"{argument} {path}: not a readable checkpoint ({reason})") from err
+
+
 def checkpoint_class_path(path: Path) -> tuple[str | None, dict[str, Any]]:
     """The class path of the system a checkpoint holds (``None`` when it does not say) and its
     hyper-parameters, read with ``weights_only=True`` and memory-mapped (no tensor is copied)."""
     from lightning_gpv.export import checkpoint_family
     from lightning_gpv.systems import SYSTEMS
 
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # truncated, not a checkpoint, or pickled objects weights_only refuses
-        first = (str(err).strip().splitlines() or [""])[0]
-        reason = f"{type(err).__name__}: {first}"
-        raise ValueError(f"--ckpt_path {path}: not a readable checkpoint ({reason})") from err
+    checkpoint = read_checkpoint(path, "--ckpt_path", mmap=True)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict):
         return None, {}

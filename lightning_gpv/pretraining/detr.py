@@ -455,8 +455,8 @@ def detection_quality(
     Args:
         boxes: ``(N, R, 4)`` predicted normalized ``cxcywh``.
         scores: ``(N, R)`` objectness probabilities (the ranking).
-        class_logits: Per name of :data:`ATTRIBUTES`, ``(N, R, C_a + 1)`` (class 0, no object, is never
-            predicted).
+        class_logits: Per head of :class:`AttributeHeads` (:data:`LABEL_COLUMN`), ``(N, R, C + 1)`` (class 0,
+            no object, is never predicted).
         targets: ``N`` pairs of ``(k, 4)`` normalized ``cxcywh`` boxes and ``(k, 2)`` labels (columns in
             :data:`ATTRIBUTES` order).
         threshold: IoU at which a prediction finds a ground-truth box (each box is found once).
@@ -465,8 +465,8 @@ def detection_quality(
         ``ap50``: average precision of all predictions of the pool ranked by score (all-point
         interpolation); ``recall50``: share of ground-truth boxes found by the ``k`` best-scored
         predictions of their image; ``best_iou``: mean over ground-truth boxes of their largest IoU with
-        those ``k``; ``shape_acc``, ``color_acc``: share of the found boxes whose prediction names their
-        shape, their colour.
+        those ``k``; ``<head>_acc`` per head (``shape_acc``, ``region_shape_acc``, ``region_color_acc``):
+        share of the found boxes whose prediction names their attribute.
     """
     ranked: list[tuple[float, bool]] = []
     total = found = 0
