@@ -72,11 +72,10 @@ def test_collect_follows_each_found_object_through_every_stage(
     found = len(labels)
     assert 0 < found <= hits["samples"] <= 4 * 8 and found == hits["oracle"]  # oracle: some box hits
     hidden = module.model.config.hidden_size
-    widths = {"pixels": 3, "detr decoder": module.model.config.visual.d_model, "region": hidden,
-              "co-attended": hidden}  # fmt: skip
+    roi, decoder = module.model.visual.roi_channels, module.model.config.visual.d_model
+    widths = {"pixels": 3, "roi (C5)": roi, "detr decoder": decoder, "region": hidden, "co-attended": hidden}
     for stage, width in widths.items():
         assert len(features[stage]) == found and all(f.shape == (width,) for f in features[stage]), stage
-    assert len(features["roi (C5)"]) == found
     assert all(0 <= hits[name] <= hits["samples"] for name in ("relevance", "objectness", "relatedness"))
     assert all(value >= 0 for value in collected["sensitivity"])
     # The pixel row is the referred object's colour: the normalized mean is not the background's.
