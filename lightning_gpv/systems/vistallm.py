@@ -44,6 +44,7 @@ from lightning_gpv.systems.hooks import (
     start_evaluation,
 )
 from lightning_gpv.tasks.catalogue import Family, Task
+from lightning_gpv.tasks.image_cache import ImageFileCache
 from lightning_gpv.tasks.samples import Prediction
 
 
@@ -80,6 +81,10 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
             (:mod:`~lightning_gpv.models.vistallm.constraints`): whole boxes and masks, no coordinate
             token outside them. ``False`` (default): plain greedy decoding. The attribute of the same
             name may be changed after building.
+        image_cache: Images whose decoded and resized pixels the processor keeps in memory (``3 S^2``
+            bytes each; the least recently used are dropped first; 0: none), so that later epochs do not
+            decode the same files again (:class:`~lightning_gpv.tasks.image_cache.ImageFileCache`). Each
+            loader worker keeps its own.
     """
 
     def __init__(
@@ -96,6 +101,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         eval_template: int | None = None,
         eval_records_dir: str | None = None,
         constrained_decoding: bool = False,
+        image_cache: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 <= warmup_ratio < 1.0:
@@ -118,6 +124,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         # Checkpoints and hparams.yaml store the resolved config as plain data (or the saved folder's
         # path), which torch.load(weights_only=True) and yaml.safe_load read back; the CLI hands
         # save_hyperparameters the arguments as given (a preset name, a mapping or a config object).
+        self.processor.image_cache = ImageFileCache(image_cache)
         self.save_hyperparameters({"config": plain, "betas": [float(b) for b in betas]})
         self.stage = stage
         self.freeze_for_stage()

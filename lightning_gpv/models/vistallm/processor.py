@@ -3,7 +3,8 @@
 :meth:`VistaLLMProcessor.encode` runs in loader workers:
 
 1. images are decoded and resized to ``S x S`` (bicubic, no crop, no flip, so boxes and masks keep their
-   meaning; coordinates are always relative to the *original* image size) and normalised;
+   meaning; coordinates are always relative to the *original* image size) and normalised; with
+   ``image_cache`` (a number of files) the resized pixels of a file are computed once per process;
 2. an instruction is rendered (a random template in training, a fixed one in evaluation); regions and
    points in it are written with coordinate tokens for the LLM and as plain numbers for the QFormer;
 3. the target is serialized (:meth:`~lightning_gpv.models.vistallm.codec.CoordinateCodec.serialize_answer`);
@@ -43,9 +44,10 @@ from lightning_gpv.models.vistallm.tokenization import (
     require_chat_template,
 )
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, Task
+from lightning_gpv.tasks.image_cache import ImageFileCache
 from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.prompts import VISTALLM_PROMPTS
-from lightning_gpv.tasks.samples import Prediction, Target, TaskSample
+from lightning_gpv.tasks.samples import ImageRef, Prediction, Target, TaskSample
 
 
 @dataclass
@@ -206,11 +208,13 @@ class VistaLLMProcessor:
         qformer_tokenizer: PreTrainedTokenizerBase,
         *,
         eval_template: int = 0,
+        image_cache: int = 0,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
         self.qformer_tokenizer = qformer_tokenizer
         self.eval_template = eval_template
+        self.image_cache = ImageFileCache(image_cache)
         self.codec = config.codec
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
         self.num_queries = config.qformer.num_queries
@@ -249,10 +253,22 @@ class VistaLLMProcessor:
 
     def image_tensor(self, image: np.ndarray) -> torch.Tensor:
         """``(H, W, 3)`` uint8 RGB to a ``(3, S, S)`` normalised float tensor (bicubic resize)."""
+        return self._normalised(self._resized(image))
+
+    def _resized(self, image: np.ndarray) -> np.ndarray:
         side = self.config.vision.image_size
-        resized = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC)
+        return np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
+
+    def _normalised(self, resized: np.ndarray) -> torch.Tensor:
         pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self.mean) / self.std
+
+    def _load_resized(self, ref: ImageRef) -> tuple[np.ndarray, tuple[int, int]]:
+        """``(S, S, 3)`` uint8 resized pixels of an image and its original ``(height, width)``."""
+        image = load_image(ref)
+        resized = self._resized(image)
+        resized.flags.writeable = False  # shared by every later hit of self.image_cache
+        return resized, (int(image.shape[0]), int(image.shape[1]))
 
     def instruction(
         self, sample: TaskSample, sizes: Sequence[tuple[int, int]], index: int, style: Style
@@ -300,9 +316,9 @@ class VistaLLMProcessor:
 
     def encode(self, sample: TaskSample, *, train: bool) -> VistaLLMItem:
         """Encode one sample (see the module docstring). Runs in loader workers."""
-        images = [load_image(ref) for ref in sample.images]
-        sizes = [(int(im.shape[0]), int(im.shape[1])) for im in images]
-        pixel_values = torch.stack([self.image_tensor(im) for im in images])
+        loaded = [self.image_cache.get(ref, self._load_resized) for ref in sample.images]
+        sizes = [size for _, size in loaded]
+        pixel_values = torch.stack([self._normalised(resized) for resized, _ in loaded])
         num_templates = len(VISTALLM_PROMPTS.templates_for(sample.task))
         index = int(torch.randint(num_templates, ())) if train else self.eval_template % num_templates
         llm_instruction = self.instruction(sample, sizes, index, "tokens")

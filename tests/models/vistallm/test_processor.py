@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lightning_gpv.geometry import Mask, mask_iou
 from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluation_table
+from lightning_gpv.models.vistallm import processor as processor_module
 from lightning_gpv.models.vistallm.codec import (
     PAPER_NUM_BINS,
     PAPER_NUM_MASK_POINTS,
@@ -118,6 +121,31 @@ def test_processor_pickles(tiny_processor: VistaLLMProcessor, samples: dict[str,
     a = clone.encode(samples["rec"], train=False)
     b = tiny_processor.encode(samples["rec"], train=False)
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.pixel_values, b.pixel_values)
+
+
+def test_cached_images_give_the_same_pixels_without_decoding_again(
+    tiny_config: VistaLLMConfig,
+    tiny_processor: VistaLLMProcessor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / f"{k}.png" for k in range(2)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)).save(path)
+    sample = TaskSample(Task.NLVR2, [str(p) for p in paths], Target(text="True"), question="Two circles.")
+    cached = VistaLLMProcessor(tiny_config, tiny_processor.tokenizer, tiny_processor.qformer_tokenizer,
+                               image_cache=8)  # fmt: skip
+    expected = tiny_processor.encode(sample, train=False)
+    first = cached.encode(sample, train=False)
+    decoded: list[object] = []
+    monkeypatch.setattr(processor_module, "load_image", lambda ref: decoded.append(ref))
+    again = cached.encode(sample, train=False)
+    assert decoded == [] and len(cached.image_cache) == 2
+    for item in (first, again):
+        assert torch.equal(item.pixel_values, expected.pixel_values)
+        assert item.image_sizes == expected.image_sizes == [(40, 70), (40, 70)]
+        assert torch.equal(item.input_ids, expected.input_ids)
 
 
 # --------------------------------------------------------------------------------------------------
