@@ -52,6 +52,7 @@ bench: $(STAMP) ## Run the CPU benchmarks (record the figures in docs/benchmarks
 	$(BIN)/python benchmarks/metrics_speed.py
 	$(BIN)/python benchmarks/gpv1_throughput.py
 	$(BIN)/python benchmarks/vistallm_throughput.py --steps 30 --batch-size 16 --threads 1
+	$(BIN)/python benchmarks/vistallm_encode.py
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
