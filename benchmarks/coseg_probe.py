@@ -1,0 +1,134 @@
+"""Where do VistaLLM's co-segmentation masks land: on the common object, on another object of the same image,
+or on an object of another image of the group?
+
+For the co-segmentation groups of a ShapesWorld folder (PASCAL layout, ``coseg/pascal``, split ``test``), a
+VistaLLM checkpoint answers each group (greedy, the evaluation template); per image, the k-th mask of the
+answer is compared with
+
+* the ground truth (IoU),
+* the image's foreground: pixels farther than ``--threshold`` (summed over RGB) from the median colour of the
+  image border. This holds for ShapesWorld's plain backgrounds (``make-shapes --backgrounds plain``, the
+  demo's world), not for textured ones;
+* the best single foreground component (IoU), and
+* the foreground of each other image of the group, resized to this image's size (the share of the mask on
+  it; the best other image), beside the same share of the true mask (a control: objects of different images
+  overlap by chance).
+
+Masks that lie on foreground of *another* image more than on their own (with few on the truth) were drawn at
+another image's object: the model does not tie the k-th mask to the k-th image.
+
+    .venv/bin/python benchmarks/coseg_probe.py --ckpt outputs/demo/vistallm_stage2/checkpoints/last.ckpt \\
+        --data outputs/demo/data [--groups 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from datamodules.coseg import CosegOptions, CosegReader
+from lightning_gpv.systems.vistallm import VistaLLMModule
+from lightning_gpv.tasks.processing import load_image
+from lightning_gpv.tasks.samples import Prediction, TaskSample
+
+
+def foreground(image: np.ndarray, threshold: float) -> np.ndarray:
+    """``(H, W)`` bool: pixels of an ``(H, W, 3)`` uint8 image away from its border's median colour."""
+    pixels = image.astype(np.int32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return np.abs(pixels - np.median(border, axis=0)).sum(-1) > threshold
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return float((a & b).sum()) / union if union else 0.0
+
+
+def share_on(mask: np.ndarray, region: np.ndarray) -> float:
+    """The fraction of ``mask``'s pixels inside ``region`` (0 for an empty mask)."""
+    area = int(mask.sum())
+    return float((mask & region).sum()) / area if area else 0.0
+
+
+def answer(system: VistaLLMModule, samples: Sequence[TaskSample], batch_size: int) -> list[Prediction]:
+    """Greedy answers of ``system`` for ``samples``, in order."""
+    processor, out = system.processor, []
+    for start in range(0, len(samples), batch_size):
+        batch = processor.collate(
+            [processor.encode(s, train=False) for s in samples[start : start + batch_size]]
+        )
+        with torch.no_grad():
+            out += system.predict_step(batch, 0)
+    return out
+
+
+def probe(
+    samples: Sequence[TaskSample], predictions: Sequence[Prediction], threshold: float
+) -> dict[str, float]:
+    """The figures of the module docstring, averaged over the groups' images (an image without a mask
+    counts 0 everywhere)."""
+    rows = []
+    for sample, prediction in zip(samples, predictions):
+        images = [load_image(ref) for ref in sample.images]
+        fgs = [foreground(image, threshold) for image in images]
+        masks = dict(zip(prediction.mask_image.tolist(), prediction.masks))
+        for k, (image, fg) in enumerate(zip(images, fgs)):
+            height, width = image.shape[:2]
+            truth = sample.target.masks[k].to_array().astype(bool)
+            others = [
+                np.asarray(Image.fromarray(other).resize((width, height), Image.NEAREST))
+                for j, other in enumerate(fgs)
+                if j != k
+            ]
+            # Control: how much of the true mask lies on another image's objects by chance.
+            truth_on_others = max((share_on(truth, other) for other in others), default=0.0)
+            if k not in masks:
+                rows.append((0.0, 0.0, 0.0, 0.0, 0.0, truth_on_others))
+                continue
+            pred = masks[k].to_array().astype(bool)
+            labels, count = ndimage.label(fg)
+            best_object = max((iou(pred, labels == j) for j in range(1, count + 1)), default=0.0)
+            on_others = max((share_on(pred, other) for other in others), default=0.0)
+            rows.append((1.0, iou(pred, truth), share_on(pred, fg), best_object, on_others, truth_on_others))
+    table = np.array(rows)
+    names = ("answered", "IoU with the truth", "share on its own image's objects", "IoU with its best object",
+             "share on another image's objects (best)", "  the truth's share there (control)")  # fmt: skip
+    return {name: float(table[:, i].mean()) for i, name in enumerate(names)} | {"images": float(len(rows))}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--ckpt", type=Path, required=True, help="VistaLLMModule checkpoint (Lightning .ckpt)"
+    )
+    parser.add_argument("--data", type=Path, required=True, help="ShapesWorld folder (make-shapes --root)")
+    parser.add_argument("--split", default="test", help="co-segmentation split (test, val, train, all)")
+    parser.add_argument("--groups", type=int, default=64, help="the split's first groups")
+    parser.add_argument("--threshold", type=float, default=40.0, help="foreground: RGB distance summed")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    # The checkpoint holds every weight: building must not need the base models' files.
+    system = VistaLLMModule.load_from_checkpoint(args.ckpt, map_location="cpu", load_weights=False).eval()
+    reader = CosegReader(args.data / "coseg" / "pascal", CosegOptions())
+    samples = [reader.sample(r, train=False) for r in reader.read(args.split, train=False)[: args.groups]]
+    if not samples:
+        parser.error(f"no co-segmentation groups in {args.data / 'coseg' / 'pascal'} split {args.split}")
+    figures = probe(samples, answer(system, samples, args.batch_size), args.threshold)
+    images = figures.pop("images")
+    print(f"{args.ckpt} on {args.data} coseg {args.split}: {len(samples)} groups, {images:.0f} images")
+    for name, value in figures.items():
+        print(f"{name:<42} {value:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
