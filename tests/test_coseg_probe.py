@@ -1,0 +1,63 @@
+"""``benchmarks/coseg_probe.py``: where a co-segmentation answer's masks land, on a synthetic group."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lightning_gpv.geometry import Mask
+from lightning_gpv.tasks import Target, Task, TaskSample
+from lightning_gpv.tasks.samples import Prediction
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def probe_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("coseg_probe", ROOT / "benchmarks" / "coseg_probe.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _square(top: int, left: int) -> np.ndarray:
+    mask = np.zeros((40, 60), dtype=bool)
+    mask[top : top + 10, left : left + 10] = True
+    return mask
+
+
+def test_masks_drawn_at_the_other_images_object_are_counted_there(
+    probe_module: ModuleType, tmp_path: Path
+) -> None:
+    # Two images on a plain grey background, one red square each, at different places.
+    objects = [_square(5, 5), _square(25, 40)]
+    paths = []
+    for k, mask in enumerate(objects):
+        image = np.full((40, 60, 3), 128, dtype=np.uint8)
+        image[mask] = (220, 30, 30)
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(image).save(paths[-1])
+    target = Target(masks=[Mask.from_array(m) for m in objects], mask_image=np.arange(2))
+    sample = TaskSample(Task.COSEG, [str(p) for p in paths], target, sample_id="g")
+    swapped = Prediction(Task.COSEG, "g", masks=[Mask.from_array(m) for m in objects[::-1]],
+                         mask_image=np.arange(2))  # fmt: skip
+    figures = probe_module.probe([sample], [swapped], threshold=40.0)
+    assert figures["images"] == 2 and figures["answered"] == 1.0
+    assert figures["IoU with the truth"] == 0.0 and figures["share on its own image's objects"] == 0.0
+    assert figures["share on another image's objects (best)"] == 1.0
+    assert figures["  the truth's share there (control)"] == 0.0  # the true squares do not overlap
+
+    right = Prediction(Task.COSEG, "g", masks=target.masks[:1], mask_image=np.arange(1))
+    figures = probe_module.probe([sample], [right], threshold=40.0)
+    assert figures["answered"] == 0.5  # the second image got no mask: 0 everywhere
+    assert figures["IoU with the truth"] == pytest.approx(0.5)
+    assert figures["share on its own image's objects"] == pytest.approx(0.5)
+    assert figures["IoU with its best object"] == pytest.approx(0.5)
