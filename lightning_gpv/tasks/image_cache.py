@@ -34,7 +34,7 @@ class ImageFileCache:
 
     def __init__(self, capacity: int = 0) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ValueError(f"image cache capacity must be an integer >= 0, got {capacity!r}")
+            raise ValueError(f"image_cache (files kept in memory) must be an integer >= 0, got {capacity!r}")
         self.capacity = capacity
         self._entries: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 

@@ -87,5 +87,5 @@ def test_a_pickled_cache_keeps_its_capacity_and_starts_empty(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("capacity", [-1, 1.5, True])
 def test_a_bad_capacity_is_refused(capacity: object) -> None:
-    with pytest.raises(ValueError, match="capacity"):
+    with pytest.raises(ValueError, match="image_cache"):
         ImageFileCache(capacity)  # type: ignore[arg-type]
