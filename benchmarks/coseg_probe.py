@@ -33,7 +33,9 @@ from PIL import Image
 from scipy import ndimage
 
 from datamodules.coseg import CosegOptions, CosegReader
+from lightning_gpv.predictor import Predictor
 from lightning_gpv.systems.vistallm import VistaLLMModule
+from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.processing import load_image
 from lightning_gpv.tasks.samples import Prediction, TaskSample
 
@@ -54,18 +56,6 @@ def share_on(mask: np.ndarray, region: np.ndarray) -> float:
     """The fraction of ``mask``'s pixels inside ``region`` (0 for an empty mask)."""
     area = int(mask.sum())
     return float((mask & region).sum()) / area if area else 0.0
-
-
-def answer(system: VistaLLMModule, samples: Sequence[TaskSample], batch_size: int) -> list[Prediction]:
-    """Greedy answers of ``system`` for ``samples``, in order."""
-    processor, out = system.processor, []
-    for start in range(0, len(samples), batch_size):
-        batch = processor.collate(
-            [processor.encode(s, train=False) for s in samples[start : start + batch_size]]
-        )
-        with torch.no_grad():
-            out += system.predict_step(batch, 0)
-    return out
 
 
 def probe(
@@ -122,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = [reader.sample(r, train=False) for r in reader.read(args.split, train=False)[: args.groups]]
     if not samples:
         parser.error(f"no co-segmentation groups in {args.data / 'coseg' / 'pascal'} split {args.split}")
-    figures = probe(samples, answer(system, samples, args.batch_size), args.threshold)
+    groups = [[str(ref) for ref in sample.images] for sample in samples]
+    predictions = Predictor(system, batch_size=args.batch_size)(groups, Task.COSEG)
+    figures = probe(samples, predictions, args.threshold)
     images = figures.pop("images")
     print(f"{args.ckpt} on {args.data} coseg {args.split}: {len(samples)} groups, {images:.0f} images")
     for name, value in figures.items():
