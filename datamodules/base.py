@@ -36,6 +36,7 @@ from datamodules.errors import (
     UnknownSplitError,
     check_on_bad_sample,
 )
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.processing import SampleProcessor, image_size, load_image
 from lightning_gpv.tasks.samples import TaskSample
 
@@ -259,11 +260,11 @@ class TaskDataModule(LightningDataModule, ABC):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"{type(self).__name__}: batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise InputError(f"{type(self).__name__}: num_workers must be >= 0, got {num_workers}")
         if max_samples is not None and max_samples < 1:
-            raise ValueError(f"max_samples must be >= 1 or None, got {max_samples}")
+            raise InputError(f"{type(self).__name__}: max_samples must be >= 1 or None, got {max_samples}")
         self.root = root
         self.train_split = train_split
         self.val_split = val_split
@@ -382,7 +383,7 @@ class TaskDataModule(LightningDataModule, ABC):
 
     def _split_loader(self, split: str | None, kind: str, *, train: bool) -> DataLoader:
         if split is None:
-            raise ValueError(f"{type(self).__name__}: no {kind}_split given, cannot build the {kind} loader")
+            raise InputError(f"{type(self).__name__}: no {kind}_split given, cannot build the {kind} loader")
         return self.loader(self.dataset(split, train), shuffle=train and self.shuffle)
 
     def train_dataloader(self) -> DataLoader:

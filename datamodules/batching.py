@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.samples import TaskSample
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads epochs over the seed space
@@ -170,9 +171,9 @@ class BucketBatchSampler(Sampler[list[int]]):
         world_size: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if pool_batches < 1:
-            raise ValueError(f"pool_batches must be >= 1, got {pool_batches}")
+            raise InputError(f"pool_batches must be >= 1, got {pool_batches}")
         if isinstance(sampler, DistributedSampler):
             raise TypeError("give BucketBatchSampler the unsharded sampler: it shards the batches itself")
         if not isinstance(sampler, Sized):

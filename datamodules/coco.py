@@ -52,6 +52,7 @@ from datamodules.io import (
     xywh_boxes,
 )
 from datamodules.sce import PAPER_SCE, SceOptions
+from lightning_gpv.errors import InputError
 from lightning_gpv.geometry.boxes import expand_box
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -91,9 +92,9 @@ class CocoOptions:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         allowed = {"captioning", "localization", "classification"}
         if not self.tasks or set(self.tasks) - allowed:
-            raise ValueError(f"tasks must be a non-empty subset of {sorted(allowed)}, got {list(self.tasks)}")
+            raise InputError(f"tasks must be a non-empty subset of {sorted(allowed)}, got {list(self.tasks)}")
         if self.caption_unit not in ("caption", "image"):
-            raise ValueError(f"caption_unit must be 'caption' or 'image', got {self.caption_unit!r}")
+            raise InputError(f"caption_unit must be 'caption' or 'image', got {self.caption_unit!r}")
 
 
 class ImageInfo(NamedTuple):

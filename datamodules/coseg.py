@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from datamodules.base import Reader, TaskDataModule
 from datamodules.errors import DataFormatError, OnBadSample
+from lightning_gpv.errors import InputError
 from lightning_gpv.geometry.masks import Mask
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
@@ -53,9 +54,9 @@ class CosegOptions:
 
     def __post_init__(self) -> None:
         if self.layout not in ("pascal", "msrc", "icoseg"):
-            raise ValueError(f"layout must be 'pascal', 'msrc' or 'icoseg', got {self.layout!r}")
+            raise InputError(f"layout must be 'pascal', 'msrc' or 'icoseg', got {self.layout!r}")
         if self.group_size == 1 or self.group_size < 0:
-            raise ValueError(f"group_size must be 0 (whole class) or >= 2, got {self.group_size}")
+            raise InputError(f"group_size must be 0 (whole class) or >= 2, got {self.group_size}")
 
 
 class CosegRecord(NamedTuple):

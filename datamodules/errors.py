@@ -85,7 +85,7 @@ class UnknownSplitError(DataFormatError):
 def check_on_bad_sample(value: str) -> OnBadSample:
     """Validate an ``on_bad_sample`` argument."""
     if value not in ("raise", "skip"):
-        raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {value!r}")
+        raise InputError(f"on_bad_sample must be 'raise' or 'skip', got {value!r}")
     return value  # type: ignore[return-value]
 
 

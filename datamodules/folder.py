@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.base import Reader, TaskDataModule, TaskDataset
 from datamodules.errors import DataFormatError, OnBadSample
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.catalogue import Task, task_spec
 from lightning_gpv.tasks.processing import UprightImagePath, image_size, load_image
 from lightning_gpv.tasks.requests import check_request, request_sample
@@ -101,13 +102,13 @@ def check_task_and_prompt(
         images_per_sample = spec.min_images if spec.max_images is not None else 0
     if images_per_sample < 0 or (images_per_sample and not spec.accepts_num_images(images_per_sample)):
         most = spec.max_images if spec.max_images is not None else "any"
-        raise ValueError(
+        raise InputError(
             f"ImageFolderDataModule: argument `images_per_sample`: task {task.value!r} takes "
             f"{spec.min_images}..{most} images per sample, got {images_per_sample}"
             + (" (0 = all images in one sample)" if spec.max_images is None else "")
         )
     if images_per_sample == 0 and spec.max_images is not None:
-        raise ValueError(
+        raise InputError(
             f"ImageFolderDataModule: argument `images_per_sample`: 0 (all images in one sample) is only for "
             f"tasks with any number of images, not {task.value!r}"
         )
@@ -299,9 +300,9 @@ class ImageFolderDataModule(TaskDataModule):
     ) -> None:
         for split in ("train_split", "val_split", "test_split"):
             if kwargs.get(split) is not None:
-                raise ValueError(f"ImageFolderDataModule has no {split}: it serves only `predict`")
+                raise InputError(f"ImageFolderDataModule has no {split}: it serves only `predict`")
         if kwargs.get("predict_split") not in (None, PREDICT_SPLIT):
-            raise ValueError(f"ImageFolderDataModule: predict_split must be {PREDICT_SPLIT!r} (or left out)")
+            raise InputError(f"ImageFolderDataModule: predict_split must be {PREDICT_SPLIT!r} (or left out)")
         kwargs.pop("predict_split", None)
         super().__init__(folder, predict_split=PREDICT_SPLIT, **kwargs)
         self.folder = folder
@@ -335,7 +336,7 @@ class ImageFolderDataModule(TaskDataModule):
         return self._datasets[key]  # type: ignore[return-value]
 
     def _only_predict(self, kind: str) -> DataLoader:
-        raise ValueError(
+        raise InputError(
             f"ImageFolderDataModule has images without targets and serves only `predict`; it has no {kind} "
             "loader (use a data set with annotations for fit, validate and test)"
         )

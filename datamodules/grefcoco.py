@@ -35,6 +35,7 @@ from datamodules.refcoco import (
     sentences_of,
 )
 from datamodules.safe_pickle import safe_load_pickle
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
 
@@ -58,7 +59,7 @@ class GRefCocoOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if not self.tasks or set(self.tasks) - {"grec", "gres"}:
-            raise ValueError(f"tasks must be a non-empty subset of ['grec', 'gres'], got {list(self.tasks)}")
+            raise InputError(f"tasks must be a non-empty subset of ['grec', 'gres'], got {list(self.tasks)}")
 
 
 class GRefRecord(NamedTuple):

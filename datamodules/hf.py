@@ -37,6 +37,7 @@ from datamodules.errors import DataFormatError, OnBadSample
 from datamodules.io import checked_segmentation
 from datamodules.nlvr2 import image_names, parse_label
 from datamodules.vqav2 import training_answer
+from lightning_gpv.errors import InputError
 from lightning_gpv.geometry.masks import Mask
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.processing import open_image, to_rgb
@@ -77,11 +78,11 @@ class HFOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.format not in REQUIRED_COLUMNS:
-            raise ValueError(f"format must be one of {sorted(REQUIRED_COLUMNS)}, got {self.format!r}")
+            raise InputError(f"format must be one of {sorted(REQUIRED_COLUMNS)}, got {self.format!r}")
         if self.bbox_format not in ("xywh", "xyxy"):
-            raise ValueError(f"bbox_format must be 'xywh' or 'xyxy', got {self.bbox_format!r}")
+            raise InputError(f"bbox_format must be 'xywh' or 'xyxy', got {self.bbox_format!r}")
         if self.format.startswith("refcoco") and set(self.tasks) - {"rec", "res", "reg"}:
-            raise ValueError(f"tasks must be a subset of ['rec', 'res', 'reg'], got {list(self.tasks)}")
+            raise InputError(f"tasks must be a subset of ['rec', 'res', 'reg'], got {list(self.tasks)}")
 
 
 def image_cell(value: Any, image_root: Path | None, where: str, source: str) -> ImageRef:
@@ -135,7 +136,7 @@ class HFReader(Reader):
     ) -> None:
         super().__init__(path or ".", on_bad_sample)
         if (dataset is None) == (path is None):
-            raise ValueError(
+            raise InputError(
                 "give exactly one of `dataset` (a datasets object) and `path` (a save_to_disk folder)"
             )
         self.options = options

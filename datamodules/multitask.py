@@ -28,6 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, 
 
 from datamodules.base import TaskDataModule, list_collate
 from datamodules.batching import BucketBatchSampler, BucketLoader, LengthEstimate, sample_keys
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.processing import SampleProcessor
 
 _STAGE_SPLIT = {
@@ -44,9 +45,9 @@ def mixing_weights(sizes: list[int], weights: list[float] | None) -> torch.Tenso
     if weights is None:
         weights = [float(n) for n in sizes]
     if len(weights) != len(sizes):
-        raise ValueError(f"{len(weights)} weights for {len(sizes)} data modules")
+        raise InputError(f"{len(weights)} weights for {len(sizes)} data modules")
     if any(w < 0 for w in weights) or not any(w > 0 and n > 0 for w, n in zip(weights, sizes)):
-        raise ValueError(f"weights must be >= 0 with one positive on a non-empty data set, got {weights}")
+        raise InputError(f"weights must be >= 0 with one positive on a non-empty data set, got {weights}")
     parts = [torch.full((n,), w / n, dtype=torch.float64) for w, n in zip(weights, sizes) if n > 0]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
@@ -109,11 +110,17 @@ class MultiTaskDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if not datamodules:
-            raise ValueError("MultiTaskDataModule needs at least one data module")
+            raise InputError("MultiTaskDataModule needs at least one data module")
+        if batch_size < 1:
+            raise InputError(f"MultiTaskDataModule: batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise InputError(f"MultiTaskDataModule: num_workers must be >= 0, got {num_workers}")
         if bucket_pool < 1:
-            raise ValueError(f"bucket_pool must be >= 1, got {bucket_pool}")
+            raise InputError(f"MultiTaskDataModule: bucket_pool must be >= 1, got {bucket_pool}")
         if weights is not None and len(weights) != len(datamodules):
-            raise ValueError(f"{len(weights)} weights for {len(datamodules)} data modules")
+            raise InputError(
+                f"MultiTaskDataModule: {len(weights)} weights for {len(datamodules)} data modules"
+            )
         self.datamodules = list(datamodules)
         self.weights = None if weights is None else [float(w) for w in weights]
         self.samples_per_epoch = samples_per_epoch
@@ -164,7 +171,7 @@ class MultiTaskDataModule(LightningDataModule):
     def _training_children(self) -> list[TaskDataModule]:
         kids = [dm for dm in self.datamodules if dm.train_split is not None]
         if not kids:
-            raise ValueError("no child data module has a train_split")
+            raise InputError("MultiTaskDataModule: no child data module has a train_split")
         return kids
 
     def train_sampler(self, dataset: ConcatDataset) -> Sampler[int]:
@@ -282,7 +289,7 @@ class MultiTaskDataModule(LightningDataModule):
             if split is not None:
                 loaders.append(self._loader(dm.dataset(split, False)))
         if not loaders:
-            raise ValueError(f"no child data module has a {attr}")
+            raise InputError(f"MultiTaskDataModule: no child data module has a {attr}")
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:

@@ -51,6 +51,7 @@ from datamodules.io import (
     xywh_box,
 )
 from datamodules.safe_pickle import safe_load_pickle
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.catalogue import Task
 from lightning_gpv.tasks.samples import Target, TaskSample
 
@@ -86,12 +87,12 @@ class RefCocoOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if self.dataset not in SPLIT_SCHEMES:
-            raise ValueError(f"dataset must be one of {sorted(SPLIT_SCHEMES)}, got {self.dataset!r}")
+            raise InputError(f"dataset must be one of {sorted(SPLIT_SCHEMES)}, got {self.dataset!r}")
         schemes = SPLIT_SCHEMES[self.dataset]
         if self.split_by not in schemes:
-            raise ValueError(f"{self.dataset} has split_by {sorted(schemes)}, got {self.split_by!r}")
+            raise InputError(f"{self.dataset} has split_by {sorted(schemes)}, got {self.split_by!r}")
         if not self.tasks or set(self.tasks) - {"rec", "res", "reg"}:
-            raise ValueError(
+            raise InputError(
                 f"tasks must be a non-empty subset of ['rec', 'res', 'reg'], got {list(self.tasks)}"
             )
 

@@ -28,6 +28,7 @@ import numpy as np
 from datamodules.concepts import COCO_SYNONYMS, ConceptMatcher
 from datamodules.errors import DataFormatError, UnknownSplitError
 from datamodules.io import field, read_json
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.catalogue import Task
 
 HELD_FROM_VQA_CAP: tuple[str, ...] = (
@@ -65,9 +66,9 @@ class SceSplit:
         for name, group in (("held_from_vqa_cap", self.held_from_vqa_cap),
                             ("held_from_cls_loc", self.held_from_cls_loc)):  # fmt: skip
             if unknown := set(group) - known:
-                raise ValueError(f"SceSplit.{name}: unknown categories {sorted(unknown)}")
+                raise InputError(f"SceSplit.{name}: unknown categories {sorted(unknown)}")
         if overlap := set(self.held_from_vqa_cap) & set(self.held_from_cls_loc):
-            raise ValueError(f"SceSplit: categories held out from both groups: {sorted(overlap)}")
+            raise InputError(f"SceSplit: categories held out from both groups: {sorted(overlap)}")
         syn = dict(self.synonyms or {})
         self.matcher = ConceptMatcher({c: tuple(syn.get(c, ())) for c in self.categories})
 
@@ -127,7 +128,7 @@ def is_val_image(
     (:attr:`SceOptions.image_split`) to reproduce the paper's exact sets.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
     ids = np.asarray(list(image_ids) if not isinstance(image_ids, np.ndarray) else image_ids, dtype=np.int64)
     h = _splitmix64(ids.astype(np.uint64) ^ _splitmix64(np.array([seed], dtype=np.uint64)))
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53) < val_fraction
@@ -243,7 +244,7 @@ class SceOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"SceOptions.val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise InputError(f"SceOptions.val_fraction must be in (0, 1), got {self.val_fraction}")
 
     def protocol(self) -> SceProtocol:
         """The :class:`SceProtocol` of these options (reads :attr:`definition` now)."""

@@ -2,8 +2,9 @@
 
 Its message names the file, field or argument, so the ``lightning-gpv`` command prints it as one line
 without the traceback (``--debug`` keeps the traceback). Readers' ``DataFormatError``, the converters'
-errors and the checkpoint errors are ``InputError``s; every other exception is a defect and shows its
-traceback.
+errors, the checkpoint errors, unreadable images and the checks of constructor arguments and config fields
+(systems, data modules, configs and presets, the coordinate codec: what a recipe or a ``--model.init_args.X``
+override sets) are ``InputError``s; every other exception is a defect and shows its traceback.
 """
 
 from __future__ import annotations

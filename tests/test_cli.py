@@ -245,3 +245,41 @@ def test_a_missing_file_named_by_the_recipe_is_one_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "lightning-gpv: error: no answer vocabulary at" in err and "Traceback" not in err
+
+
+_VISTA, _GPV1 = "vistallm_shapes", "gpv1_shapes"
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "argument", "message"),
+    [
+        (_VISTA, "--model.init_args.warmup_ratio=2", "VistaLLMModule: warmup_ratio must be in [0, 1)"),
+        (_VISTA, "--model.init_args.image_cache=-1", "image_cache (files kept in memory) must be"),
+        (_VISTA, "--model.init_args.config={preset: tiny, num_mask_points: 1}",
+         "CoordinateCodec.num_mask_points must be an integer >= 3"),
+        (_VISTA, "--model.init_args.config={preset: tiny, bogus: 1}",
+         "VistaLLMConfig: unknown field(s) ['bogus']"),
+        (_VISTA, "--model.init_args.config=nope", "unknown VistaLLMConfig preset 'nope'"),
+        (_GPV1, "--data.init_args.batch_size=0", "MultiTaskDataModule: batch_size must be >= 1"),
+        (_GPV1, "--data.init_args.weights=[1, 2]", "MultiTaskDataModule: 2 weights for"),
+    ],
+)  # fmt: skip
+def test_a_bad_argument_value_is_one_line_naming_it(
+    shapes: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    recipe_name: str,
+    argument: str,
+    message: str,
+) -> None:
+    """A value the class's own checks refuse (not jsonargparse's type checks) ends the command with the
+    check's message, not jsonargparse's listing of union subtypes after two tracebacks."""
+    data, vocab = shapes
+    recipe = tiny_recipe(recipe_name, data, vocab if recipe_name.startswith("gpv1") else None,
+                         tmp_path / "recipe.yaml")  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(recipe), argument, "--trainer.max_steps=1", "--trainer.logger=false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"lightning-gpv: error: {message}" in err, err[-2000:]
+    assert "Traceback" not in err and "Union subtypes" not in err

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
+from lightning_gpv.errors import InputError
+
 PRESET_KEY = "preset"
 """Key of a config mapping that names the preset its other keys override."""
 
@@ -21,10 +23,11 @@ T = TypeVar("T")
 
 
 def check_fields(cls: type, data: Mapping[str, Any], where: str) -> None:
-    """Raise a ``ValueError`` naming the keys of ``data`` that are not fields of the dataclass ``cls``."""
+    """Raise an ``InputError`` (a ``ValueError``) naming the keys of ``data`` that are not fields of the
+    dataclass ``cls``."""
     unknown = sorted(set(data) - {f.name for f in fields(cls)})
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}")
+        raise InputError(f"{where}: unknown field(s) {unknown}")
 
 
 def override(config: T, overrides: Mapping[str, Any]) -> T:
@@ -57,7 +60,7 @@ class NamedPresets:
         fields)."""
         presets = cls.presets()  # type: ignore[attr-defined]
         if name not in presets:
-            raise ValueError(f"unknown {cls.__name__} preset {name!r}; the presets are {sorted(presets)}")
+            raise InputError(f"unknown {cls.__name__} preset {name!r}; the presets are {sorted(presets)}")
         return override(presets[name](), overrides)
 
     @classmethod

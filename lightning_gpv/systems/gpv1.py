@@ -33,6 +33,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.metrics.tables import EvalItem, evaluation_table
 from lightning_gpv.models.gpv1.build import build_gpv1
@@ -133,7 +134,7 @@ class GPV1Module(PushToHubMixin, LightningModule):
         saved = saved_model_folder(config, "gpv1")
         if saved is not None:  # a folder written by save_pretrained: its model, processor and vocabulary
             if vocab_path is not None:
-                raise ValueError(f"vocab_path: the saved model at {saved} holds its vocabulary; leave it out")
+                raise InputError(f"vocab_path: the saved model at {saved} holds its vocabulary; leave it out")
             self.model = GPV1.from_pretrained(saved)
             self.processor = GPV1Processor.from_pretrained(saved)
         else:

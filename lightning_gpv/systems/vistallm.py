@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch.optim.lr_scheduler import LambdaLR
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.metrics.evaluation import Evaluator
 from lightning_gpv.metrics.tables import EvalItem, answer_well_formed, evaluation_table
 from lightning_gpv.models.hub import saved_model_folder
@@ -105,7 +106,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
     ) -> None:
         super().__init__()
         if not 0.0 <= warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+            raise InputError(f"VistaLLMModule: warmup_ratio must be in [0, 1), got {warmup_ratio}")
         self.save_hyperparameters()
         saved = saved_model_folder(config, "vistallm")
         if saved is not None:  # a folder written by save_pretrained: its model, processor and config
@@ -159,7 +160,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
                 offline and without the base models.
         """
         if merge_lora and adapter:
-            raise ValueError("merge_lora and adapter exclude each other: a merged model has no adapter")
+            raise InputError("merge_lora and adapter exclude each other: a merged model has no adapter")
         path = Path(save_directory)
         model = self.model
         if adapter:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from lightning_gpv.errors import InputError
+
 IMAGE_TOKEN = "<image>"
 """Placeholder for one image's visual tokens in an instruction (VistaLLM places 32 QFormer tokens there)."""
 
@@ -175,7 +177,7 @@ def task_spec(task: Task | str) -> TaskSpec:
         return TASKS[Task(task)]
     except ValueError:
         known = ", ".join(t.value for t in Task)
-        raise ValueError(f"unknown task {task!r}; expected one of: {known}") from None
+        raise InputError(f"unknown task {task!r}; expected one of: {known}") from None
 
 
 def tasks_of(family: Family | str) -> tuple[Task, ...]:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.processing import UprightImagePath
 from lightning_gpv.tasks.samples import ImageRef
 
@@ -34,7 +35,7 @@ class ImageFileCache:
 
     def __init__(self, capacity: int = 0) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ValueError(f"image_cache (files kept in memory) must be an integer >= 0, got {capacity!r}")
+            raise InputError(f"image_cache (files kept in memory) must be an integer >= 0, got {capacity!r}")
         self.capacity = capacity
         self._entries: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 

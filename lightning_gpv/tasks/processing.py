@@ -51,6 +51,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.samples import ImageRef, TaskSample
 
 MAX_IMAGE_PIXELS: int | None = 178_956_970
@@ -154,7 +155,7 @@ def _channel_to_uint8(values: np.ndarray) -> np.ndarray:
         return _sixteen_bit(values)
     if np.issubdtype(values.dtype, np.floating):
         return _floats(values)
-    raise ValueError(
+    raise InputError(
         f"image arrays must be uint8, uint16, float or bool, got {values.dtype} (give 8-bit values as "
         "uint8: array.astype(np.uint8))"
     )
@@ -173,7 +174,7 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         return np.repeat(_channel_to_uint8(arr)[..., None], 3, axis=-1)
     if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ValueError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {arr.shape}")
+        raise InputError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {arr.shape}")
     rgb = _channel_to_uint8(arr[..., :3])
     if arr.shape[-1] == 3:
         return rgb
@@ -242,7 +243,7 @@ def check_pixels(width: int, height: int, name: str | Path) -> None:
         ValueError: Naming ``name`` and the image's size.
     """
     if MAX_IMAGE_PIXELS is not None and width * height > MAX_IMAGE_PIXELS:
-        raise ValueError(
+        raise InputError(
             f"image too large: {name}: {width} x {height} = {width * height:,} pixels, more than "
             f"lightning_gpv.tasks.processing.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}"
         )
@@ -269,9 +270,9 @@ def open_image(source: str | Path | IO[bytes], name: str | Path | None = None) -
         except FileNotFoundError:
             raise FileNotFoundError(f"image file not found: {label}") from None
         except Image.DecompressionBombError as err:
-            raise ValueError(f"image too large: {label}: {err} (PIL.Image.MAX_IMAGE_PIXELS)") from None
+            raise InputError(f"image too large: {label}: {err} (PIL.Image.MAX_IMAGE_PIXELS)") from None
         except _DECODE_ERRORS as err:
-            raise ValueError(f"cannot read image {label}: {err}") from err
+            raise InputError(f"cannot read image {label}: {err}") from err
     with img:
         check_pixels(img.width, img.height, label)
         yield img
@@ -301,7 +302,7 @@ def load_image(ref: ImageRef, *, exif_transpose: bool = False) -> np.ndarray:
         try:
             return to_rgb(img, exif_transpose=upright)
         except _DECODE_ERRORS as err:
-            raise ValueError(f"cannot decode image {path}: {err}") from err
+            raise InputError(f"cannot decode image {path}: {err}") from err
 
 
 def image_size(ref: ImageRef, *, exif_transpose: bool = False) -> tuple[int, int]:

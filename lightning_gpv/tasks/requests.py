@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.catalogue import Task, TaskSpec, task_spec
 from lightning_gpv.tasks.samples import ImageRef, TaskSample
 
@@ -48,17 +49,17 @@ def check_request(task: str | Task, prompt: str | None, where: str = "") -> Task
     try:
         spec = task_spec(task)
     except ValueError as err:
-        raise ValueError(f"{where}argument `task`: {err}") from None
+        raise InputError(f"{where}argument `task`: {err}") from None
     if spec.task in UNSUPPORTED:
-        raise ValueError(
+        raise InputError(
             f"{where}argument `task`: {spec.task.value!r} needs {UNSUPPORTED[spec.task]} per sample, "
             "which images and a text prompt cannot give"
         )
     slot = PROMPT_SLOTS.get(spec.task)
     if slot is not None and not (prompt or "").strip():
-        raise ValueError(f"{where}argument `prompt` is required for task {spec.task.value!r} (the {slot})")
+        raise InputError(f"{where}argument `prompt` is required for task {spec.task.value!r} (the {slot})")
     if slot is None and prompt is not None:
-        raise ValueError(
+        raise InputError(
             f"{where}argument `prompt`: task {spec.task.value!r} takes no prompt (the model uses its fixed "
             "instruction for it); leave `prompt` out"
         )

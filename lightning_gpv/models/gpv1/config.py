@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.models.presets import NamedPresets, override
 
 
@@ -188,17 +189,17 @@ class GPV1Config(NamedPresets):
         self.visual.backbone_depths = tuple(self.visual.backbone_depths)
         self.visual.backbone_hidden_sizes = tuple(self.visual.backbone_hidden_sizes)
         if self.hidden_size % self.coattention.num_heads:
-            raise ValueError(
+            raise InputError(
                 f"hidden_size {self.hidden_size} is not divisible by coattention.num_heads "
                 f"{self.coattention.num_heads}"
             )
         if self.hidden_size % self.decoder.num_heads:
-            raise ValueError(
+            raise InputError(
                 f"hidden_size {self.hidden_size} is not divisible by decoder.num_heads "
                 f"{self.decoder.num_heads}"
             )
         if self.vocab_size < 4:
-            raise ValueError(f"vocab_size must hold the 4 special tokens, got {self.vocab_size}")
+            raise InputError(f"vocab_size must hold the 4 special tokens, got {self.vocab_size}")
 
     @classmethod
     def presets(cls) -> dict[str, Callable[[], GPV1Config]]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.models.presets import NamedPresets, check_fields
 from lightning_gpv.models.vistallm.codec import PAPER_NUM_BINS, PAPER_NUM_MASK_POINTS, CoordinateCodec
 
@@ -137,19 +138,19 @@ class VisionConfig:
 
     def __post_init__(self) -> None:
         if self.tower not in ("eva", "clip", "siglip"):
-            raise ValueError(f"tower must be 'eva', 'clip' or 'siglip', got {self.tower!r}")
+            raise InputError(f"tower must be 'eva', 'clip' or 'siglip', got {self.tower!r}")
         if self.tower == "eva" and self.hf_name_or_path is not None:
-            raise ValueError("hf_name_or_path names a CLIP/SigLIP tower; EVA weights come from open_clip_*")
+            raise InputError("hf_name_or_path names a CLIP/SigLIP tower; EVA weights come from open_clip_*")
         if self.checkpoint is not None and (self.hf_name_or_path or self.open_clip_pretrained):
-            raise ValueError("checkpoint replaces the tower's pretrained weights: set hf_name_or_path and "
+            raise InputError("checkpoint replaces the tower's pretrained weights: set hf_name_or_path and "
                              "open_clip_pretrained to None")  # fmt: skip
         if self.position_embedding not in ("learned", "sincos"):
-            raise ValueError(f"position_embedding must be 'learned' or 'sincos': {self.position_embedding!r}")
+            raise InputError(f"position_embedding must be 'learned' or 'sincos': {self.position_embedding!r}")
         default_mean, default_std = self.tower_normalization(self.tower)
         self.mean = tuple(default_mean if self.mean is None else self.mean)  # type: ignore[assignment]
         self.std = tuple(default_std if self.std is None else self.std)  # type: ignore[assignment]
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
+            raise InputError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
 
     @staticmethod
     def tower_normalization(tower: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -169,7 +170,7 @@ class VisionConfig:
             overrides: Other fields (``hf_name_or_path`` for a local copy, ``keep_prefix_tokens``, ...).
         """
         if image_size not in (224, 336):
-            raise ValueError(f"CLIP ViT-L/14 exists at 224 or 336 px, got {image_size}")
+            raise InputError(f"CLIP ViT-L/14 exists at 224 or 336 px, got {image_size}")
         name = "openai/clip-vit-large-patch14" + ("-336" if image_size == 336 else "")
         fields = dict(tower="clip", hf_name_or_path=name, image_size=image_size, patch_size=14, width=1024,
                       depth=24, num_heads=16, mlp_ratio=4.0)  # fmt: skip
@@ -196,7 +197,7 @@ class VisionConfig:
         """0-based index of the block whose output is used."""
         index = self.feature_layer % self.depth if self.feature_layer < 0 else self.feature_layer
         if not 0 <= index < self.depth:
-            raise ValueError(f"feature_layer {self.feature_layer} out of range for depth {self.depth}")
+            raise InputError(f"feature_layer {self.feature_layer} out of range for depth {self.depth}")
         return index
 
     @property
@@ -379,9 +380,9 @@ class VistaLLMConfig(NamedPresets):
                 check_fields(part, value, f"VistaLLMConfig.{name}")
                 setattr(self, name, part(**value))
         if self.prompt_template != CHAT_TEMPLATE and "{instruction}" not in self.prompt_template:
-            raise ValueError(f"prompt_template needs an {{instruction}} slot or to be {CHAT_TEMPLATE!r}")
+            raise InputError(f"prompt_template needs an {{instruction}} slot or to be {CHAT_TEMPLATE!r}")
         if self.coord_label_sigma < 0:
-            raise ValueError(f"coord_label_sigma must be >= 0, got {self.coord_label_sigma}")
+            raise InputError(f"coord_label_sigma must be >= 0, got {self.coord_label_sigma}")
         _ = self.vision.feature_index  # validates feature_layer
         _ = self.codec  # validates num_bins and num_mask_points
 

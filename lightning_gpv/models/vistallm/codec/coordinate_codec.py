@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.geometry import Mask
 from lightning_gpv.models.vistallm.codec import answers
 from lightning_gpv.models.vistallm.codec.contours import mask_points as sample_mask_points
@@ -50,7 +51,7 @@ _Float2D = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
 def _check_count(name: str, value: object, minimum: int) -> int:
     # bool is an int subclass, but CoordinateCodec(True, ...) is a bug, not one bin.
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"CoordinateCodec.{name} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"CoordinateCodec.{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
