@@ -177,7 +177,11 @@ def test_bad_predictions_and_arguments_are_refused(gpv1: GPV1Module, images: Pat
 
 
 def test_cli_predict_on_a_folder_from_a_checkpoint(
-    shapes_and_vocab: tuple[Path, Path], images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shapes_and_vocab: tuple[Path, Path],
+    images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data, vocab = shapes_and_vocab
     monkeypatch.chdir(tmp_path)
@@ -198,9 +202,17 @@ def test_cli_predict_on_a_folder_from_a_checkpoint(
     assert all(line["task"] == "vqa" and line["prompt"] == QUESTION for line in lines)
     assert all((out / line["picture"]).is_file() for line in lines)
 
+    # A wrong task is one line naming the argument, and the earlier predictions stay as they were.
+    written = (out / "predictions.jsonl").read_bytes()
+    capsys.readouterr()
     bad = [*args[: args.index("--data.task")], "--data.task", "detection", "--data.prompt", QUESTION]
-    with pytest.raises(ValueError, match="ImageFolderDataModule: argument `task`: unknown task 'detection'"):
+    with pytest.raises(SystemExit) as exit_info:
         main(bad)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "lightning-gpv: error: ImageFolderDataModule: argument `task`: unknown task 'detection'" in err
+    assert "Traceback" not in err
+    assert (out / "predictions.jsonl").read_bytes() == written
 
 
 def test_cli_predict_with_vistallm(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
