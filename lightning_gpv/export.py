@@ -64,13 +64,11 @@ def load_system(ckpt_path: str | Path) -> LightningModule:
     path = Path(ckpt_path)
     if not path.exists():
         raise FileNotFoundError(f"--ckpt_path: {path} does not exist")
+    from lightning_gpv.cli import read_checkpoint  # the CLI module is heavy; export needs only this
+
     with tempfile.TemporaryDirectory() as workdir:
         single = _consolidated(path, Path(workdir))
-        try:
-            checkpoint = torch.load(single, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated file, a pickle of arbitrary objects, not a checkpoint
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {first})") from err
+        checkpoint = read_checkpoint(single, "--ckpt_path")  # single is path unless it was sharded
         hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
         if not isinstance(hparams, dict):
             raise ValueError(f"{path}: no hyper_parameters; not a checkpoint of a lightning-gpv system")

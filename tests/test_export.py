@@ -261,3 +261,24 @@ def test_sharded_fsdp_checkpoint_exports(tmp_path: Path) -> None:
     reloaded = VistaLLM.from_pretrained(folder).state_dict()
     assert reloaded.keys() == trained.keys()
     assert all(torch.equal(reloaded[k], trained[k]) for k in trained)
+
+
+def test_export_refuses_what_is_not_a_checkpoint_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated file, a pickle of arbitrary objects (never unpickled: ``weights_only``) and a checkpoint
+    without a system's hyper-parameters each end with one line naming the file; ``--out`` stays empty."""
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"x": np.float64(1.0)}, "obj": object()}, pickled)
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"state_dict": {}}, bare)
+    out = tmp_path / "out"
+    for path, message in [(garbage, f"--ckpt_path {garbage}: not a readable checkpoint"),
+                          (pickled, f"--ckpt_path {pickled}: not a readable checkpoint"),
+                          (bare, f"{bare}: no hyper_parameters")]:  # fmt: skip
+        assert export_main(["--ckpt_path", str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"lightning-gpv export: error: {message}" in err and "Traceback" not in err
+        assert not out.exists() or not any(out.iterdir())

@@ -294,8 +294,8 @@ def _copy_norm(source: nn.Module, target: nn.Module) -> None:
 LOSS_WEIGHTS = {"objectness": 1.0, "shape": 1.0, "bbox": 5.0, "giou": 2.0}
 """DETR's weights (class 1, L1 5, GIoU 2), the class weight shared by objectness and shape; the region heads'
 terms are weighted ``region_weight`` (:class:`DetrPretrainSettings`)."""
-REGION_HEADS = ("region_shape", "region_color")
-"""The heads of :class:`AttributeHeads` on the RoI features."""
+REGION_HEADS = tuple(name for name in LABEL_COLUMN if name.startswith("region_"))
+"""The heads of :class:`AttributeHeads` on the RoI features (``region_shape``, ``region_color``)."""
 
 
 def detection_losses(
