@@ -169,6 +169,11 @@ PARTS: dict[str, Callable[[argparse.Namespace, Log], Trained]] = {
 }
 
 
+def _per_part(name: str) -> str:
+    """``--help``'s default of a :data:`DEFAULTS` setting: ``"vision 12000, tokenizer 12000, detr 6000"``."""
+    return ", ".join(f"{part} {settings[name]:g}" for part, settings in DEFAULTS.items())
+
+
 def parser() -> argparse.ArgumentParser:
     """The command's arguments (``None`` defaults come from :data:`DEFAULTS` for the chosen part)."""
     p = argparse.ArgumentParser(
@@ -181,13 +186,15 @@ def parser() -> argparse.ArgumentParser:
         "--out", required=True, help="weight file to write (.safetensors; the card goes beside it)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--num-images", type=int, help="training images (default: the part's, see DEFAULTS)")
-    p.add_argument("--held-out", type=int, help="held-out images for the card")
+    p.add_argument("--num-images", type=int, help=f"training images (default {_per_part('num_images')})")
+    p.add_argument(
+        "--held-out", type=int, help=f"held-out images for the card (default {_per_part('held_out')})"
+    )
     p.add_argument("--styles", nargs="+", choices=sorted(STYLES), default=["sparse"],
                    help="worlds mixed in the pool, image i from styles[i %% n]")  # fmt: skip
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--steps", type=int, help=f"optimizer steps (default {_per_part('steps')})")
+    p.add_argument("--batch-size", type=int, help=f"images per step (default {_per_part('batch_size')})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {_per_part('lr')})")
     p.add_argument(
         "--vision", default=TINY_VISION_WEIGHTS, help="tokenizer: the frozen encoder's weight file"
     )

@@ -53,3 +53,14 @@ def test_pretrain_encoder_keeps_an_existing_file_and_names_bad_arguments(
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "x.safetensors"), "--steps", "0"])
     assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_help_states_each_parts_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from lightning_gpv.pretraining.command import DEFAULTS
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    for name in ("steps", "batch_size", "lr", "num_images", "held_out"):
+        listed = ", ".join(f"{part} {settings[name]:g}" for part, settings in DEFAULTS.items())
+        assert f"(default {listed})" in text, name
