@@ -126,7 +126,7 @@ class GPVLightningCLI(LightningCLI):
             raise InputError(str(cause)) from err
         init_weights = self._get(self.config, "init_weights") if self.subcommand else None
         if init_weights:
-            self.model.load_state_dict(_init_weights_state(init_weights))
+            _load_init_weights(self.model, init_weights)
         processor = getattr(self.model, "processor", None)
         connect = getattr(self.datamodule, "connect", None)
         if processor is not None and connect is not None:
@@ -147,6 +147,28 @@ def _init_weights_state(path: str) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise InputError(f"--init_weights {path}: no state_dict; not a Lightning checkpoint")
     return checkpoint["state_dict"]
+
+
+def _load_init_weights(model: torch.nn.Module, path: str) -> None:
+    """Load ``--init_weights`` into the model the recipe built, strictly.
+
+    Raises:
+        InputError: The checkpoint's weights do not fit the model (another architecture: a different
+            preset, depth or vocabulary), naming the first missing, unexpected and reshaped keys.
+    """
+    state = _init_weights_state(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or reshaped:
+        found = {"missing": missing, "unexpected": unexpected, "other shapes": reshaped}
+        parts = "; ".join(f"{name} {keys[:3]} ({len(keys)})" for name, keys in found.items() if keys)
+        raise InputError(
+            f"--init_weights {path}: its weights do not fit the model this recipe builds ({parts}); give "
+            "the checkpoint of a run with the same model config"
+        )
+    model.load_state_dict(state)
 
 
 def _input_cause(err: BaseException) -> BaseException | None:

@@ -40,7 +40,9 @@ def _python_module(family: str, vocab: Path) -> LightningModule:
         config = GPV1Config.from_name("tiny", image_size=(96, 96), text=text)
         assert isinstance(config, GPV1Config)
         return GPV1Module(config, vocab_path=str(vocab / "answers"))
-    return VistaLLMModule(VistaLLMConfig.tiny(), load_weights=False)
+    config = VistaLLMConfig.from_name("tiny", llm={"num_layers": 4})  # the recipe's LLM depth
+    assert isinstance(config, VistaLLMConfig)
+    return VistaLLMModule(config, load_weights=False)
 
 
 def _save(module: LightningModule, path: Path) -> Path:

@@ -166,8 +166,12 @@ def test_init_weights_names_a_missing_or_unreadable_checkpoint(
     missing = tmp_path / "gpv1" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
+    other = tmp_path / "other.ckpt"  # another model's weights
+    torch.save({"state_dict": {"model.elsewhere.weight": torch.zeros(2)}}, other)
+    unfit = f"--init_weights {other}: its weights do not fit the model this recipe builds (missing"
     cases = [([], f"--init_weights {missing}: no such checkpoint"),
-             (["--init_weights", str(bad)], f"--init_weights {bad}: not a readable checkpoint")]  # fmt: skip
+             (["--init_weights", str(bad)], f"--init_weights {bad}: not a readable checkpoint"),
+             (["--init_weights", str(other)], unfit)]  # fmt: skip
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", "-c", str(recipe), *extra, f"--trainer.default_root_dir={tmp_path / 'run'}"])
