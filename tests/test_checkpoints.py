@@ -20,6 +20,8 @@ from lightning_gpv.models.vistallm.config import VistaLLMConfig  # noqa: E402
 from lightning_gpv.systems.gpv1 import GPV1Module  # noqa: E402
 from lightning_gpv.systems.vistallm import VistaLLMModule  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
 FAMILIES = {"gpv1": ("gpv1_shapes", GPV1Module), "vistallm": ("vistallm_shapes", VistaLLMModule)}
 QUIET = [
     "--trainer.logger=false",
@@ -40,8 +42,8 @@ def _python_module(family: str, vocab: Path) -> LightningModule:
         config = GPV1Config.from_name("tiny", image_size=(96, 96), text=text)
         assert isinstance(config, GPV1Config)
         return GPV1Module(config, vocab_path=str(vocab / "answers"))
-    config = VistaLLMConfig.from_name("tiny", llm={"num_layers": 4})  # the recipe's LLM depth
-    assert isinstance(config, VistaLLMConfig)
+    recipe = yaml.safe_load((ROOT / "recipes" / "tiny" / "vistallm_shapes.yaml").read_text())
+    config = VistaLLMConfig.resolve(recipe["model"]["init_args"]["config"])  # the recipe's model
     return VistaLLMModule(config, load_weights=False)
 
 

@@ -85,11 +85,12 @@ def test_two_process_validate_with_a_rank_missing_a_task(
         split, recipe = "val2014", tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
         extra: tuple[str, ...] = ()
     else:
-        module = VistaLLMModule("tiny", load_weights=False)
+        split, recipe = "val", tiny_recipe("vistallm_shapes", data, None, tmp_path / "recipe.yaml")
+        config = yaml.safe_load(recipe.read_text())["model"]["init_args"]["config"]  # the recipe's model
+        module = VistaLLMModule(config, load_weights=False)
         dm = RefCocoDataModule(
             str(data / "refcoco"), RefCocoOptions(tasks=("rec", "res"), image_dir=str(images))
         )
-        split, recipe = "val", tiny_recipe("vistallm_shapes", data, None, tmp_path / "recipe.yaml")
         extra = ("--model.init_args.max_new_tokens=12",)
     dataset = dm.dataset(split, False)
     tasks = [dataset.sample(i).task.value for i in range(len(dataset))]
