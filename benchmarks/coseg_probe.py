@@ -33,6 +33,7 @@ from PIL import Image
 from scipy import ndimage
 
 from datamodules.coseg import CosegOptions, CosegReader
+from lightning_gpv.geometry.masks import mask_iou
 from lightning_gpv.predictor import Predictor
 from lightning_gpv.systems.vistallm import VistaLLMModule
 from lightning_gpv.tasks.catalogue import Task
@@ -45,11 +46,6 @@ def foreground(image: np.ndarray, threshold: float) -> np.ndarray:
     pixels = image.astype(np.int32)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     return np.abs(pixels - np.median(border, axis=0)).sum(-1) > threshold
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = int((a | b).sum())
-    return float((a & b).sum()) / union if union else 0.0
 
 
 def share_on(mask: np.ndarray, region: np.ndarray) -> float:
@@ -83,9 +79,11 @@ def probe(
                 continue
             pred = masks[k].to_array().astype(bool)
             labels, count = ndimage.label(fg)
-            best_object = max((iou(pred, labels == j) for j in range(1, count + 1)), default=0.0)
+            best_object = max((mask_iou(pred, labels == j) for j in range(1, count + 1)), default=0.0)
             on_others = max((share_on(pred, other) for other in others), default=0.0)
-            rows.append((1.0, iou(pred, truth), share_on(pred, fg), best_object, on_others, truth_on_others))
+            rows.append(
+                (1.0, mask_iou(pred, truth), share_on(pred, fg), best_object, on_others, truth_on_others)
+            )
     table = np.array(rows)
     names = ("answered", "IoU with the truth", "share on its own image's objects", "IoU with its best object",
              "share on another image's objects (best)", "  the truth's share there (control)")  # fmt: skip

@@ -27,6 +27,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_gpv.errors import InputError
+from lightning_gpv.models.shipped import state_mismatch
 
 
 class GPVLightningCLI(LightningCLI):
@@ -157,16 +158,10 @@ def _load_init_weights(model: torch.nn.Module, path: str) -> None:
             preset, depth or vocabulary), naming the first missing, unexpected and reshaped keys.
     """
     state = _init_weights_state(path)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or reshaped:
-        found = {"missing": missing, "unexpected": unexpected, "other shapes": reshaped}
-        parts = "; ".join(f"{name} {keys[:3]} ({len(keys)})" for name, keys in found.items() if keys)
+    if differences := state_mismatch(model.state_dict(), state):
         raise InputError(
-            f"--init_weights {path}: its weights do not fit the model this recipe builds ({parts}); give "
-            "the checkpoint of a run with the same model config"
+            f"--init_weights {path}: its weights do not fit the model this recipe builds ({differences}); "
+            "give the checkpoint of a run with the same model config"
         )
     model.load_state_dict(state)
 

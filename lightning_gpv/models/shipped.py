@@ -80,14 +80,22 @@ def load_encoder(module: nn.Module, name_or_path: str | Path, skip: tuple[str, .
     """
     path = resolve(name_or_path)
     weights = {k: v for k, v in read_part(path, ENCODER_PREFIX).items() if not k.startswith(skip)}
-    ours = module.state_dict()
-    missing = sorted(k for k in set(ours) - set(weights) if not k.startswith(skip))
-    unexpected = sorted(set(weights) - set(ours))
-    wrong = sorted(k for k in set(ours) & set(weights) if ours[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
+    ours = {k: v for k, v in module.state_dict().items() if not k.startswith(skip)}
+    if differences := state_mismatch(ours, weights):
         raise WeightFileError(
-            f"{path}: its encoder weights do not fit the configured encoder (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, other shapes {wrong[:3]}); check the config's dimensions"
+            f"{path}: its encoder weights do not fit the configured encoder ({differences}); check the "
+            "config's dimensions"
         )
     module.load_state_dict(weights, strict=not skip)
     return path
+
+
+def state_mismatch(ours: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> str:
+    """How ``weights`` fail to fit a module's state dict ``ours``: the first missing, unexpected and
+    reshaped keys with their counts (``"missing [...] (18); other shapes [...] (2)"``), or ``""`` when every
+    key and shape agrees."""
+    missing = sorted(set(ours) - set(weights))
+    unexpected = sorted(set(weights) - set(ours))
+    reshaped = sorted(k for k in set(ours) & set(weights) if ours[k].shape != weights[k].shape)
+    found = {"missing": missing, "unexpected": unexpected, "other shapes": reshaped}
+    return "; ".join(f"{name} {keys[:3]} ({len(keys)})" for name, keys in found.items() if keys)
