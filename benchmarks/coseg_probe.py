@@ -17,8 +17,13 @@ answer is compared with
 Masks that lie on foreground of *another* image more than on their own (with few on the truth) were drawn at
 another image's object: the model does not tie the k-th mask to the k-th image.
 
+With ``--task attcoseg`` the groups are AttCoSeg's (``attcoseg``, split ``test``) and the figures are about
+the pair: how often the answer names exactly the two images that share the object, against choosing a pair
+at random, how often it names at least one of them, and the mask IoU on each of the two true images (0 where
+the answer has no mask for it).
+
     .venv/bin/python benchmarks/coseg_probe.py --ckpt outputs/demo/vistallm_stage2/checkpoints/last.ckpt \\
-        --data outputs/demo/data [--groups 64]
+        --data outputs/demo/data [--groups 64] [--task attcoseg]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from datamodules.attcoseg import AttCosegReader
 from datamodules.coseg import CosegOptions, CosegReader
 from lightning_gpv.geometry.masks import mask_iou
 from lightning_gpv.predictor import Predictor
@@ -90,13 +96,35 @@ def probe(
     return {name: float(table[:, i].mean()) for i, name in enumerate(names)} | {"images": float(len(rows))}
 
 
+def pair_probe(samples: Sequence[TaskSample], predictions: Sequence[Prediction]) -> dict[str, float]:
+    """AttCoSeg: the pair named by each answer against the true pair (see the module docstring)."""
+    exact, chance, some, ious = [], [], [], []
+    for sample, prediction in zip(samples, predictions):
+        truth, named = set(sample.target.selected_images), set(prediction.selected_images)
+        n = len(sample.images)
+        exact.append(float(named == truth))
+        chance.append(2.0 / (n * (n - 1)))
+        some.append(float(bool(named & truth)))
+        masks = dict(zip(prediction.mask_image.tolist(), prediction.masks))
+        for k, true_mask in zip(sample.target.mask_image.tolist(), sample.target.masks):
+            pred = masks.get(k)
+            ious.append(0.0 if pred is None else mask_iou(pred.to_array(), true_mask.to_array()))
+    return {
+        "the true pair named": float(np.mean(exact)),
+        "  a random pair (chance)": float(np.mean(chance)),
+        "at least one true image named": float(np.mean(some)),
+        "mask IoU on the true images": float(np.mean(ious)),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--ckpt", type=Path, required=True, help="VistaLLMModule checkpoint (Lightning .ckpt)"
     )
     parser.add_argument("--data", type=Path, required=True, help="ShapesWorld folder (make-shapes --root)")
-    parser.add_argument("--split", default="test", help="co-segmentation split (test, val, train, all)")
+    parser.add_argument("--task", choices=("coseg", "attcoseg"), default="coseg", help="which groups")
+    parser.add_argument("--split", default="test", help="the groups' split (test, val, train; coseg: all)")
     parser.add_argument("--groups", type=int, default=64, help="the split's first groups")
     parser.add_argument("--threshold", type=float, default=40.0, help="foreground: RGB distance summed")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -106,15 +134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     # The checkpoint holds every weight: building must not need the base models' files.
     system = VistaLLMModule.load_from_checkpoint(args.ckpt, map_location="cpu", load_weights=False).eval()
-    reader = CosegReader(args.data / "coseg" / "pascal", CosegOptions())
+    if args.task == "coseg":
+        root, task = args.data / "coseg" / "pascal", Task.COSEG
+        reader: CosegReader | AttCosegReader = CosegReader(root, CosegOptions())
+    else:
+        root, task = args.data / "attcoseg", Task.ATTCOSEG
+        reader = AttCosegReader(root)
     samples = [reader.sample(r, train=False) for r in reader.read(args.split, train=False)[: args.groups]]
     if not samples:
-        parser.error(f"no co-segmentation groups in {args.data / 'coseg' / 'pascal'} split {args.split}")
+        parser.error(f"no {args.task} groups in {root} split {args.split}")
     groups = [[str(ref) for ref in sample.images] for sample in samples]
-    predictions = Predictor(system, batch_size=args.batch_size)(groups, Task.COSEG)
-    figures = probe(samples, predictions, args.threshold)
+    predictions = Predictor(system, batch_size=args.batch_size)(groups, task)
+    if task is Task.COSEG:
+        figures = probe(samples, predictions, args.threshold)
+    else:
+        figures = pair_probe(samples, predictions) | {"images": float(sum(len(s.images) for s in samples))}
     images = figures.pop("images")
-    print(f"{args.ckpt} on {args.data} coseg {args.split}: {len(samples)} groups, {images:.0f} images")
+    print(f"{args.ckpt} on {args.data} {args.task} {args.split}: {len(samples)} groups, {images:.0f} images")
     for name, value in figures.items():
         print(f"{name:<42} {value:.3f}")
     return 0

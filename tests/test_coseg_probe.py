@@ -61,3 +61,22 @@ def test_masks_drawn_at_the_other_images_object_are_counted_there(
     assert figures["IoU with the truth"] == pytest.approx(0.5)
     assert figures["share on its own image's objects"] == pytest.approx(0.5)
     assert figures["IoU with its best object"] == pytest.approx(0.5)
+
+
+def test_attcoseg_pair_figures_count_the_named_pair_and_the_true_images_masks(
+    probe_module: ModuleType,
+) -> None:
+    shared = [_square(5, 5), _square(25, 40)]  # the shared object in images 0 and 2 of four
+    target = Target(masks=[Mask.from_array(m) for m in shared], mask_image=np.array([0, 2]),
+                    selected_images=[0, 2])  # fmt: skip
+    sample = TaskSample(Task.ATTCOSEG, ["a", "b", "c", "d"], target, sample_id="g")
+    right = Prediction(Task.ATTCOSEG, "g", masks=target.masks, mask_image=np.array([0, 2]),
+                       selected_images=[0, 2])  # fmt: skip
+    half = Prediction(Task.ATTCOSEG, "g", masks=target.masks, mask_image=np.array([0, 1]),
+                      selected_images=[0, 1])  # fmt: skip
+    figures = probe_module.pair_probe([sample, sample], [right, half])
+    assert figures["the true pair named"] == 0.5
+    assert figures["  a random pair (chance)"] == pytest.approx(1 / 6)  # 6 pairs of 4 images
+    assert figures["at least one true image named"] == 1.0
+    # right: 1 and 1; half: image 0's mask is right, image 2 got none.
+    assert figures["mask IoU on the true images"] == pytest.approx(0.75)

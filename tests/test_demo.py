@@ -177,6 +177,10 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for the process tree")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -186,8 +190,11 @@ def test_a_stopped_demo_stops_its_children_and_keeps_earlier_outputs(signum: int
     (out / "earlier.txt").write_text("an earlier run")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "lightning_gpv.demo", "--quick", "--out", str(out), "--jobs", "2"]
+    # A runner started in the background (`make test &`) hands its children SIGINT ignored, and Python
+    # keeps an ignored SIGINT: the demo gets the disposition of a terminal's foreground job.
     demo_process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                    stderr=subprocess.PIPE, text=True,
+                                    preexec_fn=_default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while not all((out / f"{name}.log").is_file() for name in ("gpv1", "vistallm")):  # children fitting

@@ -11,6 +11,8 @@ encodes without ``[UNK]``.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 import string
 from collections.abc import Iterable
@@ -175,8 +177,30 @@ def _base_llm_tokenizer(config: LLMConfig) -> PreTrainedTokenizerBase:
         # Without a tokenizer_config.json, AutoTokenizer prepends no <s> and (unless a config.json names
         # Llama) misses the word-start marker of the first word.
         return load_sentencepiece_tokenizer(model_file)
-    kwargs = {"gguf_file": config.gguf_file} if config.gguf_file and not config.tokenizer else {}
-    return AutoTokenizer.from_pretrained(source, **kwargs)
+    if config.gguf_file and not config.tokenizer:
+        # A copy: callers add tokens and set templates on what they get.
+        return copy.deepcopy(_gguf_tokenizer(source, config.gguf_file, _file_stamp(source, config.gguf_file)))
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _file_stamp(folder: str, name: str) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of ``folder/name`` when it is a local file (a hub name has none)."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_tokenizer(source: str, gguf_file: str, stamp: tuple[int, int] | None) -> PreTrainedTokenizerBase:
+    """The tokenizer stored in a GGUF file, read once per file version (``stamp``) and process.
+
+    Reading it parses the whole file's metadata in Python (about 4 s for SmolLM2-135M), and building a
+    VistaLLM needs it for the LLM and the QFormer, again when a checkpoint or an exported folder loads.
+    """
+    del stamp  # part of the cache key only: a rewritten file is read again
+    return AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
 
 
 def _ensure_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

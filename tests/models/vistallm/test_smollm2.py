@@ -75,3 +75,21 @@ def test_smollm2_trains_and_generates(
     assert generated.shape[1] <= 6
     predictions = processor.decode(generated, batch)
     assert [p.sample_id for p in predictions] == ["rec-0", "nlvr2-0"]
+
+
+def test_the_gguf_tokenizer_is_read_once_and_each_caller_gets_its_own_copy(
+    smollm2: tuple[VistaLLM, VistaLLMProcessor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoTokenizer
+
+    config = VistaLLMConfig.smollm2(_smollm2_dir())
+    reads = []
+    original = AutoTokenizer.from_pretrained
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained",
+                        lambda *a, **k: reads.append(a) or original(*a, **k))  # fmt: skip
+    first = load_llm_tokenizer(config.llm, config.codec)  # the fixture read the file already
+    first.add_tokens(["<only_in_first>"], special_tokens=True)
+    second = load_llm_tokenizer(config.llm, config.codec)
+    assert reads == []
+    assert len(first) == len(second) + 1 == 49152 + 1003 + 1
+    assert len(first("<only_in_first>").input_ids) == 1 < len(second("<only_in_first>").input_ids)
