@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,34 @@ class GPVLightningCLI(LightningCLI):
             help="Checkpoint whose model weights start this run (a new run: no optimizer, scheduler or step "
             "state, unlike --ckpt_path). Used by fine-tuning and second-stage recipes.",
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse as Lightning does, with dotted overrides below a model's ``config`` mapping merged into it.
+
+        jsonargparse treats ``config`` (a ``dict``) as one value:
+        ``--model.init_args.config.llm.num_layers=2`` would replace the recipe's whole ``llm`` mapping by
+        ``{"num_layers": "2"}``, a string, and ``--model.init_args.config.num_bins=32`` a bare preset name
+        by a mapping without it. Such overrides (keys below ``config``) are taken out of the command line,
+        set into the mapping the rest of it gives (a preset name becomes ``{"preset": name}``; each value is
+        read as YAML: ``2`` an int, ``true`` a bool, ``[64, 64]`` a list), and the merged mapping is passed
+        as ``--model.init_args.config`` last, so ``--print_config`` and the saved ``config.yaml`` show it.
+        ``sys.argv`` is left as it is: other DDP ranks parse the same command line the same way.
+        """
+        raw = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        rest, nested = split_config_overrides(raw)
+        if not nested:
+            super().parse_arguments(parser, args)
+            return
+        given = parser.parse_args([arg for arg in rest if not arg.startswith("--print_config")])
+        subcommand = given.get("subcommand")
+        section = given[subcommand] if subcommand else given
+        model = section.get("model")
+        init_args = model.get("init_args") if model is not None and hasattr(model, "get") else None
+        if init_args is None or "config" not in init_args:
+            names = ", ".join(option for option, _, _ in nested)
+            parser.error(f"{names}: the model of this command has no config mapping to set it in")
+        merged = merge_config_overrides(init_args.get("config"), nested)
+        self.config = parser.parse_args([*rest, f"--model.init_args.config={json.dumps(merged)}"])
 
     def _parse_ckpt_path(self) -> None:
         """``--ckpt_path`` with a recipe's model (Lightning would silently replace its arguments by the
@@ -132,6 +161,72 @@ class GPVLightningCLI(LightningCLI):
         connect = getattr(self.datamodule, "connect", None)
         if processor is not None and connect is not None:
             connect(processor)
+
+
+_CONFIG_PREFIXES = ("--model.init_args.config.", "--model.config.")
+
+
+def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, list[str], str]]]:
+    """Separate the dotted overrides of keys below a model's ``config`` from the other arguments.
+
+    Returns:
+        The other arguments in order, and ``(option, keys, value)`` per override, e.g.
+        ``("--model.init_args.config.llm.num_layers", ["llm", "num_layers"], "2")``; the value is the text
+        after ``=`` or the next argument.
+    """
+    rest: list[str] = []
+    nested: list[tuple[str, list[str], str]] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        option, has_value, value = arg.partition("=")
+        prefix = next((p for p in _CONFIG_PREFIXES if option.startswith(p)), None)
+        keys = option[len(prefix) :].split(".") if prefix else []
+        if not keys or not all(keys):
+            rest.append(arg)
+            i += 1
+            continue
+        if not has_value:
+            if i + 1 >= len(argv):
+                raise InputError(f"{option}: expected a value")
+            value = argv[i + 1]
+            i += 1
+        nested.append((option, keys, value))
+        i += 1
+    return rest, nested
+
+
+def merge_config_overrides(config: Any, overrides: Sequence[tuple[str, list[str], str]]) -> dict[str, Any]:
+    """``config`` (a preset name, a mapping or ``None``) as a mapping with each override set in it.
+
+    Raises:
+        InputError: An override goes below a key that holds a value, not a mapping (naming the option).
+    """
+    import copy
+
+    import yaml
+
+    if config is None:
+        merged: dict[str, Any] = {}
+    elif isinstance(config, str):
+        merged = {"preset": config}
+    else:
+        merged = copy.deepcopy(_plain(config))
+    for option, keys, text in overrides:
+        node = merged
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                held = ".".join(keys[: depth + 1])
+                raise InputError(
+                    f"{option}: config.{held} is {child!r}, not a mapping to set {keys[-1]!r} in"
+                )
+            node = child
+        try:
+            node[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            node[keys[-1]] = text
+    return merged
 
 
 def _init_weights_state(path: str) -> dict[str, torch.Tensor]:

@@ -287,3 +287,31 @@ def test_a_bad_argument_value_is_one_line_naming_it(
     err = capsys.readouterr().err
     assert f"lightning-gpv: error: {message}" in err, err[-2000:]
     assert "Traceback" not in err and "Union subtypes" not in err
+
+
+def test_config_overrides_split_and_merge() -> None:
+    from lightning_gpv.cli import merge_config_overrides, split_config_overrides
+    from lightning_gpv.errors import InputError
+
+    argv = ["fit", "-c", "r.yaml", "--model.init_args.config.num_bins=32",
+            "--model.config.llm.num_layers", "2", "--model.init_args.config.llm.chat_template=null",
+            "--trainer.max_steps=1"]  # fmt: skip
+    rest, nested = split_config_overrides(argv)
+    assert rest == ["fit", "-c", "r.yaml", "--trainer.max_steps=1"]
+    assert [keys for _, keys, _ in nested] == [["num_bins"], ["llm", "num_layers"], ["llm", "chat_template"]]
+    assert merge_config_overrides("tiny", nested) == {
+        "preset": "tiny",
+        "num_bins": 32,
+        "llm": {"num_layers": 2, "chat_template": None},
+    }
+    assert merge_config_overrides({"llm": {"lora": {"r": 8}}}, nested[1:2]) == {
+        "llm": {"lora": {"r": 8}, "num_layers": 2}
+    }
+    assert split_config_overrides(["--model.init_args.config=tiny"]) == (
+        ["--model.init_args.config=tiny"],
+        [],
+    )
+    with pytest.raises(InputError, match=r"--model.config.num_bins.x: config.num_bins is 64, not a mapping"):
+        merge_config_overrides({"num_bins": 64}, split_config_overrides(["--model.config.num_bins.x=1"])[1])
+    with pytest.raises(InputError, match="--model.config.llm.num_layers: expected a value"):
+        split_config_overrides(["--model.config.llm.num_layers"])

@@ -197,3 +197,25 @@ def test_the_tiny_recipe_loads_the_pretrained_encoder_unless_told_not_to(
     assert torch.equal(pretrained, stored[key])
     assert not torch.equal(scratch.model.model.vision.state_dict()[key], stored[key])
     assert scratch.model.model.config.vision.checkpoint is None
+
+
+def test_a_dotted_override_below_config_merges_into_the_recipes_mapping() -> None:
+    """``--model.init_args.config.visual.backbone_layer_type=basic`` keeps the recipe's other ``visual`` keys
+    (its pretrained DETR); values are typed as YAML, also with the value as a separate argument."""
+    args = ["fit", "-c", "recipes/tiny/gpv1_shapes.yaml",
+            "--model.init_args.config.visual.backbone_layer_type=basic",
+            "--model.config.visual.num_queries", "5"]  # fmt: skip
+    cli = _ParseOnlyCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                        subclass_mode_data=True, args=args)  # fmt: skip
+    config = cli.config["fit"].model.init_args.config
+    assert config["preset"] == "tiny" and config["image_size"] == [96, 96]
+    assert config["visual"] == {
+        "checkpoint": "shapes_detr_tiny.safetensors", "backbone_layer_type": "basic", "num_queries": 5
+    }  # fmt: skip
+    args = ["fit", "-c", "recipes/tiny/vistallm_shapes.yaml", "--model.init_args.config.llm.lora.r=4"]
+    cli = _ParseOnlyCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                        subclass_mode_data=True, args=args)  # fmt: skip
+    assert cli.config["fit"].model.init_args.config == {
+        "preset": "tiny",
+        "llm": {"num_layers": 4, "lora": {"r": 4}},
+    }
