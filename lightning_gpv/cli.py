@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_gpv.errors import InputError
 from lightning_gpv.models.shipped import state_mismatch
@@ -90,6 +91,9 @@ class GPVLightningCLI(LightningCLI):
         if ckpt_path == "last":
             ckpt_path = self._last_checkpoint(subcommand)
             self.config[subcommand].ckpt_path = ckpt_path
+        elif _local_path(ckpt_path) and not Path(ckpt_path).is_file():
+            what = "a folder, not a checkpoint file" if Path(ckpt_path).is_dir() else "no such checkpoint"
+            self.parser.error(f"--ckpt_path {ckpt_path}: {what} (give a .ckpt file, or 'last')")
         model = self.config[subcommand].get("model")
         given = getattr(model, "class_path", None) if model is not None else None
         if not (ckpt_path and Path(ckpt_path).is_file()) or given is None:
@@ -142,6 +146,18 @@ class GPVLightningCLI(LightningCLI):
         newest = max(found, key=lambda path: path.stat().st_mtime)
         print(f"--ckpt_path last: {newest}", file=sys.stderr)
         return str(newest)
+
+    def before_instantiate_classes(self) -> None:
+        """Warn about ``validate`` with no validation batches: the tiny recipes fit without validating
+        (``limit_val_batches: 0``), and Lightning would end such a command at once without a word."""
+        if self.subcommand != "validate":
+            return
+        trainer = self.config["validate"].get("trainer") or {}
+        if trainer.get("limit_val_batches") == 0:
+            rank_zero_warn(
+                "validate: the recipe sets trainer.limit_val_batches to 0 (its fit does not validate), so "
+                "nothing is validated; add --trainer.limit_val_batches=1.0 (every batch) or =N, or run test"
+            )
 
     def instantiate_classes(self) -> None:
         try:
@@ -227,6 +243,14 @@ def merge_config_overrides(config: Any, overrides: Sequence[tuple[str, list[str]
         except yaml.YAMLError:
             node[keys[-1]] = text
     return merged
+
+
+def _local_path(ckpt_path: str | None) -> bool:
+    """Whether ``--ckpt_path`` names a local file: not empty, not one of the Trainer's keywords (``best``,
+    ``hpc``, ``registry:NAME``), not a URL that fsspec opens (``s3://``, ``hf://``)."""
+    if not ckpt_path or ckpt_path in ("best", "last", "hpc") or "://" in ckpt_path:
+        return False
+    return not ckpt_path.lower().startswith("registry")
 
 
 def _init_weights_state(path: str) -> dict[str, torch.Tensor]:

@@ -315,3 +315,30 @@ def test_config_overrides_split_and_merge() -> None:
         merge_config_overrides({"num_bins": 64}, split_config_overrides(["--model.config.num_bins.x=1"])[1])
     with pytest.raises(InputError, match="--model.config.llm.num_layers: expected a value"):
         split_config_overrides(["--model.config.llm.num_layers"])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["test", "--ckpt_path", "{tmp}/none.ckpt"], "--ckpt_path {tmp}/none.ckpt: no such checkpoint"),
+        (["predict", "--ckpt_path", "{tmp}"], "--ckpt_path {tmp}: a folder, not a checkpoint file"),
+        (["fit", "--ckpt_path", "{tmp}/none.ckpt"], "--ckpt_path {tmp}/none.ckpt: no such checkpoint"),
+    ],
+)
+def test_a_command_that_cannot_do_anything_ends_before_building_naming_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
+) -> None:
+    command, *rest = [a.format(tmp=tmp_path) for a in arguments]
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "-c", str(Path(__file__).parents[1] / "recipes/tiny/gpv1_shapes.yaml"), *rest])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {message.format(tmp=tmp_path)}" in err, err[-2000:]
+    assert "Traceback" not in err
+
+
+def test_validate_without_validation_batches_says_so(shapes: tuple[Path, Path], tmp_path: Path) -> None:
+    data, vocab = shapes
+    recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
+    with pytest.warns(UserWarning, match="validate: the recipe sets trainer.limit_val_batches to 0"):
+        run_lightning_cli(["validate", "-c", str(recipe), f"--trainer.default_root_dir={tmp_path}"])
