@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, Family, Task, task_spec
 from lightning_gpv.tasks.prompt_texts import (
     GPV1_TEMPLATES,
@@ -67,10 +68,15 @@ class PromptBank:
     templates: Mapping[Task, tuple[str, ...]]
 
     def templates_for(self, task: Task | str) -> tuple[str, ...]:
-        """The templates of ``task``; a clear error when this family has none."""
+        """The templates of ``task``.
+
+        Raises:
+            InputError: This family does not do ``task`` (GPV-1 asked for a mask, ...), naming its tasks.
+        """
         task = task_spec(task).task
         if task not in self.templates:
-            raise KeyError(f"{self.family.value} has no prompt templates for task {task.value!r}")
+            known = ", ".join(t.value for t in self.templates)
+            raise InputError(f"{self.family.value} does not do task {task.value!r}; its tasks: {known}")
         return self.templates[task]
 
     def render(

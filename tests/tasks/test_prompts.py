@@ -3,6 +3,7 @@ import random
 import numpy as np
 import pytest
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.catalogue import IMAGE_TOKEN, TASKS, Family, Task
 from lightning_gpv.tasks.prompts import (
     GPV1_PROMPTS,
@@ -104,7 +105,7 @@ def test_render_errors_name_the_problem():
         VISTALLM_PROMPTS.render(Task.REC)
     with pytest.raises(ValueError, match="unknown prompt slot"):
         VISTALLM_PROMPTS.render(Task.REC, expression="x")
-    with pytest.raises(KeyError, match="gpv1 has no prompt templates for task 'res'"):
+    with pytest.raises(InputError, match="gpv1 does not do task 'res'; its tasks: captioning, classification"):
         GPV1_PROMPTS.render(Task.RES, expr="x")
     with pytest.raises(ValueError, match="out of range"):
         GPV1_PROMPTS.render(Task.CLASSIFICATION, index=4)
