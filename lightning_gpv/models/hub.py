@@ -17,6 +17,12 @@ from typing import Any
 
 import torch
 from huggingface_hub import HfApi, ModelHubMixin, snapshot_download
+from huggingface_hub.utils import (
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    validate_repo_id,
+)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -94,8 +100,20 @@ def local_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
         return path
     if path.exists():
         raise NotADirectoryError(f"{path} is a file; a saved model is a folder (save_pretrained writes one)")
+    try:
+        validate_repo_id(str(name_or_path))
+    except HFValidationError:
+        # A path that is not there: the hub's own message would call it a malformed repository id.
+        message = f"{path}: no such folder (nor a hub repository id 'namespace/name')"
+        raise FileNotFoundError(message) from None
     kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
-    return Path(snapshot_download(str(name_or_path), **kwargs))
+    try:
+        return Path(snapshot_download(str(name_or_path), **kwargs))
+    except (LocalEntryNotFoundError, RepositoryNotFoundError) as err:
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise FileNotFoundError(
+            f"{path}: no such folder, and no hub repository of that name could be read ({first})"
+        ) from err
 
 
 def architecture_only(name_or_path: str | None) -> Path | None:

@@ -56,3 +56,16 @@ def test_a_bare_model_does_not_push_a_folder_without_its_tokenizers() -> None:
     module = VistaLLMModule("tiny", load_weights=False)
     with pytest.raises(ValueError, match="without the tokenizers"):
         module.model.push_to_hub("someone/broken")
+
+
+def test_a_folder_that_is_not_there_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_mixin.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'missing'}: no such folder \\(nor a hub"):
+        hub.local_folder(tmp_path / "missing")
+    # A relative path looks like a repository id: the hub is asked (offline here), then the folder named.
+    with pytest.raises(FileNotFoundError, match="outputs/exportt: no such folder, and no hub repository"):
+        hub.local_folder("outputs/exportt")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        hub.local_folder(tmp_path / "file")

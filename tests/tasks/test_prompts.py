@@ -105,7 +105,7 @@ def test_render_errors_name_the_problem():
         VISTALLM_PROMPTS.render(Task.REC)
     with pytest.raises(ValueError, match="unknown prompt slot"):
         VISTALLM_PROMPTS.render(Task.REC, expression="x")
-    with pytest.raises(InputError, match="gpv1 does not do task 'res'; its tasks: captioning, classification"):
+    with pytest.raises(InputError, match="gpv1 does not do task 'res'; its tasks: captioning"):
         GPV1_PROMPTS.render(Task.RES, expr="x")
     with pytest.raises(ValueError, match="out of range"):
         GPV1_PROMPTS.render(Task.CLASSIFICATION, index=4)
