@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_gpv.errors import InputError
+from lightning_gpv.models.hub import absolute_if_local
 from lightning_gpv.models.shipped import state_mismatch
 
 
@@ -93,7 +94,10 @@ class GPVLightningCLI(LightningCLI):
             self.config[subcommand].ckpt_path = ckpt_path
         elif _local_path(ckpt_path) and not Path(ckpt_path).is_file():
             what = "a folder, not a checkpoint file" if Path(ckpt_path).is_dir() else "no such checkpoint"
-            self.parser.error(f"--ckpt_path {ckpt_path}: {what} (give a .ckpt file, or 'last')")
+            self.parser.error(
+                f"--ckpt_path {ckpt_path}: {what} (give a .ckpt file, or 'last'; a recipe that resumes an "
+                "earlier stage names that stage's checkpoint: fit the earlier recipe first)"
+            )
         model = self.config[subcommand].get("model")
         given = getattr(model, "class_path", None) if model is not None else None
         if not (ckpt_path and Path(ckpt_path).is_file()) or given is None:
@@ -114,7 +118,7 @@ class GPVLightningCLI(LightningCLI):
             # different architecture fails when the weights load.
             differ = sorted(
                 key for key, value in dict(args).items()
-                if key != "config" and key in hparams and _plain(value) != _plain(hparams[key])
+                if key != "config" and key in hparams and not _same_argument(value, hparams[key])
             )  # fmt: skip
             if differ:
                 listing = ", ".join(
@@ -329,6 +333,15 @@ def checkpoint_class_path(path: Path) -> tuple[str | None, dict[str, Any]]:
     except ValueError:
         return None, hparams
     return f"{system.__module__}.{system.__qualname__}", hparams
+
+
+def _same_argument(given: Any, saved: Any) -> bool:
+    """Whether a model argument equals the checkpoint's; a path equals its absolute form (systems store
+    local paths absolute: :func:`~lightning_gpv.models.hub.absolute_if_local`)."""
+    given, saved = _plain(given), _plain(saved)
+    if isinstance(given, str) and isinstance(saved, str) and given != saved:
+        return absolute_if_local(given) == saved
+    return given == saved
 
 
 def _plain(value: Any) -> Any:

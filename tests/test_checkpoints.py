@@ -213,3 +213,32 @@ def test_ckpt_path_last_resumes_the_previous_run_or_fails(
     assert first.read_bytes() == before  # the earlier run's checkpoint is untouched
     second = root / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt"
     assert torch.load(second, map_location="cpu", weights_only=True)["global_step"] == 3
+
+
+def test_a_gpv1_checkpoint_of_relative_paths_loads_from_another_working_directory(
+    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipe names its vocabulary and tokenizer relative to where it runs; the checkpoint stores them
+    absolute, so it loads (and exports) from anywhere, and a resume with the recipe's relative path
+    counts it as the same argument."""
+    _, vocab = shapes_and_vocab
+    monkeypatch.chdir(vocab.parent)
+    text = {"tokenizer_name_or_path": f"{vocab.name}/vocab.txt", "vocab_size": 512}
+    module = GPV1Module(
+        {"preset": "tiny", "image_size": [96, 96], "text": text}, vocab_path=f"{vocab.name}/answers"
+    )
+    ckpt = _save(module, tmp_path / "relative.ckpt")
+    hparams = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["vocab_path"] == str(vocab / "answers")
+    assert hparams["config"]["text"]["tokenizer_name_or_path"] == str(vocab / "vocab.txt")
+
+    monkeypatch.chdir(tmp_path)
+    restored = GPV1Module.load_from_checkpoint(ckpt, weights_only=True)
+    _assert_same_weights(module.state_dict(), restored.state_dict())
+    assert restored.processor.vocab.words == module.processor.vocab.words
+
+    from lightning_gpv.cli import _same_argument
+
+    monkeypatch.chdir(vocab.parent)
+    assert _same_argument(f"{vocab.name}/answers", hparams["vocab_path"])
+    assert not _same_argument(f"{vocab.name}/vocab.txt", hparams["vocab_path"])

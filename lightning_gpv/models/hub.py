@@ -87,6 +87,15 @@ def push_folder(
     return str(info)
 
 
+def absolute_if_local(name_or_path: str | None) -> str | None:
+    """``name_or_path`` as an absolute path when it names a local file or folder; a hub name (or a path
+    that is not there) as it is. A checkpoint's hyper-parameters then load from any working directory."""
+    if name_or_path is None:
+        return None
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.exists() else name_or_path
+
+
 def local_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
     """The folder of a saved model: ``name_or_path`` itself when it is a directory, else the hub snapshot
     of that repository (downloaded, or read from the cache when offline).

@@ -22,7 +22,7 @@ read at construction; its words are also stored in every checkpoint, so a checkp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +42,7 @@ from lightning_gpv.models.gpv1.losses import GPV1Criterion, GPV1LossConfig
 from lightning_gpv.models.gpv1.model import GPV1, GPV1Encoding
 from lightning_gpv.models.gpv1.processor import TEXT_TASKS, GPV1Batch, GPV1Processor
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
-from lightning_gpv.models.hub import saved_model_folder
+from lightning_gpv.models.hub import absolute_if_local, saved_model_folder
 from lightning_gpv.systems.folders import PushToHubMixin
 from lightning_gpv.systems.hooks import (
     attached_trainer,
@@ -138,7 +138,12 @@ class GPV1Module(PushToHubMixin, LightningModule):
             self.model = GPV1.from_pretrained(saved)
             self.processor = GPV1Processor.from_pretrained(saved)
         else:
+            vocab_path = absolute_if_local(vocab_path)  # hparams then load from any working directory
             self.model, self.processor = build_gpv1(GPV1Config.resolve(config), vocab_path, seed=seed)
+            text = self.model.config.text
+            text = replace(text, name_or_path=absolute_if_local(text.name_or_path),
+                           tokenizer_name_or_path=absolute_if_local(text.tokenizer_name_or_path))  # fmt: skip
+            self.model.config = replace(self.model.config, text=text)
         self.config = self.model.config  # vocab_size is the vocabulary's
         loss_config = GPV1LossConfig(**loss) if isinstance(loss, Mapping) else loss
         # Checkpoints and hparams.yaml store the resolved configs as plain data, which
