@@ -29,6 +29,7 @@ from lightning.pytorch import Trainer
 from datamodules.multitask import MultiTaskDataModule
 from datamodules.refcoco import RefCocoDataModule, RefCocoOptions
 from datamodules.vqav2 import VQAv2DataModule, VQAv2Options
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.metrics.evaluation import flatten_results
 from lightning_gpv.systems.vistallm import VistaLLMModule
 
@@ -76,7 +77,7 @@ def evaluate(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--ckpt", type=Path, required=True, help="VistaLLMModule checkpoint")
     parser.add_argument("--data", type=Path, required=True, help="ShapesWorld folder (make-shapes --root)")
     parser.add_argument("--samples", type=int, default=256, help="test samples per task (the first ones)")

@@ -39,6 +39,7 @@ from lightning_gpv.geometry import DEFAULT_NUM_DENSE, mask_iou, polygons_to_mask
 from lightning_gpv.geometry.contours import _drop_smallest_triangles, _fill_gaps, _finish, _refine, _subdivide
 from lightning_gpv.geometry.outlines import TANGENT_STEP, as_uint8_mask, shoelace
 from lightning_gpv.geometry.silhouettes import coco_sized_masks, real_silhouettes
+from lightning_gpv.helptext import first_paragraph
 
 METHODS = ("uniform", "paper", "adaptive")
 POINT_COUNTS = (16, 32, 64)
@@ -190,7 +191,7 @@ def _row(label: str, speed: tuple[float, float], scores: dict[int, float]) -> st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--quick", action="store_true", help="200 COCO-sized masks, 2 repeats")
     parser.add_argument(
         "--num-points", type=int, default=32, help="points per mask (N) for the speed columns"

@@ -40,6 +40,7 @@ from scipy import ndimage
 from datamodules.attcoseg import AttCosegReader
 from datamodules.coseg import CosegOptions, CosegReader
 from lightning_gpv.geometry.masks import mask_iou
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.predictor import Predictor
 from lightning_gpv.systems.vistallm import VistaLLMModule
 from lightning_gpv.tasks.catalogue import Task
@@ -118,7 +119,7 @@ def pair_probe(samples: Sequence[TaskSample], predictions: Sequence[Prediction])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument(
         "--ckpt", type=Path, required=True, help="VistaLLMModule checkpoint (Lightning .ckpt)"
     )

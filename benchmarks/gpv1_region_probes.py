@@ -39,6 +39,7 @@ from torchvision.ops import box_iou
 from datamodules.refcoco import RefCocoDataModule
 from lightning_gpv.cli import read_checkpoint, run_lightning_cli
 from lightning_gpv.geometry.boxes import box_convert
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.shapesworld.scene import COLORS, SHAPES
 from lightning_gpv.systems.gpv1 import GPV1Module
 
@@ -182,7 +183,7 @@ def load(recipe: Path, ckpt: Path | None) -> tuple[GPV1Module, DataLoader]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument(
         "--recipe", type=Path, required=True, help="a GPV-1 recipe with a RefCOCO+ data module"
     )

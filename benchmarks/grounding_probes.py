@@ -56,6 +56,7 @@ from torch.nn.functional import unfold
 
 from datamodules.refcoco import RefCocoOptions, RefCocoReader
 from lightning_gpv.geometry.boxes import paired_box_iou
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.models.vistallm.model import VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
 from lightning_gpv.systems.vistallm import VistaLLMModule
@@ -357,7 +358,7 @@ def load_system(ckpt: Path | None, untrained: bool, random_init: bool) -> VistaL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--ckpt", type=Path, help="VistaLLMModule checkpoint (Lightning .ckpt)")
     model.add_argument("--untrained", action="store_true", help="the untrained tiny model (stage 1)")

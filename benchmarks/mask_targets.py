@@ -24,6 +24,7 @@ import numpy as np
 
 from datamodules.refcoco import RefCocoDataModule, RefCocoOptions
 from lightning_gpv.geometry.masks import mask_iou, polygon_to_mask
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.models.vistallm.codec import CoordinateCodec, spread_repeated_points
 from lightning_gpv.shapesworld import make_shapes
 from lightning_gpv.shapesworld.cli import add_style_arguments, style_from_args
@@ -35,7 +36,7 @@ def repeat_share(bins: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--root", type=Path, required=True, help="ShapesWorld folder (generated if absent)")
     parser.add_argument("--num-images", type=int, default=3000, help="scenes when generating --root")
     parser.add_argument("--masks", type=int, default=400, help="RES targets measured (spread over the split)")

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.metrics import CIDErD, VQAAccuracy, _sync, captioning
 from lightning_gpv.metrics.ptb_tokenizer import ptb_tokenize, ptb_tokenize_batch
 from lightning_gpv.metrics.vqa import _CONTRACTIONS, normalize_vqa_answer
@@ -314,7 +315,7 @@ def bench_vqa(n: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--refs", type=int, default=5)
     parser.add_argument("--questions", type=int, default=50000)

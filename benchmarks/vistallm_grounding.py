@@ -31,6 +31,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 
 from datamodules.multitask import MultiTaskDataModule
 from datamodules.refcoco import RefCocoDataModule, RefCocoOptions
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch
 from lightning_gpv.shapesworld import make_shapes
@@ -78,7 +79,7 @@ class ImageUseProbe(Callback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--root", type=Path, required=True, help="ShapesWorld folder (generated if absent)")
     parser.add_argument("--num-images", type=int, default=1000, help="scenes when generating --root")
     parser.add_argument("--steps", type=int, default=2000)

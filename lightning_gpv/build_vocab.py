@@ -26,6 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lightning_gpv.helptext import epilog, first_paragraph
+
 if TYPE_CHECKING:
     from lightning_gpv.tasks.samples import TaskSample
 
@@ -121,7 +123,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="lightning-gpv build-vocab", description=__doc__))
+    parser = argparse.ArgumentParser(prog="lightning-gpv build-vocab", description=first_paragraph(__doc__),
+                                     epilog=epilog(__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         build(args.out, args.coco_root, args.vqa_root, args.vqa_image_dir, args.min_count, args.text_encoder,

@@ -40,6 +40,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.metrics.evaluation import flatten_results
 from lightning_gpv.shapesworld.sample import SPARSE_STYLE
 
@@ -424,7 +425,9 @@ def table(metrics: dict[str, Metrics]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m lightning_gpv.demo`` (``make demo``); SIGTERM stops it like Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m lightning_gpv.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lightning_gpv.demo", description=first_paragraph(__doc__)
+    )
     parser.add_argument("--out", default="outputs/demo", help="output folder (an earlier one is moved aside)")
     parser.add_argument(
         "--num-images", type=int, default=NUM_IMAGES, help=f"ShapesWorld scenes (default {NUM_IMAGES})"

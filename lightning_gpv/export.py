@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 
+from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.systems import SYSTEMS
 
 
@@ -103,7 +104,7 @@ def export(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lightning-gpv export``; returns the exit code (2 on bad input, with the reason)."""
-    parser = argparse.ArgumentParser(prog="lightning-gpv export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="lightning-gpv export", description=first_paragraph(__doc__))
     parser.add_argument("--ckpt_path", required=True, help="Lightning checkpoint file or sharded FSDP folder")
     parser.add_argument("--out", required=True, help="new folder for the model (must not hold files)")
     parser.add_argument(
