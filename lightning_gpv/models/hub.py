@@ -10,6 +10,7 @@ with ``HF_HUB_OFFLINE=1`` when it (or the hub cache) is on disk and none of the 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +31,39 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".h
 """Files that make a folder a model with weights rather than an architecture only."""
 
 
-class SavedFolderMixin(ModelHubMixin):
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# {{ model_class }}
+
+A {{ model_class }} model folder written by lightning-gpv: `config.json` (the model's configuration as plain
+data), `model.safetensors` (every weight), the sub-models' architectures, and the processor's files when a
+system or `lightning-gpv export` wrote it. It loads offline, without the base models:
+
+```python
+from lightning_gpv import Predictor
+
+predictor = Predictor.from_pretrained("THIS_FOLDER_OR_REPOSITORY")
+answer = predictor("photo.jpg", "vqa", "What color is the car?")
+```
+
+or, for the model alone, `{{ model_import }}.from_pretrained("THIS_FOLDER_OR_REPOSITORY")`.
+"""
+"""The README.md that ``save_pretrained`` writes beside the weights (huggingface_hub's default says the model
+was pushed with its PyTorch mixin, with placeholders)."""
+
+
+class SavedFolderMixin(ModelHubMixin, library_name="lightning-gpv", model_card_template=MODEL_CARD):
     """huggingface_hub's mixin for a family's model: ``save_pretrained`` (the family's ``_save_pretrained``),
     ``push_to_hub``, and ``from_pretrained(name_or_path, map_location=..., dtype=...)``, which finds the
     folder (local, or the hub's snapshot) and hands it to the family's ``_load_folder``."""
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> Any:
+        """The folder's README.md: :data:`MODEL_CARD` for this model class."""
+        cls = type(self)
+        names = {"model_class": cls.__name__, "model_import": f"{cls.__module__}.{cls.__qualname__}"}
+        return super().generate_model_card(*args, **{**names, **kwargs})
 
     @classmethod
     def _from_pretrained(
@@ -85,6 +115,14 @@ def push_folder(
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
     return str(info)
+
+
+def shareable(path: str | Path) -> None:
+    """Give a file safetensors wrote (mode 0600) the mode of any file this process creates (0666 less the
+    umask): a model folder is meant to be shared, pushed and read by other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def absolute_if_local(name_or_path: str | None) -> str | None:

@@ -31,6 +31,7 @@ import torch
 from safetensors.torch import save_file
 
 from lightning_gpv.models import shipped
+from lightning_gpv.models.hub import shareable
 from lightning_gpv.models.vistallm.config import TINY_VISION_WEIGHTS, VisionConfig, VistaLLMConfig
 from lightning_gpv.pretraining.targets import PatchTargets, make_pool
 from lightning_gpv.shapesworld.files import sha256
@@ -62,7 +63,7 @@ def save(path: Path, tensors: dict[str, torch.Tensor], card: dict[str, object]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary))
-    temporary.chmod(0o644)  # safetensors writes 0600; the file is meant to be shared and shipped
+    shareable(temporary)
     card = {**card, "sha256": sha256(temporary), "bytes": temporary.stat().st_size}
     card_temporary = path.with_name(f".{path.stem}.json.partial")
     card_temporary.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

@@ -69,3 +69,19 @@ def test_a_folder_that_is_not_there_is_named_as_such(tmp_path: Path, monkeypatch
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file"):
         hub.local_folder(tmp_path / "file")
+
+
+def test_a_saved_folder_is_readable_by_others_and_says_how_to_load_it(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    module = VistaLLMModule("tiny", load_weights=False)
+    module.save_pretrained(tmp_path / "folder")
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "folder" / "model.safetensors").stat().st_mode)
+    assert mode == 0o666 & ~umask  # safetensors itself writes 0600
+    card = (tmp_path / "folder" / "README.md").read_text()
+    assert "library_name: lightning-gpv" in card and "# VistaLLM" in card
+    assert "lightning_gpv.models.vistallm.model.VistaLLM.from_pretrained" in card
+    assert "pushed to the Hub" not in card and "More Information Needed" not in card

@@ -74,7 +74,7 @@ from lightning_gpv.models.gpv1.convert_detr import (
 from lightning_gpv.models.gpv1.folder import FAMILY
 from lightning_gpv.models.gpv1.model import GPV1
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
-from lightning_gpv.models.hub import write_folder_config
+from lightning_gpv.models.hub import shareable, write_folder_config
 
 GPV1_UNUSED: dict[str, str] = {
     "vision_token": "indicator token created by the reference but never used in its forward pass",
@@ -372,6 +372,7 @@ def write_converted(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_file(dict(state), str(out / "model.safetensors"), metadata={"format": "pt", "source": report.source})
+    shareable(out / "model.safetensors")
     # The saved-folder layout (lightning_gpv.models.hub), so that GPV1.from_pretrained(out) reads it.
     write_folder_config(out, family, config.to_dict())
     report_text = json.dumps(report.to_dict(), indent=2)

@@ -33,7 +33,7 @@ from lightning_gpv.models.gpv1.decoder import AnswerDecoder
 from lightning_gpv.models.gpv1.detr import DetrRegionEncoder
 from lightning_gpv.models.gpv1.heads import RelatednessHead, RelevanceConditioning, relevance_scores
 from lightning_gpv.models.gpv1.text import QueryEncoder
-from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin
+from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin, shareable
 
 
 @dataclass
@@ -207,6 +207,7 @@ class GPV1(nn.Module, SavedFolderMixin, library_name="lightning-gpv", tags=["gpv
         ``lightning_gpv.models.gpv1.folder``); the processor writes the tokenizer and the vocabulary."""
         folder.write_config(save_directory, self.config, self.query_encoder.bert, self.visual.detr)
         save_model(self, str(save_directory / WEIGHTS_FILE))
+        shareable(save_directory / WEIGHTS_FILE)
 
     @classmethod
     def _load_folder(cls, path: Path) -> GPV1:

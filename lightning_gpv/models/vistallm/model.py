@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lightning_gpv.models import shipped
-from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin, write_folder_config
+from lightning_gpv.models.hub import WEIGHTS_FILE, SavedFolderMixin, shareable, write_folder_config
 from lightning_gpv.models.vistallm import folder
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.constraints import AnswerFormat, CoordinateGrammar, GrammarState
@@ -189,6 +189,7 @@ class VistaLLM(
         folder.write_config(save_directory, self.config, self.llm)
         # save_model stores tied weights (tied input and output embeddings) once.
         save_model(self, str(save_directory / WEIGHTS_FILE))
+        shareable(save_directory / WEIGHTS_FILE)
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights an adapter folder holds: those no base model provides (``folder.from_base``)."""
@@ -212,6 +213,7 @@ class VistaLLM(
         # Tied tensors share storage, which safetensors refuses; the adapter's tensors are small copies.
         weights = {k: v.detach().contiguous().clone() for k, v in self.adapter_state_dict().items()}
         save_file(weights, str(path / folder.ADAPTER_FILE), metadata={"format": "pt"})
+        shareable(path / folder.ADAPTER_FILE)
         return path
 
     @classmethod
