@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_gpv.errors import InputError
 from lightning_gpv.models.hub import absolute_if_local
@@ -287,6 +287,25 @@ def _load_init_weights(model: torch.nn.Module, path: str) -> None:
             "give the checkpoint of a run with the same model config"
         )
     model.load_state_dict(state)
+    newer = _newer_checkpoints(Path(path))
+    rank_zero_info(f"--init_weights: the model weights of {path}")
+    if newer:
+        rank_zero_warn(
+            f"--init_weights {path}: a newer checkpoint of a later run lies beside it ({newer[0]}); a rerun "
+            "of the earlier stage writes last-v1.ckpt or a new version_N folder: pass that checkpoint if "
+            "it is the one to start from"
+        )
+
+
+def _newer_checkpoints(path: Path) -> list[Path]:
+    """``last*.ckpt`` files newer than ``path`` beside it or in a sibling ``version_N/checkpoints`` folder,
+    newest first: what a rerun of the run that wrote ``path`` leaves."""
+    candidates = set(path.parent.glob("last*.ckpt"))
+    if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
+        candidates |= set(path.parent.parent.parent.glob("version_*/checkpoints/last*.ckpt"))
+    mtime = path.stat().st_mtime
+    newer = [p for p in candidates if p.resolve() != path.resolve() and p.stat().st_mtime > mtime]
+    return sorted(newer, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def _input_cause(err: BaseException) -> BaseException | None:

@@ -156,6 +156,15 @@ def test_init_weights_loads_the_model_weights_of_a_checkpoint(
     assert saved.keys() == loaded.keys()
     assert all(torch.equal(saved[k], loaded[k]) for k in saved)
 
+    # A rerun of the earlier stage leaves a newer checkpoint beside the one a later recipe names.
+    rerun = ckpt.parent / "last-v1.ckpt"
+    rerun.write_bytes(ckpt.read_bytes())
+    os.utime(rerun, (ckpt.stat().st_mtime + 60,) * 2)
+    with pytest.warns(UserWarning, match=f"a newer checkpoint of a later run lies beside it \\({rerun}\\)"):
+        run_lightning_cli(["validate", "-c", str(recipe), "--init_weights", str(ckpt),
+                           "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path / 'c'}",
+                           *common])  # fmt: skip
+
 
 def test_init_weights_names_a_missing_or_unreadable_checkpoint(
     shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
