@@ -242,3 +242,16 @@ def test_a_gpv1_checkpoint_of_relative_paths_loads_from_another_working_director
     monkeypatch.chdir(vocab.parent)
     assert _same_argument(f"{vocab.name}/answers", hparams["vocab_path"])
     assert not _same_argument(f"{vocab.name}/vocab.txt", hparams["vocab_path"])
+
+
+def test_a_vistallm_checkpoint_of_another_answer_format_is_refused(tmp_path: Path) -> None:
+    """32 coordinate bins over a 64-bin checkpoint: every weight fits (the tiny tokenizer keeps its size),
+    but the coordinate tokens would be read with other meanings."""
+    from lightning_gpv.errors import InputError
+
+    ckpt = _save(VistaLLMModule("tiny", load_weights=False), tmp_path / "bins64.ckpt")
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    VistaLLMModule("tiny", load_weights=False).on_load_checkpoint(checkpoint)  # the same format: loads
+    other = VistaLLMModule({"preset": "tiny", "num_bins": 32}, load_weights=False)
+    with pytest.raises(InputError, match=r"num_bins=32 \(checkpoint: 64\)"):
+        other.on_load_checkpoint(checkpoint)

@@ -48,6 +48,9 @@ from lightning_gpv.tasks.catalogue import Family, Task
 from lightning_gpv.tasks.image_cache import ImageFileCache
 from lightning_gpv.tasks.samples import Prediction
 
+OUTPUT_FORMAT_FIELDS = ("num_bins", "num_mask_points", "prompt_template")
+"""Config fields that change what the model's tokens mean without changing a weight's shape."""
+
 
 def warmup_cosine(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
     """Learning-rate factor: linear up to 1 over ``warmup_steps``, then a cosine down to ``min_ratio``."""
@@ -242,6 +245,26 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
 
     def predict_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
         return self.predict_batch(batch)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint trained to write another answer format (``--ckpt_path`` with a changed
+        ``num_bins``, ``num_mask_points`` or ``prompt_template``): its weights fit, but its coordinate tokens
+        and prompts would be read with other meanings, silently.
+
+        Raises:
+            InputError: Naming each such field, with both values.
+        """
+        saved = (checkpoint.get("hyper_parameters") or {}).get("config")
+        if not isinstance(saved, dict):
+            return  # a saved folder's path, or a checkpoint without its config: nothing to compare
+        given = self.config.to_dict()
+        differ = [k for k in OUTPUT_FORMAT_FIELDS if k in saved and saved[k] != given.get(k)]
+        if differ:
+            listing = ", ".join(f"{k}={given.get(k)!r} (checkpoint: {saved[k]!r})" for k in differ)
+            raise InputError(
+                f"the checkpoint's model writes another answer format than this one: {listing}; leave "
+                "these config fields as the checkpoint has them"
+            )
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
