@@ -152,7 +152,8 @@ class FolderReader(Reader):
         self.check_split(split)
         folder = self.root.resolve()
         if not folder.is_dir():
-            raise DataFormatError(self.root, None, "folder not found (argument `folder`)")
+            what = "a file, not a folder" if folder.exists() else "folder not found"
+            raise DataFormatError(self.root, None, f"{what} (argument `folder`)")
         paths = list_images(folder, self.recursive)
         if not paths:
             where = "in it or its subfolders" if self.recursive else "in it (recursive=False)"
@@ -310,7 +311,8 @@ class ImageFolderDataModule(TaskDataModule):
         self.prompt = prompt
         self.recursive = recursive
         if not Path(folder).expanduser().is_dir():
-            raise DataFormatError(folder, None, "folder not found (argument `folder`)")
+            what = "a file, not a folder" if Path(folder).expanduser().exists() else "folder not found"
+            raise DataFormatError(folder, None, f"{what} (argument `folder`)")
         self._reader = self.make_reader()
 
     def make_reader(self) -> FolderReader:

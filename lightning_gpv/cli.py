@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ class GPVLightningCLI(LightningCLI):
         if saved is not None and saved != given:
             self.parser.error(
                 f"--ckpt_path {ckpt_path} holds a checkpoint of {saved}, but the recipe's model is {given}; "
-                "resume it with a recipe of its own model class"
+                "use it with a recipe of its own model class"
             )
         if subcommand == "fit":
             args = self.config[subcommand].model.get("init_args") or {}
@@ -411,6 +412,9 @@ COMMANDS = (
 )
 """The commands ``main`` runs itself, before the Lightning CLI; each has its own ``--help``."""
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+"""The Lightning CLI's subcommands."""
+
 OVERVIEW = "\n".join(
     [
         "usage: lightning-gpv COMMAND [options]",
@@ -419,7 +423,7 @@ OVERVIEW = "\n".join(
         *(f"  {name:<18}{line}" for name, line in COMMANDS),
         "",
         "Training and evaluation, the Lightning CLI (lightning-gpv fit --help etc.):",
-        "  fit, validate, test, predict -c RECIPE.yaml",
+        f"  {', '.join(LIGHTNING_COMMANDS)} -c RECIPE.yaml",
         "  (bad data or arguments end with a one-line error; add --debug for the traceback)",
         "",
         "The Lightning CLI's help follows.",
@@ -445,6 +449,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.argv = [sys.argv[0], *argv]
     if argv and argv[0] in ("-h", "--help"):
         print(OVERVIEW, flush=True)
+    known = [name for name, _ in COMMANDS] + list(LIGHTNING_COMMANDS)
+    if argv and not argv[0].startswith("-") and argv[0] not in known:
+        close = difflib.get_close_matches(argv[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"lightning-gpv: error: unknown command {argv[0]!r}{hint} (commands: {', '.join(known)})",
+              file=sys.stderr, flush=True)  # fmt: skip
+        raise SystemExit(2)
     if argv and argv[0] == "make-shapes":
         from lightning_gpv.shapesworld.cli import main as make_shapes_main
 

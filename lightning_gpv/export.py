@@ -89,6 +89,8 @@ def export(
     if merge_lora and adapter:
         raise ValueError("--merge-lora and --adapter exclude each other")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out: {out} is a file; give a new folder")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"--out: {out} exists and is not empty; choose a new folder")
     system = load_system(ckpt_path)
@@ -97,8 +99,8 @@ def export(
     flag = "--merge-lora" if merge_lora else "--adapter"
     if not isinstance(system, SYSTEMS["vistallm"]):
         raise ValueError(f"{flag}: only VistaLLM checkpoints have LoRA adapters")
-    if adapter and system.config.llm.lora is None:
-        raise ValueError(f"{flag}: {ckpt_path} was trained without LoRA; export the whole model instead")
+    if system.config.llm.lora is None:
+        raise ValueError(f"{flag}: {ckpt_path} was trained without LoRA; export the whole model (no flag)")
     return system.save_pretrained(out, merge_lora=merge_lora, adapter=adapter)
 
 

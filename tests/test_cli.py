@@ -351,3 +351,12 @@ def test_validate_without_validation_batches_says_so(shapes: tuple[Path, Path], 
     recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "recipe.yaml")
     with pytest.warns(UserWarning, match="validate: the recipe sets trainer.limit_val_batches to 0"):
         run_lightning_cli(["validate", "-c", str(recipe), f"--trainer.default_root_dir={tmp_path}"])
+
+
+def test_an_unknown_command_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fitt", "-c", "recipe.yaml"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'fitt'; did you mean 'fit'?" in err
+    assert "make-shapes" in err and "export" in err and "predict" in err

@@ -282,3 +282,21 @@ def test_export_refuses_what_is_not_a_checkpoint_in_one_line(
         err = capsys.readouterr().err
         assert f"lightning-gpv export: error: {message}" in err and "Traceback" not in err
         assert not out.exists() or not any(out.iterdir())
+    (tmp_path / "a_file").write_text("x")
+    assert export_main(["--ckpt_path", str(bare), "--out", str(tmp_path / "a_file")]) == 2
+    assert f"--out: {tmp_path / 'a_file'} is a file; give a new folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--merge-lora", "--adapter"])
+def test_a_lora_flag_on_a_checkpoint_without_lora_is_refused(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_gpv.systems.vistallm import VistaLLMModule
+
+    trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(VistaLLMModule("tiny", load_weights=False))
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    out = tmp_path / "out"
+    assert export_main(["--ckpt_path", str(tmp_path / "plain.ckpt"), "--out", str(out), flag]) == 2
+    assert f"{flag}: {tmp_path / 'plain.ckpt'} was trained without LoRA" in capsys.readouterr().err
+    assert not out.exists()

@@ -88,6 +88,9 @@ def test_bad_arguments_name_the_argument(folder: Path, tmp_path: Path) -> None:
         ImageFolderDataModule(str(folder), "vqa", "x", images_per_sample=2)
     with pytest.raises(DataFormatError, match="folder not found \\(argument `folder`\\)"):
         ImageFolderDataModule(str(tmp_path / "missing"), "vqa", "x")
+    (tmp_path / "photo.png").write_bytes(b"")
+    with pytest.raises(DataFormatError, match="a file, not a folder \\(argument `folder`\\)"):
+        ImageFolderDataModule(str(tmp_path / "photo.png"), "vqa", "x")
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     _image(empty / "sub" / "only.png")
