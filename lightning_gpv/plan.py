@@ -448,6 +448,25 @@ def recipe_setup(path: str | Path) -> tuple[VistaLLMConfig, int, str, dict[str, 
     return config, stage, mode, fields
 
 
+def recipe_assumptions(path: str | Path, given: Sequence[str]) -> list[str]:
+    """What the plan of a recipe assumes beyond the recipe: one line each for a CPU recipe (planned as on
+    GPUs), a precision the plan does not model (bf16-mixed planned), and the sequence length (``Setup``'s
+    default unless ``--seq-len`` is in ``given``, the options set on the command line)."""
+    import yaml
+
+    trainer = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("trainer") or {}
+    notes = []
+    if str(trainer.get("accelerator", "")).lower() == "cpu" and "gpu_memory" not in given:
+        notes.append("the recipe runs on the CPU (trainer.accelerator: cpu): planned as on GPUs of 80 GiB")
+    precision = trainer.get("precision")
+    if str(precision) not in ("bf16-mixed", "bf16-true") and "precision" not in given:
+        what = "no trainer.precision (32-true)" if precision is None else f"precision {precision!r}"
+        notes.append(f"the recipe sets {what}, not planned: bf16-mixed assumed (--precision)")
+    if "seq_len" not in given:
+        notes.append(f"{Setup.seq_len} tokens per sample assumed (--seq-len: prompt, 32 per image, answer)")
+    return notes
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lightning-gpv plan`` arguments (every option defaults to ``None``: the recipe's value or
     ``Setup``'s default)."""
@@ -510,6 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan = plan_preset(args.preset or "7b", args.mode or "stage1", Setup(**fields), args.llm_layers)
     except ValueError as err:  # Setup's and config_for's messages start with the field's name
         parser.error(f"argument --{str(err).split(' ', 1)[0].replace('_', '-')}: {err}")
+    if args.config:
+        given = [name for name in names if getattr(args, name) is not None]
+        for note in recipe_assumptions(args.config, given):
+            print(f"note: {note}")
     print(format_plan(plan))
     return 0 if plan.fits else 1
 

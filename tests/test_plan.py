@@ -176,6 +176,17 @@ def test_recipes_give_model_stage_batch_and_strategy(capsys: pytest.CaptureFixtu
     assert main(["-c", str(ROOT / "recipes/vistallm/stage1_single_image.yaml"), "--gpu-memory", "40"]) == 0
     out = capsys.readouterr().out
     assert "(stage1): 8 x 40 GiB, FSDP full, 8-way, bf16-mixed, batch 4 x 1024 tokens" in out
+    assert "note: 1024 tokens per sample assumed" in out and "CPU" not in out and "not planned" not in out
+
+
+def test_a_cpu_recipe_says_what_the_plan_assumes(capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = str(ROOT / "recipes/tiny/vistallm_shapes.yaml")
+    assert main(["-c", recipe]) == 0
+    out = capsys.readouterr().out
+    assert "note: the recipe runs on the CPU (trainer.accelerator: cpu)" in out
+    assert "note: the recipe sets no trainer.precision (32-true), not planned: bf16-mixed assumed" in out
+    assert main(["-c", recipe, "--seq-len", "128", "--precision", "bf16-true", "--gpu-memory", "16"]) == 0
+    assert "note:" not in capsys.readouterr().out
 
 
 @pytest.mark.slow
