@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -64,8 +65,10 @@ class GPVLightningCLI(LightningCLI):
         as ``--model.init_args.config`` last, so ``--print_config`` and the saved ``config.yaml`` show it.
         ``sys.argv`` is left as it is: other DDP ranks parse the same command line the same way.
         """
-        raw = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
-        rest, nested = split_config_overrides(raw)
+        if isinstance(args, (dict, Namespace)):  # an already structured config: nothing dotted to merge
+            super().parse_arguments(parser, args)
+            return
+        rest, nested = split_config_overrides(list(sys.argv[1:] if args is None else args))
         if not nested:
             super().parse_arguments(parser, args)
             return
