@@ -28,6 +28,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.models.gpv1.config import TextEncoderConfig
 from lightning_gpv.models.gpv1.vocab import AnswerVocabulary, cached_vocabulary
 from lightning_gpv.models.hub import architecture_only
@@ -60,6 +61,7 @@ def load_tokenizer(config: TextEncoderConfig) -> BertTokenizer:
     Raises:
         ValueError: Neither is set (a random-init encoder needs a vocabulary; see
             :func:`write_wordpiece_vocab`).
+        InputError: A local path (absolute, or a ``.txt`` file) that is not there, naming the field.
     """
     source = config.tokenizer_name_or_path or config.name_or_path
     if source is None:
@@ -70,6 +72,14 @@ def load_tokenizer(config: TextEncoderConfig) -> BertTokenizer:
     path = Path(source)
     if path.suffix == ".txt" and path.is_file():
         return BertTokenizer(vocab=str(path), do_lower_case=True)
+    if not path.exists() and (path.is_absolute() or path.suffix == ".txt"):
+        # A local path that is not there (the hub would call it a malformed repository id); checkpoints
+        # store local paths as they were where the model was trained.
+        field = "tokenizer_name_or_path" if config.tokenizer_name_or_path else "name_or_path"
+        raise InputError(
+            f"text.{field} {source}: no such file or folder; point it at the tokenizer here "
+            f"(--model.init_args.config.text.{field}=...), or load an exported folder (lightning-gpv export)"
+        )
     return AutoTokenizer.from_pretrained(source)
 
 

@@ -101,3 +101,14 @@ def test_build_vocabulary_is_cached_and_reproducible(tmp_path: Path, wordpiece_v
     assert float(cos[4, 5]) < 0.9  # random-init vectors still tell words apart ("wordpieces" pooling)
     v3, e3 = build_vocabulary(tmp_path / "a", lambda: [], config)  # cache hit: answers not needed
     assert v3 == v1 and torch.equal(e3, e1)
+
+
+def test_a_local_tokenizer_path_that_is_not_there_names_the_field(tmp_path: Path) -> None:
+    from lightning_gpv.errors import InputError
+    from lightning_gpv.models.gpv1.config import TextEncoderConfig
+    from lightning_gpv.models.gpv1.text import load_tokenizer
+
+    for missing in (str(tmp_path / "gone" / "vocab.txt"), "data/gone/vocab.txt", str(tmp_path / "gone")):
+        message = f"text.tokenizer_name_or_path {missing}: no such file or folder"
+        with pytest.raises(InputError, match=message):
+            load_tokenizer(TextEncoderConfig(tokenizer_name_or_path=missing))
