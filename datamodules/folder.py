@@ -87,6 +87,19 @@ def list_images(folder: Path, recursive: bool) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def require_folder(folder: str | Path) -> Path:
+    """``folder`` (``~`` expanded) when it is a folder.
+
+    Raises:
+        DataFormatError: It is missing or a file (argument ``folder``).
+    """
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        what = "a file, not a folder" if path.exists() else "folder not found"
+        raise DataFormatError(folder, None, f"{what} (argument `folder`)")
+    return path
+
+
 def check_task_and_prompt(
     task: str | Task, prompt: str | None, images_per_sample: int | None
 ) -> tuple[Task, int]:
@@ -150,10 +163,7 @@ class FolderReader(Reader):
 
     def read(self, split: str, *, train: bool) -> list[FolderRecord]:
         self.check_split(split)
-        folder = self.root.resolve()
-        if not folder.is_dir():
-            what = "a file, not a folder" if folder.exists() else "folder not found"
-            raise DataFormatError(self.root, None, f"{what} (argument `folder`)")
+        folder = require_folder(self.root).resolve()
         paths = list_images(folder, self.recursive)
         if not paths:
             where = "in it or its subfolders" if self.recursive else "in it (recursive=False)"
@@ -310,9 +320,7 @@ class ImageFolderDataModule(TaskDataModule):
         self.task, self.images_per_sample = check_task_and_prompt(task, prompt, images_per_sample)
         self.prompt = prompt
         self.recursive = recursive
-        if not Path(folder).expanduser().is_dir():
-            what = "a file, not a folder" if Path(folder).expanduser().exists() else "folder not found"
-            raise DataFormatError(folder, None, f"{what} (argument `folder`)")
+        require_folder(folder)
         self._reader = self.make_reader()
 
     def make_reader(self) -> FolderReader:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -226,16 +227,12 @@ def merge_config_overrides(config: Any, overrides: Sequence[tuple[str, list[str]
     Raises:
         InputError: An override goes below a key that holds a value, not a mapping (naming the option).
     """
-    import copy
-
-    import yaml
-
     if config is None:
         merged: dict[str, Any] = {}
     elif isinstance(config, str):
         merged = {"preset": config}
     else:
-        merged = copy.deepcopy(_plain(config))
+        merged = _plain(config)  # new dicts and lists all the way down: the parsed config stays as it is
     for option, keys, text in overrides:
         node = merged
         for depth, key in enumerate(keys[:-1]):
@@ -307,9 +304,9 @@ def _newer_checkpoints(path: Path) -> list[Path]:
     candidates = set(path.parent.glob("last*.ckpt"))
     if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
         candidates |= set(path.parent.parent.parent.glob("version_*/checkpoints/last*.ckpt"))
-    mtime = path.stat().st_mtime
-    newer = [p for p in candidates if p.resolve() != path.resolve() and p.stat().st_mtime > mtime]
-    return sorted(newer, key=lambda p: p.stat().st_mtime, reverse=True)
+    mtimes = {p: p.stat().st_mtime for p in candidates if p.resolve() != path.resolve()}
+    newer = [p for p, mtime in mtimes.items() if mtime > path.stat().st_mtime]
+    return sorted(newer, key=mtimes.__getitem__, reverse=True)
 
 
 def _input_cause(err: BaseException) -> BaseException | None:

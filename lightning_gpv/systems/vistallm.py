@@ -257,10 +257,9 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         saved = (checkpoint.get("hyper_parameters") or {}).get("config")
         if not isinstance(saved, dict):
             return  # a saved folder's path, or a checkpoint without its config: nothing to compare
-        given = self.config.to_dict()
-        differ = [k for k in OUTPUT_FORMAT_FIELDS if k in saved and saved[k] != given.get(k)]
+        differ = [k for k in OUTPUT_FORMAT_FIELDS if k in saved and saved[k] != getattr(self.config, k)]
         if differ:
-            listing = ", ".join(f"{k}={given.get(k)!r} (checkpoint: {saved[k]!r})" for k in differ)
+            listing = ", ".join(f"{k}={getattr(self.config, k)!r} (checkpoint: {saved[k]!r})" for k in differ)
             raise InputError(
                 f"the checkpoint's model writes another answer format than this one: {listing}; leave "
                 "these config fields as the checkpoint has them"
