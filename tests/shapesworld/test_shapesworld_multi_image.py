@@ -20,6 +20,7 @@ NLVR2_FIELDS = {"identifier", "sentence", "left_url", "right_url", "label", "wri
 def test_nlvr2_json_lines(shapes_root: Path) -> None:
     root = shapes_root / "nlvr2"
     labels = set()
+    true_pairs: dict[tuple[str, str, str], int] = defaultdict(int)
     for split in ("train", "dev", "test1"):
         lines = (root / "data" / f"{split}.json").read_text().splitlines()
         assert lines
@@ -30,6 +31,7 @@ def test_nlvr2_json_lines(shapes_root: Path) -> None:
             assert row["label"] in ("True", "False")
             labels.add(row["label"])
             s, set_id, pair_id, sent_id = row["identifier"].split("-")
+            true_pairs[(split, set_id, sent_id)] += row["label"] == "True"
             assert s == split
             by_sentence[(set_id, sent_id)].add(row["sentence"])
             for side, key in ((0, "left_url"), (1, "right_url")):
@@ -43,6 +45,9 @@ def test_nlvr2_json_lines(shapes_root: Path) -> None:
                 assert len(row["extra_validations"]) == 4
         assert all(len(v) == 1 for v in by_sentence.values())  # one sentence per (set, sentence id)
     assert labels == {"True", "False"}
+    # Balanced as NLVR2 is: each sentence is true on two of its set's four pairs, so that always
+    # answering one label scores 0.5 and no sentence is all-true or all-false.
+    assert set(true_pairs.values()) == {2}, sorted(true_pairs.items())
 
 
 def test_coseg_pairs(shapes_root: Path) -> None:
