@@ -1,0 +1,121 @@
+"""``benchmarks/attcoseg_bisection.py``: the three probes on states built to hold (or not) the pair."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bisection() -> ModuleType:
+    path = ROOT / "benchmarks" / "attcoseg_bisection.py"
+    spec = importlib.util.spec_from_file_location("attcoseg_bisection", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _groups(bisection: ModuleType, count: int, seed: int, *, shared: bool) -> list:
+    """Groups of 3-5 images of 4 random tokens; with ``shared`` the pair's images hold one token alike
+    (the shared object). Layer 1 of the image states marks the later image of the pair, layer 0 does not;
+    the answer state of layer 1 holds the pair as two one-hot slots."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for _ in range(count):
+        k = int(rng.integers(3, 6))
+        pair = tuple(sorted(rng.choice(k, size=2, replace=False).tolist()))
+        visual = torch.tensor(rng.normal(size=(k, 4, 16)), dtype=torch.float32)
+        if shared:
+            visual[pair[1], int(rng.integers(4))] = visual[pair[0], int(rng.integers(4))]
+        images = torch.tensor(rng.normal(size=(2, k, 8)), dtype=torch.float32)
+        images[1, pair[1], 0] += 3.0
+        answer = torch.tensor(rng.normal(scale=0.1, size=(2, 8)), dtype=torch.float32)
+        answer[1, list(pair)] += 1.0
+        groups.append(bisection.GroupStates(visual, images, answer, pair, first_number=pair[0]))
+    return groups
+
+
+def test_the_matcher_finds_a_pair_that_shares_a_token_and_not_one_that_does_not(
+    bisection: ModuleType,
+) -> None:
+    train, test = _groups(bisection, 200, 0, shared=True), _groups(bisection, 100, 1, shared=True)
+    proj = bisection.fit_matcher(train, steps=300)
+    assert bisection.matcher_accuracy(test, proj) > 0.9
+    blind_train, blind_test = (
+        _groups(bisection, 200, 2, shared=False),
+        _groups(bisection, 100, 3, shared=False),
+    )
+    proj = bisection.fit_matcher(blind_train, steps=300)
+    assert bisection.matcher_accuracy(blind_test, proj) < 0.4  # chance is about 0.24 here
+    assert bisection.chance(test) == pytest.approx(
+        np.mean([2 / (g.num_images * (g.num_images - 1)) for g in test])
+    )
+
+
+def test_pair_scores_follow_the_combinations_order(bisection: ModuleType) -> None:
+    visual = torch.zeros(3, 1, 2)
+    visual[0, 0], visual[1, 0], visual[2, 0] = (
+        torch.tensor([1.0, 0.0]),
+        torch.tensor([0.0, 1.0]),
+        torch.tensor([1.0, 0.1]),
+    )
+    scores, pairs = bisection.pair_scores(visual, torch.nn.Identity(), scale=1.0)
+    assert pairs == list(itertools.combinations(range(3), 2))
+    assert pairs[int(scores.argmax())] == (0, 2)
+
+
+def test_roc_auc_against_counting_pairs(bisection: ModuleType) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.random(60) < 0.3
+    scores = rng.integers(0, 6, size=60).astype(float)  # many ties
+    pos, neg = scores[labels], scores[~labels]
+    expected = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
+    assert bisection.roc_auc(labels, scores) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="both labels"):
+        bisection.roc_auc(np.ones(3, dtype=bool), np.arange(3.0))
+
+
+def test_the_read_outs_see_the_pair_only_where_the_states_hold_it(bisection: ModuleType) -> None:
+    train, test = _groups(bisection, 300, 4, shared=True), _groups(bisection, 150, 5, shared=True)
+    control, marked = bisection.later_image_auc(train, test, 0), bisection.later_image_auc(train, test, 1)
+    assert abs(control[1] - 0.5) < 0.1 and marked[1] > 0.95
+    blind, holding = (
+        bisection.answer_pair_accuracy(train, test, 0),
+        bisection.answer_pair_accuracy(train, test, 1),
+    )
+    assert blind[1] < 0.4 and holding[1] > 0.95
+    own, base = bisection.first_number_in_pair(test)
+    assert own == 1.0 and base == pytest.approx(np.mean([2 / g.num_images for g in test]))
+
+
+def test_group_states_of_a_tiny_model_on_a_shapesworld_group(
+    bisection: ModuleType, shapes_and_vocab: tuple[Path, Path], one_thread: None
+) -> None:
+    from datamodules.attcoseg import AttCosegReader
+    from lightning_gpv.systems.vistallm import VistaLLMModule
+
+    system = VistaLLMModule("tiny", load_weights=False).eval()
+    reader = AttCosegReader(shapes_and_vocab[0] / "attcoseg")
+    sample = reader.sample(reader.read("train", train=False)[0], train=False)
+    digits = bisection.digit_ids(system.processor)
+    assert set(digits.values()) == set(range(1, 10))
+    states = bisection.group_states(system.model, system.processor, sample, digits)
+    k, size, width = len(sample.images), system.model.num_queries, system.model.llm.config.hidden_size
+    layers = system.model.llm.config.num_hidden_layers
+    assert states.visual.shape == (k, size, width)
+    assert states.image_states.shape == (layers + 1, k, width)
+    assert states.answer_states.shape == (layers + 1, width)
+    assert states.pair == tuple(sorted(sample.target.selected_images)) and 0 <= states.first_number < 9
+    # Layer 0 is the input: the image states average the visual tokens placed at the image positions.
+    torch.testing.assert_close(states.image_states[0], states.visual.mean(1))
