@@ -11,8 +11,10 @@ and the true answer gives
    the tokens hold what tells the pair apart, in a form one attention step can compare;
 2. the LLM's hidden state of every layer at each image's ``L`` positions (their mean). Attention is causal, so
    only the *later* image of the pair can see its partner: a linear read-out per layer is trained to tell
-   that image from the group's other images after the first (ROC AUC on the test groups). Layer 0 is the
-   input, which sees no other image: the control;
+   that image from the group's other images after the first. Its ROC AUC on the test groups compares only
+   images at the same place ``j`` of groups of the same size ``k``: the pair is drawn at random, so the
+   later image is more often a late one, which a state can know from its place alone (the LLM's causal
+   attention counts the images before it). Layer 0 is the input, which sees no other image: the control;
 3. the hidden state of every layer at the position that writes the first image number: a linear read-out
    per layer scores each image slot as "in the pair"; the two best slots of a test group are its pair.
 
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import nn
 
 from datamodules.attcoseg import AttCosegReader
@@ -57,8 +60,8 @@ class GroupStates:
         answer_states: ``(layers + 1, D)`` each layer's hidden state at the position that writes the first
             image number.
         pair: The true pair, 0-based, ascending.
-        first_number: The image named by the likeliest digit token where the first number is written
-            (0-based).
+        first_number: The image named by the likeliest digit token for ``1 .. k`` where the first number
+            is written (0-based).
     """
 
     visual: torch.Tensor
@@ -75,7 +78,7 @@ class GroupStates:
 def digit_ids(processor: VistaLLMProcessor) -> dict[int, int]:
     """Token id -> image number (1-9) of the LLM tokenizer's single-digit tokens (a number may have
     several: word-initial and word-inner pieces)."""
-    out = {}
+    out: dict[int, int] = {}
     for token_id in range(len(processor.tokenizer)):
         token = processor.tokenizer.convert_ids_to_tokens(token_id)
         text = token.lstrip("▁Ġ#") if isinstance(token, str) else ""
@@ -106,7 +109,7 @@ def group_states(
     k, size = len(sample.images), model.num_queries
     image_states = hidden[:, positions].unflatten(1, (k, size)).mean(2)
     logits = out.logits[0, first - 1]
-    best = max(digits, key=lambda t: float(logits[t]))
+    best = max((t for t, n in digits.items() if n <= k), key=lambda t: float(logits[t]))
     pair = sorted(sample.target.selected_images)
     return GroupStates(
         visual=embeds[0, positions].unflatten(0, (k, size)),
@@ -126,7 +129,9 @@ def chance(groups: Sequence[GroupStates]) -> float:
 # 1. The visual tokens
 
 
-def pair_scores(visual: torch.Tensor, proj: nn.Module, scale: float = 10.0) -> tuple[torch.Tensor, list]:
+def pair_scores(
+    visual: torch.Tensor, proj: nn.Module, scale: float = 10.0
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """``(P,)`` scores of the ``P`` image pairs of one group (the largest cosine similarity over their
     token pairs after ``proj``) and the pairs, in ``itertools.combinations`` order."""
     z = nn.functional.normalize(proj(visual), dim=-1)  # (k, L, d)
@@ -164,25 +169,33 @@ def matcher_accuracy(groups: Sequence[GroupStates], proj: nn.Module) -> float:
 # 2. and 3. Linear read-outs of the LLM's states
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (the Mann-Whitney statistic; ties get the mean rank)."""
-    labels = np.asarray(labels, dtype=bool)
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # mean rank within ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        raise ValueError("roc_auc needs both labels")
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+def roc_auc(labels: np.ndarray, scores: np.ndarray, strata: np.ndarray | None = None) -> float:
+    """Area under the ROC curve: the share of (positive, negative) pairs the scores order right, ties
+    counting half (the Mann-Whitney statistic). With ``strata``, only pairs of the same stratum count.
+
+    Raises:
+        ValueError: No stratum holds both labels.
+    """
+    labels, scores = np.asarray(labels, dtype=bool), np.asarray(scores, dtype=float)
+    strata = np.zeros(len(labels), dtype=int) if strata is None else np.asarray(strata)
+    right, pairs = 0.0, 0
+    for stratum in np.unique(strata):
+        inside = strata == stratum
+        positives, negatives = int(labels[inside].sum()), int((~labels[inside]).sum())
+        if positives and negatives:
+            ranks = rankdata(scores[inside])
+            right += ranks[labels[inside]].sum() - positives * (positives + 1) / 2
+            pairs += positives * negatives
+    if pairs == 0:
+        raise ValueError("roc_auc needs both labels in some stratum")
+    return float(right / pairs)
 
 
 def fit_readout(
     x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, steps: int = 500, seed: int = 0
 ) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
-    """A linear read-out of ``(N, D)`` standardised features to ``(N, C)`` sigmoid targets, where ``weight``
+    """A linear read-out of ``(N, D)`` features (standardised here) to ``(N, C)`` binary targets, trained with
+    a sigmoid cross-entropy that counts only the entries where ``weight``
     (``(N, C)``) is 1. Returns it with the features' mean and scale."""
     torch.manual_seed(seed)
     mean, scale = x.mean(0), x.std(0) + 1e-5
@@ -198,11 +211,15 @@ def fit_readout(
     return readout, mean, scale
 
 
-def later_image_data(groups: Sequence[GroupStates], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features and labels of probe 2: each image after the first; 1 for the later image of the pair."""
+def later_image_data(
+    groups: Sequence[GroupStates], layer: int
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Probe 2's features ``(N, D)``, labels ``(N, 1)`` (1: the later image of the pair) and strata ``(N,)``
+    (``10 k + j``) of each image ``j >= 1`` of each group."""
     x = [g.image_states[layer, j] for g in groups for j in range(1, g.num_images)]
     y = [float(j == g.pair[1]) for g in groups for j in range(1, g.num_images)]
-    return torch.stack(x), torch.tensor(y)[:, None]
+    strata = [10 * g.num_images + j for g in groups for j in range(1, g.num_images)]
+    return torch.stack(x), torch.tensor(y)[:, None], np.array(strata)
 
 
 @torch.no_grad()
@@ -213,13 +230,13 @@ def _apply(readout: nn.Linear, mean: torch.Tensor, scale: torch.Tensor, x: torch
 def later_image_auc(
     train: Sequence[GroupStates], test: Sequence[GroupStates], layer: int
 ) -> tuple[float, float]:
-    """Probe 2 at ``layer``: the read-out's ROC AUC on the train and the test groups."""
-    x, y = later_image_data(train, layer)
+    """Probe 2 at ``layer``: the read-out's ROC AUC within places on the train and the test groups."""
+    x, y, strata = later_image_data(train, layer)
     fitted = fit_readout(x, y, torch.ones_like(y))
-    x_test, y_test = later_image_data(test, layer)
+    x_test, y_test, strata_test = later_image_data(test, layer)
     return (
-        roc_auc(y[:, 0].numpy(), _apply(*fitted, x)[:, 0].numpy()),
-        roc_auc(y_test[:, 0].numpy(), _apply(*fitted, x_test)[:, 0].numpy()),
+        roc_auc(y[:, 0].numpy(), _apply(*fitted, x)[:, 0].numpy(), strata),
+        roc_auc(y_test[:, 0].numpy(), _apply(*fitted, x_test)[:, 0].numpy(), strata_test),
     )
 
 
@@ -272,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-groups", type=int, default=2400, help="the train split's first groups")
     parser.add_argument("--test-groups", type=int, default=300, help="the test split's first groups")
     parser.add_argument("--matcher-steps", type=int, default=3000, help="probe 1's training steps")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)

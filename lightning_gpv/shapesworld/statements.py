@@ -139,15 +139,14 @@ def candidate(pair: Pair, rng: np.random.Generator, topic: str) -> Statement:
 def statement_for(
     pairs: Sequence[Pair], want: Sequence[bool], rng: np.random.Generator, topic: str, tries: int = 40
 ) -> Statement:
-    """A statement whose truth values on ``pairs`` match ``want`` as closely as possible.
+    """A statement true on as many of ``pairs`` as ``want`` asks, preferably on exactly those.
 
     Candidates are drawn from the pairs that should make it true (as an NLVR2 writer looks at the
     pairs they must describe). The first one true on exactly the wanted pairs wins. Otherwise, from
-    ``tries`` candidates on, the best one so far that is true on as many pairs as ``want`` asks: NLVR2's
-    labels are balanced, and the near misses (mostly true on their source pair only) would tilt them
-    towards "False" (60% of the labels: the score of always answering "False"). Failing that within
-    ``10 * tries`` candidates, the one that agrees with ``want`` on most pairs. Candidates that are
-    borderline on some pair are never used.
+    ``tries`` candidates on, the best one so far that is true on as many pairs as ``want`` asks
+    (NLVR2's labels are balanced; the near misses, mostly true on their source pair only, would tilt
+    them towards "False"). Failing that within ``10 * tries`` candidates, the one that agrees with
+    ``want`` on most pairs. Candidates that are borderline on some pair are never used.
     """
     sources = [p for p, w in zip(pairs, want) if w] or list(pairs)
     wanted = sum(bool(w) for w in want)

@@ -9,10 +9,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from lightning_gpv.shapesworld import SHAPES
+from lightning_gpv.shapesworld import SHAPES, statements
 
 NLVR2_FIELDS = {"identifier", "sentence", "left_url", "right_url", "label", "writer", "validation", "synset"}
 
@@ -48,6 +49,49 @@ def test_nlvr2_json_lines(shapes_root: Path) -> None:
     # Balanced as NLVR2 is: each sentence is true on two of its set's four pairs, so that always
     # answering one label scores 0.5 and no sentence is all-true or all-false.
     assert set(true_pairs.values()) == {2}, sorted(true_pairs.items())
+
+
+def _scripted(monkeypatch: pytest.MonkeyPatch, verdicts: list[list[bool | None]]) -> list[int]:
+    """Make ``statements.candidate`` return statements with these truth values on pairs 0-3, in turn;
+    returns the list of indices drawn so far."""
+    drawn: list[int] = []
+
+    def candidate(pair: object, rng: np.random.Generator, topic: str) -> statements.Statement:
+        index = len(drawn) % len(verdicts)
+        drawn.append(index)
+        return statements.Statement(f"s{index}", lambda left, right: verdicts[index][left], topic)
+
+    monkeypatch.setattr(statements, "candidate", candidate)
+    return drawn
+
+
+def test_statement_for_prefers_the_wanted_pairs_then_balance_then_agreement(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pairs = [(i, i) for i in range(4)]  # the scripted predicates read the pair's index
+    want = [True, True, False, False]
+    rng = np.random.default_rng(0)
+    exact, near, balanced, blurred = [True, True, False, False], [True, False, False, False], [
+        False, False, True, True], [None, True, True, False]  # fmt: skip
+
+    drawn = _scripted(monkeypatch, [near, exact, balanced])
+    assert statements.statement_for(pairs, want, rng, "circle", tries=5).sentence == "s1"
+    assert len(drawn) == 2  # the exact one ends the search at once
+
+    # No exact one: from `tries` candidates on, a balanced one beats one that agrees on more pairs.
+    drawn = _scripted(monkeypatch, [near, blurred, balanced])
+    assert statements.statement_for(pairs, want, rng, "circle", tries=2).sentence == "s2"
+    assert len(drawn) == 3
+
+    # Nothing balanced within 10 * tries: the one agreeing on most pairs (the first of equals).
+    unbalanced = [[False, False, False, False], near, [True, True, True, False]]
+    drawn = _scripted(monkeypatch, unbalanced)
+    assert statements.statement_for(pairs, want, rng, "circle", tries=2).sentence == "s1"
+    assert len(drawn) == 20
+
+    _scripted(monkeypatch, [blurred])  # borderline everywhere: never used
+    with pytest.raises(RuntimeError, match="no unambiguous statement"):
+        statements.statement_for(pairs, want, rng, "circle", tries=2)
 
 
 def test_coseg_pairs(shapes_root: Path) -> None:
