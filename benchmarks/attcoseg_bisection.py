@@ -79,9 +79,8 @@ def digit_ids(processor: VistaLLMProcessor) -> dict[int, int]:
     """Token id -> image number (1-9) of the LLM tokenizer's single-digit tokens (a number may have
     several: word-initial and word-inner pieces)."""
     out: dict[int, int] = {}
-    for token_id in range(len(processor.tokenizer)):
-        token = processor.tokenizer.convert_ids_to_tokens(token_id)
-        text = token.lstrip("▁Ġ#") if isinstance(token, str) else ""
+    for token, token_id in processor.tokenizer.get_vocab().items():
+        text = token.lstrip("▁Ġ#")
         if len(text) == 1 and text in "123456789":
             out[token_id] = int(text)
     return out

@@ -158,7 +158,7 @@ def statement_for(
         verdicts = [st.holds(*p) for p in pairs]
         if None in verdicts:  # borderline on some pair: a human could not judge it
             continue
-        key = (sum(bool(v) for v in verdicts) == wanted, sum(v == w for v, w in zip(verdicts, want)))
+        key = (sum(verdicts) == wanted, sum(v == w for v, w in zip(verdicts, want)))
         if key > best_key:
             best, best_key = st, key
         if key[1] == len(pairs):
