@@ -57,6 +57,14 @@ QUICK_TEST_SAMPLES = 32
 """Test samples per task loader with ``--quick``."""
 
 NUM_IMAGES = 3000
+HANDOVER_STEP = 1800
+"""VistaLLM's stage-1 training step from which it runs on GPV-1's threads as well as its own: GPV-1 (trained,
+tested and drawn) is done by about then (step 1,750 of 4,200 with ``--jobs 2`` on 2 cores, a ratio of the two
+models' speeds that a faster or slower machine keeps). The step is fixed in advance, not read from GPV-1's
+progress, because torch adds up in another order on two threads than on one: a hand-over whenever GPV-1
+ends would make a seed's figures depend on the machine's speed and on ``--jobs``."""
+QUICK_HANDOVER_STEP = 2
+""":data:`HANDOVER_STEP` with ``--quick`` (4 steps a fit)."""
 Metrics = dict[str, dict[str, float]]
 
 
@@ -68,46 +76,60 @@ class DemoSettings:
         quick: A few steps on the tiny world (for tests).
         seed: ``seed_everything`` of every fit (the world itself is always generated with seed 0).
         test_samples: Test samples per task loader (the first ones); ``None``: whole test splits.
+        threads: Torch threads of each model; VistaLLM takes GPV-1's as well from :attr:`handover_step` on,
+            with either ``--jobs``.
     """
 
     quick: bool = False
     seed: int = 0
     test_samples: int | None = None
+    threads: int = 1
+
+    @property
+    def handover_step(self) -> int:
+        """VistaLLM's stage-1 step from which it runs on both models' threads."""
+        return QUICK_HANDOVER_STEP if self.quick else HANDOVER_STEP
 
 
-# Set in a demo child process (see ``run_parallel``): where StepReporter sends (model, phase, step, total),
-# the shared count of models that are done, and the threads all the children share.
+# Set in a demo child process (see ``run_parallel``): where StepReporter sends (model, phase, step, total).
 _REPORT: Any = None
-_DONE: Any = None
-_MODELS = 1
-_THREADS = 1
 _MODEL = ""
-_CHECK_EVERY = 50
-"""Training steps between two looks at ``_DONE`` (each look is a call to the parent's manager)."""
 
 
-def _claim_free_threads() -> None:
-    """Spread the children's threads over the models still running: when GPV-1 (the faster one) is done,
-    VistaLLM takes its core (1.3x the steps per second with 2 threads)."""
-    if _DONE is None:
-        return
-    import torch
+class ThreadPlan(Callback):
+    """After ``from_step`` training steps of a fit, run on ``threads`` torch threads (a process-wide
+    setting, kept after the fit; a fit resumed past ``from_step`` takes them at its start).
 
-    running = max(1, _MODELS - int(_DONE.value))
-    threads = max(1, _THREADS * _MODELS // running)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    Args:
+        from_step: Global steps done before the thread count changes (0: from the first step).
+        threads: Torch threads from then on.
+    """
+
+    def __init__(self, from_step: int, threads: int) -> None:
+        if from_step < 0 or threads < 1:
+            raise ValueError(f"ThreadPlan: from_step must be >= 0 and threads >= 1 ({from_step}, {threads})")
+        self.from_step = from_step
+        self.threads = threads
+
+    def _follow(self, step: int) -> None:
+        import torch
+
+        if step >= self.from_step and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._follow(trainer.global_step)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        self._follow(trainer.global_step)
 
 
 class StepReporter(Callback):
-    """Sends the training step of a demo child process to the parent, which draws the progress bars, and
-    takes the threads of sibling processes that have finished."""
+    """Sends the training step of a demo child process to the parent, which draws the progress bars."""
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if _REPORT is not None:
             _REPORT.put((_MODEL, "fit", trainer.global_step, trainer.estimated_stepping_batches))
-        if trainer.global_step % _CHECK_EVERY == 0:
-            _claim_free_threads()
 
 
 class LossHistory(Callback):
@@ -127,7 +149,6 @@ class LossHistory(Callback):
 def _report(phase: str) -> None:
     if _REPORT is not None:
         _REPORT.put((_MODEL, phase, 0, 0))
-    _claim_free_threads()
 
 
 def move_aside(out: Path) -> Path | None:
@@ -194,9 +215,12 @@ def fit_and_test(
 
     Returns ``{"trained": ..., "untrained": ...}``, each ``{"test/{dataset}/{task}/{metric}": value}``.
     """
+    import torch
+
     from lightning_gpv.cli import run_lightning_cli
     from lightning_gpv.visualize.examples import compare_predictions
 
+    torch.set_num_threads(settings.threads)  # whichever model ran before in this process
     first, first_overrides = stages[0]
     untrained = run_lightning_cli(["-c", str(first), *first_overrides], run=False, overwrite_config=True)
     fits: list[Any] = []
@@ -240,6 +264,12 @@ def _common_overrides(bars: bool, settings: DemoSettings) -> list[str]:
     return [*history, "--trainer.enable_progress_bar=false", f"--trainer.callbacks+={__name__}.StepReporter"]
 
 
+def _thread_plan(from_step: int, threads: int) -> str:
+    """The CLI override that adds a :class:`ThreadPlan` to a fit's callbacks."""
+    plan = {"class_path": f"{__name__}.ThreadPlan", "init_args": {"from_step": from_step, "threads": threads}}
+    return f"--trainer.callbacks+={json.dumps(plan, separators=(',', ':'))}"
+
+
 def run_gpv1(
     out: Path, data: Path, settings: DemoSettings, epochs: int | None = None, bars: bool = True
 ) -> Metrics:
@@ -272,8 +302,10 @@ def run_vistallm(
     (multi-image tasks, only the tokenizer trains), and test the trained and untrained models."""
     stage1 = tiny_recipe("vistallm_shapes", data, None, out / "vistallm_recipe.yaml", out)
     stage2 = tiny_recipe("vistallm_shapes_stage2", data, None, out / "vistallm_stage2_recipe.yaml", out)
-    first = [f"--trainer.default_root_dir={out / 'vistallm'}", *_common_overrides(bars, settings)]
-    second = [f"--trainer.default_root_dir={out / 'vistallm_stage2'}", *_common_overrides(bars, settings)]
+    first = [f"--trainer.default_root_dir={out / 'vistallm'}", *_common_overrides(bars, settings),
+             _thread_plan(settings.handover_step, 2 * settings.threads)]  # fmt: skip
+    second = [f"--trainer.default_root_dir={out / 'vistallm_stage2'}", *_common_overrides(bars, settings),
+              _thread_plan(0, 2 * settings.threads)]  # fmt: skip
     if epochs is not None:
         first.append(f"--trainer.max_epochs={epochs}")
     if settings.quick:
@@ -286,12 +318,9 @@ def run_vistallm(
 RUNNERS: dict[str, Callable[..., Metrics]] = {"gpv1": run_gpv1, "vistallm": run_vistallm}
 
 
-def _init_child(report: Any, done: Any, models: int, threads: int) -> None:
-    global _REPORT, _DONE, _MODELS, _THREADS
-    _REPORT, _DONE, _MODELS, _THREADS = report, done, models, threads
-    import torch
-
-    torch.set_num_threads(threads)
+def _init_child(report: Any) -> None:
+    global _REPORT
+    _REPORT = report
 
 
 def _child(name: str, out: Path, data: Path, settings: DemoSettings, epochs: int | None) -> Metrics:
@@ -333,14 +362,15 @@ def _stop(processes: Sequence[Any], grace: float = 20.0) -> None:
 
 
 def run_parallel(
-    epochs: dict[str, int | None], out: Path, data: Path, settings: DemoSettings, threads: int
+    epochs: dict[str, int | None], out: Path, data: Path, settings: DemoSettings
 ) -> dict[str, Metrics]:
     """Run the models of ``epochs`` (name -> epochs or None) at the same time, one process each.
 
-    The tiny models use ``threads`` threads each (one core each on a 2-core machine), and a model still
-    running takes the threads of those that are done. Each child's output goes to ``OUT/<name>.log``; here
-    one progress bar per model shows its training steps. However this function ends (a child's error,
-    Ctrl-C, the SIGTERM that :func:`main` turns into ``SystemExit``), no child outlives it.
+    The models use ``settings.threads`` threads each (one core each on a 2-core machine) until VistaLLM
+    takes GPV-1's at a step fixed in advance (:data:`HANDOVER_STEP`). Each child's output goes to
+    ``OUT/<name>.log``; here one progress bar per model shows its training steps. However this function
+    ends (a child's error, Ctrl-C, the SIGTERM that :func:`main` turns into ``SystemExit``), no child
+    outlives it.
     """
     import multiprocessing as mp
 
@@ -353,8 +383,7 @@ def run_parallel(
     )
     with ctx.Manager() as manager:
         report, results = manager.Queue(), manager.Queue()
-        done = manager.Value("i", 0)
-        shared = (report, done, len(epochs), threads)
+        shared = (report,)
         processes = {
             name: ctx.Process(target=_child_main, args=(name, (out, data, settings, n), shared, results),
                               name=f"demo-{name}")
@@ -374,7 +403,6 @@ def run_parallel(
                     if name not in outcomes and not process.is_alive():
                         _collect(results, outcomes)  # its result may have arrived as it exited
                         outcomes.setdefault(name, (None, f"exit code {process.exitcode}"))
-                done.value = len(outcomes)
                 try:
                     name, phase, step, total = report.get(timeout=0.5)
                 except queue.Empty:
@@ -483,9 +511,11 @@ def _run(args: argparse.Namespace) -> int:
     samples = args.test_samples
     if samples is None:
         samples = QUICK_TEST_SAMPLES if args.quick else TEST_SAMPLES
-    settings = DemoSettings(quick=args.quick, seed=args.seed, test_samples=samples or None)
+    settings = DemoSettings(
+        quick=args.quick, seed=args.seed, test_samples=samples or None, threads=args.threads
+    )
     if args.jobs == 2:
-        metrics = run_parallel(epochs, out, data, settings, args.threads)
+        metrics = run_parallel(epochs, out, data, settings)
     else:
         metrics = {name: RUNNERS[name](out, data, settings, n) for name, n in epochs.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -26,18 +28,36 @@ TESTED_TASKS = {
 (its 20 images leave co-segmentation's test split empty)."""
 
 
-@pytest.mark.slow
-def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _quick_demo(root: Path, jobs: int) -> tuple[Path, str]:
+    """Run ``--quick`` with ``--jobs jobs`` into ``root/demo`` (holding an earlier run); return the output
+    folder and what the demo printed."""
     threads = torch.get_num_threads()
-    out = tmp_path / "demo"
+    out = root / "demo"
     out.mkdir()
     (out / "earlier.txt").write_text("an earlier run")
+    printed = io.StringIO()
     try:
-        assert main(["--quick", "--out", str(out), "--jobs", "2"]) == 0
+        with contextlib.redirect_stdout(printed):
+            assert main(["--quick", "--out", str(out), "--jobs", str(jobs)]) == 0
     finally:
         torch.set_num_threads(threads)
-    printed = capsys.readouterr().out
-    moved = [p for p in tmp_path.iterdir() if p.name.startswith("demo-")]
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def parallel_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    return _quick_demo(tmp_path_factory.mktemp("parallel"), jobs=2)
+
+
+@pytest.fixture(scope="module")
+def sequential_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    return _quick_demo(tmp_path_factory.mktemp("sequential"), jobs=1)
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_metrics_and_pictures(parallel_demo: tuple[Path, str]) -> None:
+    out, printed = parallel_demo
+    moved = [p for p in out.parent.iterdir() if p.name.startswith("demo-")]
     assert len(moved) == 1 and (moved[0] / "earlier.txt").is_file()  # never silently overwritten
     assert f"moved to {moved[0]}" in printed
 
@@ -123,34 +143,48 @@ def test_fit_and_test_scores_each_loader_with_the_stage_model_asked_for(
 
 
 @pytest.mark.slow
-def test_quick_demo_one_job_runs_the_models_in_turn(tmp_path: Path) -> None:
-    threads = torch.get_num_threads()
-    out = tmp_path / "demo"
-    try:
-        assert main(["--quick", "--out", str(out), "--jobs", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_quick_demo_one_job_runs_the_models_in_turn(sequential_demo: tuple[Path, str]) -> None:
+    out, _ = sequential_demo
     metrics = json.loads((out / "metrics.json").read_text())
     runs = {"trained", "untrained"}
     assert {model: set(results) for model, results in metrics.items()} == {"gpv1": runs, "vistallm": runs}
     assert not list(out.glob("*.log"))  # in-process: Lightning's own progress bars, no child logs
 
 
-def test_a_child_takes_the_threads_of_finished_siblings(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow
+def test_a_seed_gives_the_same_figures_with_either_jobs(
+    parallel_demo: tuple[Path, str], sequential_demo: tuple[Path, str]
+) -> None:
+    """VistaLLM changes its thread count at a planned step, not when GPV-1 ends: the two runs repeat each
+    other to the last bit, metrics and every training loss."""
+    (parallel, _), (sequential, _) = parallel_demo, sequential_demo
+    metrics = [json.loads((out / "metrics.json").read_text()) for out in (parallel, sequential)]
+    assert metrics[0] == metrics[1]
+    for model in ("gpv1", "vistallm"):
+        curves = [
+            json.loads((out / f"{model}_page.json").read_text())["curves"] for out in (parallel, sequential)
+        ]
+        assert curves[0] == curves[1], model
+
+
+def test_thread_plan_takes_its_threads_after_its_step() -> None:
     threads = torch.get_num_threads()
-    done = SimpleNamespace(value=0)  # what the parent's manager.Value looks like to a child
-    monkeypatch.setattr(demo, "_DONE", done)
-    monkeypatch.setattr(demo, "_MODELS", 2)
-    monkeypatch.setattr(demo, "_THREADS", 1)
+    plan = demo.ThreadPlan(from_step=3, threads=2)
     try:
         torch.set_num_threads(1)
-        demo._claim_free_threads()
-        assert torch.get_num_threads() == 1  # both models still running: one thread each
-        done.value = 1
-        demo._claim_free_threads()
-        assert torch.get_num_threads() == 2  # the sibling is done: its thread is free
+        plan.on_train_start(SimpleNamespace(global_step=0), None)
+        for step in (1, 2):
+            plan.on_train_batch_end(SimpleNamespace(global_step=step), None)
+            assert torch.get_num_threads() == 1, step  # before the planned step, whoever ends first
+        plan.on_train_batch_end(SimpleNamespace(global_step=3), None)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        plan.on_train_start(SimpleNamespace(global_step=5), None)  # a fit resumed past the step
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="from_step"):
+        demo.ThreadPlan(from_step=-1, threads=2)
 
 
 def _descendants(pid: int) -> set[int]:
