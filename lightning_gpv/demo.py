@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import signal
 import sys
 import threading
@@ -40,6 +39,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lightning_gpv.demo_processes import StepReporter, report_phase, run_parallel
 from lightning_gpv.helptext import first_paragraph
 from lightning_gpv.metrics.evaluation import flatten_results
 from lightning_gpv.shapesworld.sample import SPARSE_STYLE
@@ -58,11 +58,13 @@ QUICK_TEST_SAMPLES = 32
 
 NUM_IMAGES = 3000
 HANDOVER_STEP = 1800
-"""VistaLLM's stage-1 training step from which it runs on GPV-1's threads as well as its own: GPV-1 (trained,
-tested and drawn) is done by about then (step 1,750 of 4,200 with ``--jobs 2`` on 2 cores, a ratio of the two
-models' speeds that a faster or slower machine keeps). The step is fixed in advance, not read from GPV-1's
-progress, because torch adds up in another order on two threads than on one: a hand-over whenever GPV-1
-ends would make a seed's figures depend on the machine's speed and on ``--jobs``."""
+"""VistaLLM's stage-1 training step from which it runs on GPV-1's threads as well as its own: with the
+default options GPV-1 (trained, tested and drawn) is done by about then (step 1,750 of 4,200 with ``--jobs
+2`` on 2 cores, a ratio of the two models' speeds that a faster or slower machine keeps). The step is fixed
+in advance, not read from GPV-1's progress, because torch adds up in another order on two threads than on
+one: a hand-over whenever GPV-1 ends would make a seed's figures depend on the machine's speed and on
+``--jobs``. The price is time, never figures: where GPV-1 runs longer (more ``--epochs`` or scenes,
+``--test-samples 0``) both models share the cores for a while, and on one core VistaLLM runs two threads."""
 QUICK_HANDOVER_STEP = 2
 """:data:`HANDOVER_STEP` with ``--quick`` (4 steps a fit)."""
 Metrics = dict[str, dict[str, float]]
@@ -91,11 +93,6 @@ class DemoSettings:
         return QUICK_HANDOVER_STEP if self.quick else HANDOVER_STEP
 
 
-# Set in a demo child process (see ``run_parallel``): where StepReporter sends (model, phase, step, total).
-_REPORT: Any = None
-_MODEL = ""
-
-
 class ThreadPlan(Callback):
     """After ``from_step`` training steps of a fit, run on ``threads`` torch threads (a process-wide
     setting, kept after the fit; a fit resumed past ``from_step`` takes them at its start).
@@ -116,20 +113,13 @@ class ThreadPlan(Callback):
 
         if step >= self.from_step and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
+            print(f"ThreadPlan: {self.threads} torch threads from step {step + 1}", flush=True)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._follow(trainer.global_step)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         self._follow(trainer.global_step)
-
-
-class StepReporter(Callback):
-    """Sends the training step of a demo child process to the parent, which draws the progress bars."""
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        if _REPORT is not None:
-            _REPORT.put((_MODEL, "fit", trainer.global_step, trainer.estimated_stepping_batches))
 
 
 class LossHistory(Callback):
@@ -144,11 +134,6 @@ class LossHistory(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
             self.points.append((int(trainer.global_step), float(loss)))
-
-
-def _report(phase: str) -> None:
-    if _REPORT is not None:
-        _REPORT.put((_MODEL, phase, 0, 0))
 
 
 def move_aside(out: Path) -> Path | None:
@@ -232,14 +217,14 @@ def fit_and_test(
         )
         fits.append(run_lightning_cli(["fit", "-c", str(recipe), *overrides], overwrite_config=True))
     print(f"== {name}: testing the trained and the untrained model")
-    _report("test")
+    report_phase("test")
     answering = [fit.model if each_stage_tests_its_own else fits[-1].model for fit in fits]
     after: dict[str, float] = {}
     before: dict[str, float] = {}
     for fit, trained in zip(fits, answering):
         after |= _test(trained, fit.datamodule, settings.test_samples)
         before |= _test(untrained.model, fit.datamodule, settings.test_samples)
-    _report("pictures")
+    report_phase("pictures")
     examples: list[dict[str, Any]] = []
     for fit, trained in reversed(list(zip(fits, answering))):
         # A task a later stage drew again (its pictures replaced) keeps only the later stage's rows.
@@ -255,18 +240,26 @@ def fit_and_test(
     return {"trained": after, "untrained": before}
 
 
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _common_overrides(bars: bool, settings: DemoSettings) -> list[str]:
     """CLI overrides of every fit: the seed, :class:`LossHistory`, and :class:`StepReporter` instead of
     Lightning's progress bar (``bars=False``)."""
-    history = [f"--seed_everything={settings.seed}", f"--trainer.callbacks+={__name__}.LossHistory"]
+    history = [f"--seed_everything={settings.seed}", f"--trainer.callbacks+={_class_path(LossHistory)}"]
     if bars:
         return history
-    return [*history, "--trainer.enable_progress_bar=false", f"--trainer.callbacks+={__name__}.StepReporter"]
+    return [
+        *history,
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.callbacks+={_class_path(StepReporter)}",
+    ]
 
 
 def _thread_plan(from_step: int, threads: int) -> str:
     """The CLI override that adds a :class:`ThreadPlan` to a fit's callbacks."""
-    plan = {"class_path": f"{__name__}.ThreadPlan", "init_args": {"from_step": from_step, "threads": threads}}
+    plan = {"class_path": _class_path(ThreadPlan), "init_args": {"from_step": from_step, "threads": threads}}
     return f"--trainer.callbacks+={json.dumps(plan, separators=(',', ':'))}"
 
 
@@ -302,10 +295,11 @@ def run_vistallm(
     (multi-image tasks, only the tokenizer trains), and test the trained and untrained models."""
     stage1 = tiny_recipe("vistallm_shapes", data, None, out / "vistallm_recipe.yaml", out)
     stage2 = tiny_recipe("vistallm_shapes_stage2", data, None, out / "vistallm_stage2_recipe.yaml", out)
+    both = len(RUNNERS) * settings.threads  # GPV-1's threads and its own
     first = [f"--trainer.default_root_dir={out / 'vistallm'}", *_common_overrides(bars, settings),
-             _thread_plan(settings.handover_step, 2 * settings.threads)]  # fmt: skip
+             _thread_plan(settings.handover_step, both)]  # fmt: skip
     second = [f"--trainer.default_root_dir={out / 'vistallm_stage2'}", *_common_overrides(bars, settings),
-              _thread_plan(0, 2 * settings.threads)]  # fmt: skip
+              _thread_plan(0, both)]  # fmt: skip
     if epochs is not None:
         first.append(f"--trainer.max_epochs={epochs}")
     if settings.quick:
@@ -316,121 +310,6 @@ def run_vistallm(
 
 
 RUNNERS: dict[str, Callable[..., Metrics]] = {"gpv1": run_gpv1, "vistallm": run_vistallm}
-
-
-def _init_child(report: Any) -> None:
-    global _REPORT
-    _REPORT = report
-
-
-def _child(name: str, out: Path, data: Path, settings: DemoSettings, epochs: int | None) -> Metrics:
-    """One model's part in a child process; everything it prints goes to ``OUT/<name>.log``."""
-    global _MODEL
-    _MODEL = name
-    log = open(out / f"{name}.log", "w", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the process)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log.fileno(), 1)  # also what C extensions and warnings write
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
-    return RUNNERS[name](out, data, settings, epochs, bars=False)
-
-
-def _child_main(name: str, args: tuple[Any, ...], shared: tuple[Any, ...], results: Any) -> None:
-    """A demo child process: ``_child(name, *args)``, its metrics (or its error) put on ``results``."""
-    _init_child(*shared)
-    try:
-        metrics = _child(name, *args)
-    except BaseException as err:
-        results.put((name, None, repr(err)))
-        raise
-    results.put((name, metrics, None))
-
-
-def _stop(processes: Sequence[Any], grace: float = 20.0) -> None:
-    """Stop the children still running: SIGTERM (Lightning ends the fit at the next step), SIGKILL after
-    ``grace`` seconds."""
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    deadline = time.monotonic() + grace
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-def run_parallel(
-    epochs: dict[str, int | None], out: Path, data: Path, settings: DemoSettings
-) -> dict[str, Metrics]:
-    """Run the models of ``epochs`` (name -> epochs or None) at the same time, one process each.
-
-    The models use ``settings.threads`` threads each (one core each on a 2-core machine) until VistaLLM
-    takes GPV-1's at a step fixed in advance (:data:`HANDOVER_STEP`). Each child's output goes to
-    ``OUT/<name>.log``; here one progress bar per model shows its training steps. However this function
-    ends (a child's error, Ctrl-C, the SIGTERM that :func:`main` turns into ``SystemExit``), no child
-    outlives it.
-    """
-    import multiprocessing as mp
-
-    from tqdm.auto import tqdm
-
-    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
-    print(
-        f"demo: fitting {', '.join(epochs)} in parallel; logs in "
-        + ", ".join(str(out / f"{n}.log") for n in epochs)
-    )
-    with ctx.Manager() as manager:
-        report, results = manager.Queue(), manager.Queue()
-        shared = (report,)
-        processes = {
-            name: ctx.Process(target=_child_main, args=(name, (out, data, settings, n), shared, results),
-                              name=f"demo-{name}")
-            for name, n in epochs.items()
-        }  # fmt: skip
-        outcomes: dict[str, tuple[Metrics | None, str | None]] = {}
-        try:
-            for process in processes.values():
-                process.start()
-            bars = {
-                name: tqdm(desc=name, position=k, unit="step", dynamic_ncols=True)
-                for k, name in enumerate(processes)
-            }
-            while len(outcomes) < len(processes):
-                _collect(results, outcomes)
-                for name, process in processes.items():
-                    if name not in outcomes and not process.is_alive():
-                        _collect(results, outcomes)  # its result may have arrived as it exited
-                        outcomes.setdefault(name, (None, f"exit code {process.exitcode}"))
-                try:
-                    name, phase, step, total = report.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                bar = bars[name]
-                if phase == "fit":
-                    bar.total, bar.n = total, step
-                    bar.refresh()
-                else:
-                    bar.set_postfix_str(phase)
-            for bar in bars.values():
-                bar.close()
-        finally:
-            _stop(list(processes.values()))
-    for name, (_, error) in outcomes.items():
-        if error is not None:
-            raise RuntimeError(f"demo: {name} failed: {error}; see {out / f'{name}.log'}")
-    return {name: metrics for name, (metrics, _) in outcomes.items() if metrics is not None}
-
-
-def _collect(results: Any, outcomes: dict[str, tuple[Metrics | None, str | None]]) -> None:
-    """Move every ``(name, metrics, error)`` waiting on ``results`` into ``outcomes``."""
-    while True:
-        try:
-            name, metrics, error = results.get_nowait()
-        except queue.Empty:
-            return
-        outcomes[name] = (metrics, error)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
@@ -451,26 +330,48 @@ def table(metrics: dict[str, Metrics]) -> str:
     return "\n".join(rows)
 
 
+def _integer(least: int, most: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[least, most]`` (argparse names the option when it is not)."""
+    expected = f"an integer >= {least}" if most is None else f"an integer from {least} to {most}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < least or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m lightning_gpv.demo`` (``make demo``); SIGTERM stops it like Ctrl-C."""
     parser = argparse.ArgumentParser(
         prog="python -m lightning_gpv.demo", description=first_paragraph(__doc__)
     )
     parser.add_argument("--out", default="outputs/demo", help="output folder (an earlier one is moved aside)")
+    positive = _integer(1)
     parser.add_argument(
-        "--num-images", type=int, default=NUM_IMAGES, help=f"ShapesWorld scenes (default {NUM_IMAGES})"
+        "--num-images", type=positive, default=NUM_IMAGES, help=f"ShapesWorld scenes (default {NUM_IMAGES})"
     )
-    parser.add_argument("--epochs", type=int, help="GPV-1 epochs of 300 steps (default: the recipe's 24)")
-    parser.add_argument("--vistallm-epochs", type=int, help="VistaLLM epochs (default: the recipe's)")
+    parser.add_argument("--epochs", type=positive, help="GPV-1 epochs of 300 steps (default: 24)")
+    parser.add_argument("--vistallm-epochs", type=positive, help="VistaLLM epochs (default: the recipe's)")
     parser.add_argument("--quick", action="store_true", help="a few steps on 20 images (for tests)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed of both models (default 0)")
+    seed = _integer(0, 2**32 - 1)  # numpy's range, which seed_everything seeds as well
+    parser.add_argument("--seed", type=seed, default=0, help="training seed of both models (default 0)")
     parser.add_argument(
         "--test-samples",
-        type=int,
+        type=_integer(0),
         help=f"test samples per task (default {TEST_SAMPLES}, 32 with --quick; 0: whole test splits)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads per model (1 is fastest on 2 shared cores)"
+        "--threads",
+        type=positive,
+        default=1,
+        help="torch threads per model (1 is fastest on 2 shared cores); VistaLLM takes GPV-1's as well from "
+        f"its stage-1 step {HANDOVER_STEP} on ({QUICK_HANDOVER_STEP} with --quick), with either --jobs",
     )
     parser.add_argument(
         "--jobs",
@@ -515,7 +416,8 @@ def _run(args: argparse.Namespace) -> int:
         quick=args.quick, seed=args.seed, test_samples=samples or None, threads=args.threads
     )
     if args.jobs == 2:
-        metrics = run_parallel(epochs, out, data, settings)
+        jobs = {name: (RUNNERS[name], (out, data, settings, n)) for name, n in epochs.items()}
+        metrics = run_parallel(jobs, out)
     else:
         metrics = {name: RUNNERS[name](out, data, settings, n) for name, n in epochs.items()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -529,8 +431,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    # Through the package module, not ``__main__``: the child processes and the CLI's StepReporter must
-    # see the same module globals.
+    # Through the package module, not ``__main__``: the callbacks' class paths go into each fit's saved
+    # config.yaml (``__main__.LossHistory`` would not load again with ``lightning-gpv fit -c``), the child
+    # processes unpickle the runners by that name, and ``_loss_points`` needs one copy of LossHistory.
     from lightning_gpv.demo import main as package_main
 
     raise SystemExit(package_main())

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -12,18 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bisection() -> ModuleType:
-    path = ROOT / "benchmarks" / "attcoseg_bisection.py"
-    spec = importlib.util.spec_from_file_location("attcoseg_bisection", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bisection(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("attcoseg_bisection")
 
 
 def _groups(bisection: ModuleType, count: int, seed: int, *, shared: bool) -> list:

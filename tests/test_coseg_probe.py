@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -15,17 +14,10 @@ from lightning_gpv.geometry import Mask
 from lightning_gpv.tasks import Target, Task, TaskSample
 from lightning_gpv.tasks.samples import Prediction
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def probe_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("coseg_probe", ROOT / "benchmarks" / "coseg_probe.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def probe_module(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("coseg_probe")
 
 
 def _square(top: int, left: int) -> np.ndarray:

@@ -95,7 +95,7 @@ def test_quick_demo_writes_metrics_and_pictures(parallel_demo: tuple[Path, str])
 
 @pytest.mark.parametrize("each_stage_tests_its_own", [False, True])
 def test_fit_and_test_scores_each_loader_with_the_stage_model_asked_for(
-    each_stage_tests_its_own: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    each_stage_tests_its_own: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
     import lightning_gpv.cli
     import lightning_gpv.visualize.examples
@@ -157,7 +157,9 @@ def test_a_seed_gives_the_same_figures_with_either_jobs(
 ) -> None:
     """VistaLLM changes its thread count at a planned step, not when GPV-1 ends: the two runs repeat each
     other to the last bit, metrics and every training loss."""
-    (parallel, _), (sequential, _) = parallel_demo, sequential_demo
+    (parallel, _), (sequential, printed) = parallel_demo, sequential_demo
+    switch = f"ThreadPlan: 2 torch threads from step {demo.QUICK_HANDOVER_STEP + 1}"
+    assert switch in (parallel / "vistallm.log").read_text() and switch in printed
     metrics = [json.loads((out / "metrics.json").read_text()) for out in (parallel, sequential)]
     assert metrics[0] == metrics[1]
     for model in ("gpv1", "vistallm"):
@@ -165,6 +167,23 @@ def test_a_seed_gives_the_same_figures_with_either_jobs(
             json.loads((out / f"{model}_page.json").read_text())["curves"] for out in (parallel, sequential)
         ]
         assert curves[0] == curves[1], model
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [(["--threads", "0"], "--threads"), (["--epochs", "x"], "--epochs"),
+     (["--test-samples", "-1"], "--test-samples"), (["--seed", "-3"], "--seed"),
+     (["--num-images", "0"], "--num-images")],
+)  # fmt: skip
+def test_bad_arguments_are_named_before_anything_is_written(
+    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: expected an integer" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_thread_plan_takes_its_threads_after_its_step() -> None:

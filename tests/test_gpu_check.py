@@ -4,10 +4,9 @@ the files ``prepare`` writes and the plan-vs-measured comparison."""
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -16,18 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _gpu_check() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def check(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("gpu_check")
 
 
-def test_dry_run_prints_the_steps_and_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_prints_the_steps_and_the_plan(
+    check: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    assert _gpu_check().main(["prepare", str(out), "--dry-run", "--gpu-memory", "80"]) == 0
+    assert check.main(["prepare", str(out), "--dry-run", "--gpu-memory", "80"]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = [line.split(",", 1)[0].lstrip("[") for line in lines if line.startswith("[")]
     assert names == ["data", "tiny_vistallm_bf16", "tiny_gpv1_bf16", "fsdp_vistallm", "throughput", "compare"]
@@ -41,8 +38,7 @@ def test_dry_run_prints_the_steps_and_the_plan(tmp_path: Path, capsys: pytest.Ca
     assert not out.exists()  # a dry run writes nothing
 
 
-def test_fsdp2_adds_its_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    check = _gpu_check()
+def test_fsdp2_adds_its_fit(check: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check.main(["prepare", str(tmp_path), "--dry-run", "--gpu-memory", "80", "--fsdp2"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     names = [line.split(",", 1)[0].lstrip("[") for line in lines]
@@ -56,10 +52,10 @@ def test_fsdp2_adds_its_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert getattr(importlib.import_module(module), name).__name__ == name
 
 
-def test_the_plan_picks_as_many_layers_as_fit() -> None:
-    layers, plan = _gpu_check().throughput_plan("7b", "full", 8, memory=40.0)
+def test_the_plan_picks_as_many_layers_as_fit(check: ModuleType) -> None:
+    layers, plan = check.throughput_plan("7b", "full", 8, memory=40.0)
     assert 1 < layers < 32 and plan.fits
-    _, deeper = _gpu_check().throughput_plan("7b", "full", 8, memory=80.0)
+    _, deeper = check.throughput_plan("7b", "full", 8, memory=80.0)
     assert deeper.total > plan.total
 
 
@@ -72,15 +68,16 @@ def test_the_plan_picks_as_many_layers_as_fit() -> None:
         (["prepare", "out", "--mode", "stage3"], "--mode"),
     ],
 )
-def test_bad_arguments_are_named(argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_are_named(
+    check: ModuleType, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        _gpu_check().main(argv)
+        check.main(argv)
     assert exit_info.value.code == 2
     assert f"argument {option}:" in capsys.readouterr().err
 
 
-def test_prepare_and_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    check = _gpu_check()
+def test_prepare_and_compare(check: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert check.main(["compare", str(tmp_path)]) == 1  # nothing measured yet
     assert check.main(["prepare", str(tmp_path), "--gpu-memory", "80"]) == 0
     steps = [line.split("\t") for line in (tmp_path / "steps.tsv").read_text().splitlines()]

@@ -3,8 +3,7 @@ the 20-image ShapesWorld with the tiny GPV-1 recipe."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -14,31 +13,20 @@ import torch
 from lightning_gpv.demo import tiny_recipe
 from lightning_gpv.shapesworld.scene import COLORS, SHAPES
 
-ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope="module")
+def rp(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("gpv1_region_probes")
 
 
-def _probes() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gpv1_region_probes", ROOT / "benchmarks" / "gpv1_region_probes.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpv1_region_probes"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rp = _probes()
-
-
-def test_attribute_labels_read_the_named_colour_and_shape() -> None:
+def test_attribute_labels_read_the_named_colour_and_shape(rp: ModuleType) -> None:
     colour, shape = tuple(COLORS)[1], SHAPES[2]
     assert rp.attribute_labels(f"The {colour} {shape}") == {"color": 1, "shape": 2}
     assert rp.attribute_labels(f"{colour} thing") == {"color": 1, "shape": None}
     assert rp.attribute_labels("left one") == {"color": None, "shape": None}
 
 
-def test_logistic_probe_separates_a_linear_labelling_and_not_noise() -> None:
+def test_logistic_probe_separates_a_linear_labelling_and_not_noise(rp: ModuleType) -> None:
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 3, (400,), generator=generator)
     centres = torch.randn(3, 8, generator=generator) * 4
@@ -49,7 +37,7 @@ def test_logistic_probe_separates_a_linear_labelling_and_not_noise() -> None:
     assert rp.logistic_probe(noise, labels)[0] < 0.6
 
 
-def test_report_lists_every_stage_and_the_ranking() -> None:
+def test_report_lists_every_stage_and_the_ranking(rp: ModuleType) -> None:
     generator = torch.Generator().manual_seed(1)
     n = 60
     labels = [{"color": k % 3, "shape": None if k % 2 else k % 4} for k in range(n)]
@@ -63,7 +51,7 @@ def test_report_lists_every_stage_and_the_ranking() -> None:
 
 
 def test_collect_follows_each_found_object_through_every_stage(
-    shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+    rp: ModuleType, shapes_and_vocab: tuple[Path, Path], tmp_path: Path
 ) -> None:
     data, vocab = shapes_and_vocab
     module, loader = rp.load(tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "gpv1.yaml"), None)
@@ -83,7 +71,7 @@ def test_collect_follows_each_found_object_through_every_stage(
 
 
 def test_main_runs_end_to_end(
-    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    rp: ModuleType, shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, vocab = shapes_and_vocab
     recipe = tiny_recipe("gpv1_shapes", data, vocab, tmp_path / "gpv1.yaml")
@@ -94,7 +82,9 @@ def test_main_runs_end_to_end(
     assert "top-1 hit rate at IoU 0.5: oracle" in printed and "query sensitivity" in printed
 
 
-def test_main_names_a_recipe_of_another_model(shapes_and_vocab: tuple[Path, Path], tmp_path: Path) -> None:
+def test_main_names_a_recipe_of_another_model(
+    rp: ModuleType, shapes_and_vocab: tuple[Path, Path], tmp_path: Path
+) -> None:
     data, _ = shapes_and_vocab
     recipe = tiny_recipe("vistallm_shapes", data, None, tmp_path / "vistallm.yaml")
     with pytest.raises(SystemExit, match=r"vistallm\.yaml: a VistaLLMModule recipe; this probe needs"):

@@ -3,17 +3,14 @@ of the untrained tiny VistaLLM on the 20-image ShapesWorld, and ``main`` end to 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = [
     "constant", "pixel patch map", "encoder patch map", "encoder mean", "encoder oracle",
     "oracle patches alone", "qformer queries", "projected tokens", "llm @ first coord", "llm @ each coord",
@@ -22,18 +19,9 @@ STAGES = [
 ]  # fmt: skip
 
 
-def _probes() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "grounding_probes", ROOT / "benchmarks" / "grounding_probes.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["grounding_probes"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gp = _probes()
+@pytest.fixture(scope="module")
+def gp(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("grounding_probes")
 
 
 def _boxes(n: int, seed: int) -> torch.Tensor:
@@ -43,7 +31,7 @@ def _boxes(n: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dim", [12, 300])  # the primal (d <= n) and the dual (d > n) solve
-def test_ridge_probe_recovers_a_linear_map_and_beats_the_constant(dim: int) -> None:
+def test_ridge_probe_recovers_a_linear_map_and_beats_the_constant(gp: ModuleType, dim: int) -> None:
     boxes = _boxes(200, seed=0)
     features = boxes @ torch.randn(4, dim, generator=torch.Generator().manual_seed(1)) + 3.0
     predicted, _ = gp.probe(features[:100], boxes[:100], features[100:])
@@ -53,7 +41,7 @@ def test_ridge_probe_recovers_a_linear_map_and_beats_the_constant(dim: int) -> N
     assert float(constant.mean()) < 0.5
 
 
-def test_run_probes_scores_features_and_decoded_boxes_on_the_held_out_half() -> None:
+def test_run_probes_scores_features_and_decoded_boxes_on_the_held_out_half(gp: ModuleType) -> None:
     boxes = _boxes(120, seed=2)
     noise = torch.randn(120, 8, generator=torch.Generator().manual_seed(3))
     collected = gp.StageFeatures(
@@ -79,7 +67,7 @@ def test_run_probes_scores_features_and_decoded_boxes_on_the_held_out_half() -> 
     )
 
 
-def test_oracle_pooling_and_patch_boxes_on_a_4x4_grid() -> None:
+def test_oracle_pooling_and_patch_boxes_on_a_4x4_grid(gp: ModuleType) -> None:
     box = torch.tensor([[0.0, 0.0, 0.5, 0.5]])  # the top-left 2 x 2 patches
     inside = gp.patch_inside(box, 4)
     assert inside.nonzero()[:, 1].tolist() == [0, 1, 4, 5]
@@ -104,7 +92,9 @@ def system() -> Iterator[object]:
     torch.set_num_threads(threads)
 
 
-def test_collect_features_shapes_and_positions(shapes_and_vocab: tuple[Path, Path], system: object) -> None:
+def test_collect_features_shapes_and_positions(
+    gp: ModuleType, shapes_and_vocab: tuple[Path, Path], system: object
+) -> None:
     data, _ = shapes_and_vocab
     samples = gp.load_samples(data, "train", 12)[4:10]  # samples of 2 images (a few share each)
     assert len(samples) == 6 and len({s.image_ids[0] for s in samples}) > 1
@@ -152,7 +142,7 @@ def test_collect_features_shapes_and_positions(shapes_and_vocab: tuple[Path, Pat
 
 
 def test_main_runs_end_to_end(
-    shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    gp: ModuleType, shapes_and_vocab: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data, _ = shapes_and_vocab
     out = tmp_path / "probes.json"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -51,12 +52,10 @@ def test_every_task_from_shapesworld(shapes_root: Path, build) -> None:  # type:
     assert build.snapshot(r) == before  # nothing written into the data folders
 
 
-def test_throughput_benchmark_runs(shapes_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = Path(__file__).parents[2] / "benchmarks" / "data_throughput.py"
-    spec = importlib.util.spec_from_file_location("data_throughput", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_throughput_benchmark_runs(
+    load_benchmark: Callable[[str], ModuleType], shapes_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = load_benchmark("data_throughput")
     bench.main(["--root", str(shapes_root), "--datamodule", "refcoco", "--workers", "0", "--epochs", "1"])
     out = capsys.readouterr().out
     assert "samples/s" in out and len(out.strip().splitlines()) == 3
