@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lightning_gpv.demo_processes import StepReporter, report_phase, run_parallel
@@ -109,8 +110,6 @@ class ThreadPlan(Callback):
         self.threads = threads
 
     def _follow(self, step: int) -> None:
-        import torch
-
         if step >= self.from_step and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
             print(f"ThreadPlan: {self.threads} torch threads from step {step + 1}", flush=True)
@@ -200,8 +199,6 @@ def fit_and_test(
 
     Returns ``{"trained": ..., "untrained": ...}``, each ``{"test/{dataset}/{task}/{metric}": value}``.
     """
-    import torch
-
     from lightning_gpv.cli import run_lightning_cli
     from lightning_gpv.visualize.examples import compare_predictions
 
@@ -394,8 +391,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     """The demo's steps for parsed arguments (see the module docstring)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
     from lightning_gpv.shapesworld import make_shapes
     from lightning_gpv.visualize.page import write_demo_page
 

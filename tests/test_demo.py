@@ -194,7 +194,7 @@ def test_thread_plan_takes_its_threads_after_its_step() -> None:
         plan.on_train_start(SimpleNamespace(global_step=0), None)
         for step in (1, 2):
             plan.on_train_batch_end(SimpleNamespace(global_step=step), None)
-            assert torch.get_num_threads() == 1, step  # before the planned step, whoever ends first
+            assert torch.get_num_threads() == 1, step  # before the planned step
         plan.on_train_batch_end(SimpleNamespace(global_step=3), None)
         assert torch.get_num_threads() == 2
         torch.set_num_threads(1)
