@@ -9,6 +9,9 @@
   (``val/refcoco_unc.val/rec/acc@0.5``), with each task's ``well_formed`` and ``parse_failure`` rates and
   the loss per loader (``val/refcoco_unc.val/loss``).
 * ``predict_step`` returns the ``Prediction`` objects of a batch.
+* An answer that ``max_new_tokens`` ended before the model did (no end token, or, under constrained
+  decoding, an object left out for lack of room) says so in ``Prediction.dropped``, so it counts as a parse
+  failure, and each evaluation warns once with the number of such answers per task.
 
 The module exposes its :class:`~lightning_gpv.models.vistallm.processor.VistaLLMProcessor` as
 ``self.processor``; a data module with ``connect`` gets it in :meth:`setup` when it has none.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections import Counter
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -25,6 +29,7 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_gpv.errors import InputError
@@ -135,6 +140,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
         self.constrained_decoding = bool(constrained_decoding)
         self._grammar: CoordinateGrammar | None = None  # built on first use: it decodes the whole vocabulary
+        self._cut_answers: dict[str, Counter[Task]] = {}  # per evaluation stage: answers the budget cut
         # Runtime state, not weights: plain objects (not submodules) so checkpoints and FSDP never see them.
         table = evaluation_table(Family.VISTALLM)
         # partial, not lambda: spawn-based launchers (ddp_spawn) pickle the module whole.
@@ -188,6 +194,14 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
     def generate(self, batch: VistaLLMBatch, max_new_tokens: int | None = None) -> torch.Tensor:
         """``(B, T_new)`` greedy continuations of the batch's prompts (under each sample's task grammar when
         ``constrained_decoding``)."""
+        tokens, _ = self._generate(batch, max_new_tokens)
+        return tokens
+
+    def _generate(
+        self, batch: VistaLLMBatch, max_new_tokens: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The continuations and ``(B,)`` bool: where the budget changed the answer (``VistaLLM.generate``'s
+        ``return_cut``)."""
         tokenizer = self.processor.tokenizer
         constrained = self.constrained_decoding
         return self.model.generate(
@@ -197,6 +211,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
             pad_token_id=int(tokenizer.pad_token_id),
             grammar=self.coordinate_grammar() if constrained else None,
             answer_formats=[answer_format(task) for task in batch.tasks] if constrained else None,
+            return_cut=True,
         )
 
     def coordinate_grammar(self) -> CoordinateGrammar:
@@ -206,8 +221,25 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         return self._grammar
 
     def predict_batch(self, batch: VistaLLMBatch, max_new_tokens: int | None = None) -> list[Prediction]:
-        """Generate, decode and parse: one :class:`Prediction` per sample."""
-        return self.processor.decode(self.generate(batch, max_new_tokens), batch)
+        """Generate, decode and parse: one :class:`Prediction` per sample. An answer that the token budget
+        changed (cut before its end, or an object left out for lack of room) says so in ``dropped``."""
+        return self._predict(batch, max_new_tokens)[0]
+
+    def _predict(
+        self, batch: VistaLLMBatch, max_new_tokens: int | None = None
+    ) -> tuple[list[Prediction], list[bool]]:
+        """:meth:`predict_batch` and, per sample, whether the budget changed its answer."""
+        budget = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        tokens, cut = self._generate(batch, budget)
+        predictions = self.processor.decode(tokens, batch)
+        flags = cut.tolist()
+        for prediction, was_cut in zip(predictions, flags):
+            if was_cut:
+                prediction.dropped.append(
+                    f"the token budget (max_new_tokens={budget}) ended the answer before the model did: what "
+                    "it would have written next is missing"
+                )
+        return predictions, flags
 
     # ------------------------------------------------------------------------------------------------
     # Lightning hooks
@@ -226,6 +258,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
+        self._cut_answers["val"] = Counter()
         start_evaluation(self, self.evaluators["val"])
 
     def validation_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -233,8 +266,10 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         finish_evaluation(self, self.evaluators["val"], "val")
+        self._warn_cut_answers("val")
 
     def on_test_epoch_start(self) -> None:
+        self._cut_answers["test"] = Counter()
         start_evaluation(self, self.evaluators["test"])
 
     def test_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -242,6 +277,21 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
 
     def on_test_epoch_end(self) -> None:
         finish_evaluation(self, self.evaluators["test"], "test")
+        self._warn_cut_answers("test")
+
+    def _warn_cut_answers(self, stage: str) -> None:
+        """Warn once per evaluation, per task, about answers the token budget cut (this process's)."""
+        counts = self._cut_answers.pop(stage, Counter())
+        if counts:
+            listing = ", ".join(
+                f"{n} {task.value}" for task, n in sorted(counts.items(), key=lambda kv: kv[0].value)
+            )
+            rank_zero_warn(
+                f"VistaLLMModule: max_new_tokens={self.max_new_tokens} cut answers in this {stage} run "
+                f"({listing}): their metrics miss what the model would have written next, and they count "
+                "as parse failures. Raise --model.init_args.max_new_tokens (each mask takes "
+                f"{2 * self.config.num_mask_points + 3} tokens with its brackets and separator)."
+            )
 
     def predict_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
         return self.predict_batch(batch)
@@ -289,7 +339,10 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
             loss = self(batch).loss.detach()
             if has_labels:
                 evaluator.update_losses(dataloader_idx, {"loss": loss}, weight=len(batch))
-        predictions = self.predict_batch(batch)
+        predictions, cut = self._predict(batch)
+        self._cut_answers.setdefault(stage, Counter()).update(
+            p.task for p, was_cut in zip(predictions, cut) if was_cut
+        )
         metadata = batch.metadata if batch.metadata is not None else [{} for _ in predictions]
         items = [
             EvalItem(p, t, tuple(tuple(size) for size in sizes), m)

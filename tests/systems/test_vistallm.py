@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,32 @@ def test_fit_validate_predict_and_checkpoint_round_trip(module: VistaLLMModule, 
     with torch.no_grad():
         torch.testing.assert_close(module(batch).logits, restored(batch).logits)
     assert [p.text for p in module.predict_batch(batch)] == [p.text for p in restored.predict_batch(batch)]
+
+
+def test_answers_cut_by_the_token_budget_say_so() -> None:
+    seed_everything(0)
+    # Constrained decoding: a REC box takes 6 tokens, so 5 leave none and 7 hold the box and its end.
+    module = VistaLLMModule("tiny", load_weights=False, constrained_decoding=True, max_new_tokens=5).eval()
+    items = [module.processor.encode(s, train=False) for s in _samples(8) if s.task is Task.REC]
+    batch = module.processor.collate(items)
+    for prediction in module.predict_batch(batch):
+        assert len(prediction.boxes) == 0
+        assert prediction.dropped == [
+            "the token budget (max_new_tokens=5) ended the answer before the model did: what it would have "
+            "written next is missing"
+        ]
+    assert all(len(p.boxes) == 1 and not p.dropped for p in module.predict_batch(batch, max_new_tokens=7))
+
+    loader = DataLoader(items, batch_size=1, collate_fn=module.processor.collate)
+    with pytest.warns(UserWarning, match=r"max_new_tokens=5 cut answers in this val run \(2 rec\)"):
+        _trainer().validate(module, loader)
+    assert module.trainer.callback_metrics["val/loader0/rec/parse_failure"] == 1.0
+    module.max_new_tokens = 7
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer().test(module, loader)
+    assert not [w for w in caught if "cut answers" in str(w.message)]
+    assert module.trainer.callback_metrics["test/loader0/rec/parse_failure"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------------

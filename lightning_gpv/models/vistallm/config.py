@@ -510,6 +510,10 @@ class VistaLLMConfig(NamedPresets):
           in every QFormer layer: with BERT's 0.02 the image's share of the query outputs is about 2%, the
           visual tokens of different images become identical within 200 steps (relative spread 0.004)
           and the LLM learns to ignore them; with these settings the spread stays at 0.2-0.5.
+
+        ``max_new_tokens`` is 128: a mask of 12 points takes 27 tokens with its brackets and separator, so a
+        co-segmentation group of 4 images (3 a group, and a class's lone leftover image joins its last one)
+        answers in 108 and GRES fits 4 masks; 96 cut the fourth mask of such groups.
         """
         vision = VisionConfig(
             open_clip_name=None,
@@ -552,4 +556,4 @@ class VistaLLMConfig(NamedPresets):
             initializer_range=128**-0.5,
         )
         return cls(vision=vision, qformer=qformer, llm=llm, prompt_template=SHORT, num_bins=64,
-                   num_mask_points=TINY_NUM_MASK_POINTS, max_length=384, max_new_tokens=96)  # fmt: skip
+                   num_mask_points=TINY_NUM_MASK_POINTS, max_length=384, max_new_tokens=128)  # fmt: skip

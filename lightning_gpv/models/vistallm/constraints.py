@@ -307,6 +307,12 @@ class CoordinateGrammar:
         """Coordinates in one group: 4 for a box, ``2 * num_mask_points`` for a mask."""
         return 4 if kind is ObjectKind.BOX else 2 * self.codec.num_mask_points
 
+    @property
+    def budget_horizon(self) -> int:
+        """Tokens left (this one included) above which the budget changes no rule: a mask group with its
+        separator, opener and closer (``2 * num_mask_points + 3``), the longest group."""
+        return self.group_length(ObjectKind.MASK) + 3
+
     def separator_id(self, kind: ObjectKind) -> int:
         """The separator between two groups of ``kind``."""
         return self.box_sep_id if kind is ObjectKind.BOX else self.mask_sep_id

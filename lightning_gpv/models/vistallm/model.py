@@ -415,7 +415,8 @@ class VistaLLM(
         synced_ranks: bool | None = None,
         grammar: CoordinateGrammar | None = None,
         answer_formats: Sequence[AnswerFormat] | None = None,
-    ) -> torch.Tensor:
+        return_cut: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding with a key/value cache, optionally constrained to the coordinate grammar.
 
         Args:
@@ -434,15 +435,23 @@ class VistaLLM(
                 coordinate token appears outside a group. ``None`` (default): plain greedy decoding.
             answer_formats: ``B`` answer formats, one per sample (``answer_format(task)``); needed with
                 ``grammar``.
+            return_cut: Also return which answers the budget changed.
 
         Returns:
-            ``(B, T_new)`` generated ids, ``T_new <= max_new_tokens``.
+            ``(B, T_new)`` generated ids, ``T_new <= max_new_tokens``; with ``return_cut`` also ``(B,)`` bool,
+            True where ``max_new_tokens`` changed the answer: it had no end token by then, or the grammar's
+            budget rule made a token differ from the one the grammar allows without a budget (an object
+            that no longer fit, a required one opened early). Such an answer lacks what the model would
+            have written next.
         """
         if synced_ranks is None:
             synced_ranks = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         batch = prompt_ids.shape[0]
         if max_new_tokens <= 0:
-            return prompt_ids.new_zeros(batch, 0)
+            empty = prompt_ids.new_zeros(batch, 0)
+            if return_cut:  # nothing written: every answer lacks its end
+                return empty, torch.ones(batch, dtype=torch.bool, device=prompt_ids.device)
+            return empty
         states: list[GrammarState] | None = None
         if grammar is not None:
             if answer_formats is None or len(answer_formats) != batch:
@@ -459,12 +468,20 @@ class VistaLLM(
             logits_to_keep=1,
         )
         done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+        cut = torch.zeros_like(done)
         generated: list[torch.Tensor] = []
         embedding = self.llm.get_input_embeddings()
         for step in range(max_new_tokens):
             logits = out.logits[:, -1]
             if grammar is not None and states is not None:
-                allowed = grammar.mask(states, max_new_tokens - step, logits.shape[-1], logits.device)
+                remaining = max_new_tokens - step
+                allowed = grammar.mask(states, remaining, logits.shape[-1], logits.device)
+                if return_cut and remaining <= grammar.budget_horizon:
+                    # Farther from the end the budget's rules are the unbudgeted ones: compare only here.
+                    unbudgeted = grammar.mask(states, None, logits.shape[-1], logits.device)
+                    free = logits if unbudgeted is None else logits.masked_fill(~unbudgeted, float("-inf"))
+                    chosen = logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
+                    cut |= ~done & (chosen.argmax(-1) != free.argmax(-1))
                 if allowed is not None:
                     logits = logits.masked_fill(~allowed, float("-inf"))
             token = logits.argmax(-1)
@@ -484,7 +501,8 @@ class VistaLLM(
                 past_key_values=out.past_key_values,
                 use_cache=True,
             )
-        return torch.stack(generated, dim=1)
+        tokens = torch.stack(generated, dim=1)
+        return (tokens, cut | ~done) if return_cut else tokens
 
 
 def _all_done(done: torch.Tensor, synced_ranks: bool) -> bool:

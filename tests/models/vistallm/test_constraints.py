@@ -253,6 +253,31 @@ def test_constrained_generation_parses_without_failure(
                             grammar=grammar)  # fmt: skip
 
 
+def test_generation_reports_the_answers_its_budget_changed(
+    tiny_model: VistaLLM, tiny_processor: VistaLLMProcessor, samples, grammar: CoordinateGrammar
+) -> None:
+    tiny_model.eval()
+    batch = _batch(tiny_processor, samples, ["rec"])
+    eos, pad = int(tiny_processor.tokenizer.eos_token_id), int(tiny_processor.tokenizer.pad_token_id)
+    constrained = {"eos_token_id": eos, "pad_token_id": pad, "grammar": grammar,
+                   "answer_formats": [answer_format(Task.REC)], "return_cut": True}  # fmt: skip
+    # A box takes 6 tokens: with 5 the budget rule ends the answer where the format asks for an opener.
+    ids, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=5, **constrained)
+    assert ids.tolist() == [[eos]] and cut.tolist() == [True]
+    ids, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=7, **constrained)
+    assert ids.shape[1] == 7 and ids[0, -1] == eos and cut.tolist() == [False]
+    assert len(tiny_processor.decode(ids, batch)[0].boxes) == 1
+    # Unconstrained: an answer without its end token within the budget is cut, one that ends is not.
+    plain = {"pad_token_id": pad, "return_cut": True}
+    first, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=1, eos_token_id=-1, **plain)
+    assert cut.tolist() == [True]
+    ends_at_once = {"eos_token_id": int(first[0, 0]), **plain}
+    ids, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=4, **ends_at_once)
+    assert ids.shape[1] == 1 and cut.tolist() == [False]
+    ids, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=0, eos_token_id=eos, **plain)
+    assert ids.shape == (1, 0) and cut.tolist() == [True]
+
+
 def test_unconstrained_generation_is_plain_greedy(
     tiny_model: VistaLLM, tiny_processor: VistaLLMProcessor, samples
 ) -> None:
