@@ -11,7 +11,8 @@
 * ``predict_step`` returns the ``Prediction`` objects of a batch.
 * An answer that ``max_new_tokens`` ended before the model did (no end token, or, under constrained
   decoding, an object left out for lack of room) says so in ``Prediction.dropped``, so it counts as a parse
-  failure, and each evaluation warns once with the number of such answers per task.
+  failure; each evaluation warns once with the number of such answers per task and of the samples whose
+  reference answer is longer than the budget (:class:`BudgetTally`).
 
 The module exposes its :class:`~lightning_gpv.models.vistallm.processor.VistaLLMProcessor` as
 ``self.processor``; a data module with ``connect`` gets it in :meth:`setup` when it has none.
@@ -22,7 +23,8 @@ from __future__ import annotations
 import copy
 import math
 from collections import Counter
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +41,7 @@ from lightning_gpv.models.hub import saved_model_folder
 from lightning_gpv.models.vistallm.build import build_vistallm
 from lightning_gpv.models.vistallm.config import VistaLLMConfig
 from lightning_gpv.models.vistallm.constraints import CoordinateGrammar, answer_format
-from lightning_gpv.models.vistallm.model import VistaLLM
+from lightning_gpv.models.vistallm.model import IGNORE_INDEX, VistaLLM
 from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProcessor
 from lightning_gpv.systems.folders import PushToHubMixin
 from lightning_gpv.systems.hooks import (
@@ -64,6 +66,54 @@ def warmup_cosine(step: int, *, total_steps: int, warmup_steps: int, min_ratio: 
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class BudgetTally:
+    """What the token budget did in one evaluation: answers it cut, and reference answers longer than it.
+
+    Attributes:
+        cut: Per task, answers that ``max_new_tokens`` ended before the model did.
+        too_long: Per task, samples whose reference answer (its tokens and the end token) exceeds the budget:
+            no model can write it whole.
+        longest: Per task, the longest such reference answer, in tokens.
+    """
+
+    cut: Counter[Task] = field(default_factory=Counter)
+    too_long: Counter[Task] = field(default_factory=Counter)
+    longest: dict[Task, int] = field(default_factory=dict)
+
+    def update(self, tasks: Sequence[Task], cut: Sequence[bool], lengths: Sequence[int], budget: int) -> None:
+        """Count one batch: ``cut`` flags and reference ``lengths`` (0 without a reference), per sample."""
+        self.cut.update(task for task, was_cut in zip(tasks, cut) if was_cut)
+        for task, length in zip(tasks, lengths):
+            if length > budget:
+                self.too_long[task] += 1
+                self.longest[task] = max(length, self.longest.get(task, 0))
+
+    def message(self, budget: int, stage: str, mask_tokens: int) -> str | None:
+        """The warning for a ``stage`` run under ``budget`` (``None`` when the budget changed nothing)."""
+        parts = []
+        if self.too_long:
+            listing = ", ".join(
+                f"{n} {task.value} (up to {self.longest[task]})" for task, n in _by_name(self.too_long)
+            )
+            parts.append(f"reference answers longer than the budget: {listing}")
+        if self.cut:
+            listing = ", ".join(f"{n} {task.value}" for task, n in _by_name(self.cut))
+            parts.append(f"answers it ended before the model did: {listing}")
+        if not parts:
+            return None
+        return (
+            f"VistaLLMModule: max_new_tokens={budget} in this {stage} run: {'; '.join(parts)}. Their metrics "
+            "miss what was not written, and cut answers count as parse failures. Raise "
+            f"--model.init_args.max_new_tokens (a mask takes {mask_tokens} tokens with its brackets and "
+            "separator)."
+        )
+
+
+def _by_name(counts: Counter[Task]) -> list[tuple[Task, int]]:
+    return sorted(counts.items(), key=lambda item: item[0].value)
 
 
 class VistaLLMModule(PushToHubMixin, LightningModule):
@@ -140,7 +190,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.config.max_new_tokens
         self.constrained_decoding = bool(constrained_decoding)
         self._grammar: CoordinateGrammar | None = None  # built on first use: it decodes the whole vocabulary
-        self._cut_answers: dict[str, Counter[Task]] = {}  # per evaluation stage: answers the budget cut
+        self._budget_tallies: dict[str, BudgetTally] = {}  # per evaluation stage
         # Runtime state, not weights: plain objects (not submodules) so checkpoints and FSDP never see them.
         table = evaluation_table(Family.VISTALLM)
         # partial, not lambda: spawn-based launchers (ddp_spawn) pickle the module whole.
@@ -258,7 +308,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self._cut_answers["val"] = Counter()
+        self._budget_tallies["val"] = BudgetTally()
         start_evaluation(self, self.evaluators["val"])
 
     def validation_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -266,10 +316,10 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         finish_evaluation(self, self.evaluators["val"], "val")
-        self._warn_cut_answers("val")
+        self._warn_budget("val")
 
     def on_test_epoch_start(self) -> None:
-        self._cut_answers["test"] = Counter()
+        self._budget_tallies["test"] = BudgetTally()
         start_evaluation(self, self.evaluators["test"])
 
     def test_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -277,21 +327,14 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
 
     def on_test_epoch_end(self) -> None:
         finish_evaluation(self, self.evaluators["test"], "test")
-        self._warn_cut_answers("test")
+        self._warn_budget("test")
 
-    def _warn_cut_answers(self, stage: str) -> None:
-        """Warn once per evaluation, per task, about answers the token budget cut (this process's)."""
-        counts = self._cut_answers.pop(stage, Counter())
-        if counts:
-            listing = ", ".join(
-                f"{n} {task.value}" for task, n in sorted(counts.items(), key=lambda kv: kv[0].value)
-            )
-            rank_zero_warn(
-                f"VistaLLMModule: max_new_tokens={self.max_new_tokens} cut answers in this {stage} run "
-                f"({listing}): their metrics miss what the model would have written next, and they count "
-                "as parse failures. Raise --model.init_args.max_new_tokens (each mask takes "
-                f"{2 * self.config.num_mask_points + 3} tokens with its brackets and separator)."
-            )
+    def _warn_budget(self, stage: str) -> None:
+        """Warn once per evaluation about what the token budget cut (this process's samples)."""
+        tally = self._budget_tallies.pop(stage, BudgetTally())
+        message = tally.message(self.max_new_tokens, stage, 2 * self.config.num_mask_points + 3)
+        if message is not None:
+            rank_zero_warn(message)
 
     def predict_step(self, batch: VistaLLMBatch, batch_idx: int, dataloader_idx: int = 0) -> list[Prediction]:
         return self.predict_batch(batch)
@@ -333,16 +376,16 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
 
     def _evaluate(self, batch: VistaLLMBatch, stage: str, batch_idx: int, dataloader_idx: int) -> None:
         evaluator = self.evaluators[stage]
-        has_labels = bool((batch.labels != -100).any())
+        has_labels = bool((batch.labels != IGNORE_INDEX).any())
         # Under FSDP a forward gathers shards with every rank: run it on all ranks or on none.
         if any_rank(has_labels, self.device):
             loss = self(batch).loss.detach()
             if has_labels:
                 evaluator.update_losses(dataloader_idx, {"loss": loss}, weight=len(batch))
         predictions, cut = self._predict(batch)
-        self._cut_answers.setdefault(stage, Counter()).update(
-            p.task for p, was_cut in zip(predictions, cut) if was_cut
-        )
+        lengths = (batch.labels != IGNORE_INDEX).sum(dim=1).tolist()
+        tally = self._budget_tallies.setdefault(stage, BudgetTally())
+        tally.update([p.task for p in predictions], cut, lengths, self.max_new_tokens)
         metadata = batch.metadata if batch.metadata is not None else [{} for _ in predictions]
         items = [
             EvalItem(p, t, tuple(tuple(size) for size in sizes), m)

@@ -18,7 +18,7 @@ from datamodules.vqav2 import VQAv2DataModule, VQAv2Options
 from lightning_gpv.geometry import Mask
 from lightning_gpv.metrics.evaluation import flatten_results
 from lightning_gpv.shapesworld import SceneStyle, make_shapes
-from lightning_gpv.systems.vistallm import VistaLLMModule, warmup_cosine
+from lightning_gpv.systems.vistallm import BudgetTally, VistaLLMModule, warmup_cosine
 from lightning_gpv.tasks import Prediction, Target, Task, TaskSample
 
 
@@ -126,6 +126,24 @@ def test_fit_validate_predict_and_checkpoint_round_trip(module: VistaLLMModule, 
     assert [p.text for p in module.predict_batch(batch)] == [p.text for p in restored.predict_batch(batch)]
 
 
+def test_budget_tally_counts_per_task_over_batches() -> None:
+    tally = BudgetTally()
+    assert tally.message(96, "test", 27) is None
+    tally.update([Task.COSEG, Task.GRES], [False, False], [81, 27], budget=96)
+    assert tally.message(96, "test", 27) is None  # every reference fits, nothing cut
+    tally.update([Task.COSEG, Task.COSEG, Task.GRES], [True, False, True], [108, 135, 0], budget=96)
+    assert (tally.cut, tally.too_long, tally.longest) == (
+        {Task.COSEG: 1, Task.GRES: 1},
+        {Task.COSEG: 2},
+        {Task.COSEG: 135},
+    )
+    message = tally.message(96, "test", 27)
+    assert message is not None and message.startswith(
+        "VistaLLMModule: max_new_tokens=96 in this test run: reference answers longer than the budget: "
+        "2 coseg (up to 135); answers it ended before the model did: 1 coseg, 1 gres. "
+    )
+
+
 def test_answers_cut_by_the_token_budget_say_so() -> None:
     seed_everything(0)
     # Constrained decoding: a REC box takes 6 tokens, so 5 leave none and 7 hold the box and its end.
@@ -141,14 +159,19 @@ def test_answers_cut_by_the_token_budget_say_so() -> None:
     assert all(len(p.boxes) == 1 and not p.dropped for p in module.predict_batch(batch, max_new_tokens=7))
 
     loader = DataLoader(items, batch_size=1, collate_fn=module.processor.collate)
-    with pytest.warns(UserWarning, match=r"max_new_tokens=5 cut answers in this val run \(2 rec\)"):
+    # The reference box answer: opener, 4 coordinates, closer and the end token.
+    expected = (
+        r"max_new_tokens=5 in this val run: reference answers longer than the budget: 2 rec \(up to 7\); "
+        r"answers it ended before the model did: 2 rec\. "
+    )
+    with pytest.warns(UserWarning, match=expected):
         _trainer().validate(module, loader)
     assert module.trainer.callback_metrics["val/loader0/rec/parse_failure"] == 1.0
     module.max_new_tokens = 7
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _trainer().test(module, loader)
-    assert not [w for w in caught if "cut answers" in str(w.message)]
+    assert not [w for w in caught if "max_new_tokens" in str(w.message)]
     assert module.trainer.callback_metrics["test/loader0/rec/parse_failure"] == 0.0
 
 
