@@ -77,16 +77,19 @@ class BudgetTally:
         too_long: Per task, samples whose reference answer (its tokens and the end token) exceeds the budget:
             no model can write it whole.
         longest: Per task, the longest such reference answer, in tokens.
+        references: Samples with a reference answer (test sets may hide theirs).
     """
 
     cut: Counter[Task] = field(default_factory=Counter)
     too_long: Counter[Task] = field(default_factory=Counter)
     longest: dict[Task, int] = field(default_factory=dict)
+    references: int = 0
 
     def update(self, tasks: Sequence[Task], cut: Sequence[bool], lengths: Sequence[int], budget: int) -> None:
         """Count one batch: ``cut`` flags and reference ``lengths`` (0 without a reference), per sample."""
         self.cut.update(task for task, was_cut in zip(tasks, cut) if was_cut)
         for task, length in zip(tasks, lengths):
+            self.references += length > 0
             if length > budget:
                 self.too_long[task] += 1
                 self.longest[task] = max(length, self.longest.get(task, 0))
@@ -104,11 +107,19 @@ class BudgetTally:
             parts.append(f"answers it ended before the model did: {listing}")
         if not parts:
             return None
+        advice = (
+            f"Raise --model.init_args.max_new_tokens (a mask takes {mask_tokens} tokens with its brackets "
+            "and separator)."
+        )
+        if not self.too_long and self.references:
+            # An untrained model never writes its end token: no budget helps it.
+            advice = (
+                "Every reference answer fits the budget: the model wrote on past their length, as an "
+                f"untrained or diverging one does. {advice}"
+            )
         return (
             f"VistaLLMModule: max_new_tokens={budget} in this {stage} run: {'; '.join(parts)}. Their metrics "
-            "miss what was not written, and cut answers count as parse failures. Raise "
-            f"--model.init_args.max_new_tokens (a mask takes {mask_tokens} tokens with its brackets and "
-            "separator)."
+            f"miss what was not written, and cut answers count as parse failures. {advice}"
         )
 
 

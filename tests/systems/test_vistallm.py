@@ -131,6 +131,10 @@ def test_budget_tally_counts_per_task_over_batches() -> None:
     assert tally.message(96, "test", 27) is None
     tally.update([Task.COSEG, Task.GRES], [False, False], [81, 27], budget=96)
     assert tally.message(96, "test", 27) is None  # every reference fits, nothing cut
+    tally.update([Task.VQA], [True], [3], budget=96)
+    assert "Every reference answer fits the budget" in str(tally.message(96, "test", 27))
+    assert tally.references == 3
+    tally.cut.clear()
     tally.update([Task.COSEG, Task.COSEG, Task.GRES], [True, False, True], [108, 135, 0], budget=96)
     assert (tally.cut, tally.too_long, tally.longest) == (
         {Task.COSEG: 1, Task.GRES: 1},
@@ -141,6 +145,9 @@ def test_budget_tally_counts_per_task_over_batches() -> None:
     assert message is not None and message.startswith(
         "VistaLLMModule: max_new_tokens=96 in this test run: reference answers longer than the budget: "
         "2 coseg (up to 135); answers it ended before the model did: 1 coseg, 1 gres. "
+    )
+    assert "Every reference" not in message and message.endswith(
+        "Raise --model.init_args.max_new_tokens (a mask takes 27 tokens with its brackets and separator)."
     )
 
 
