@@ -115,17 +115,22 @@ def mask_bias(samples: Sequence[TaskSample], predictions: Sequence[Prediction]) 
 def nlvr2_answers(samples: Sequence[TaskSample], predictions: Sequence[Prediction]) -> dict[str, float]:
     """NLVR2 figures (see the module docstring)."""
     answers: Counter[tuple[str, str]] = Counter()
-    groups: dict[str, list[bool]] = defaultdict(list)
+    groups: dict[str, list[tuple[bool, str]]] = defaultdict(list)
     for sample, prediction in zip(samples, predictions):
         label, answer = sample.target.text, prediction.text.strip()
         answers[(label, answer)] += 1
-        groups[sample.metadata.get("consistency_key", sample.sample_id)].append(answer == label)
+        groups[sample.metadata.get("consistency_key", sample.sample_id)].append((answer == label, answer))
     out = {f"label {label}, answer {answer!r}": float(n) for (label, answer), n in sorted(answers.items())}
     sizes = [len(v) for v in groups.values()]
     return out | {
-        "accuracy": float(np.mean([ok for v in groups.values() for ok in v])),
-        "consistency": float(np.mean([all(v) for v in groups.values()])),
+        "accuracy": float(np.mean([ok for v in groups.values() for ok, _ in v])),
+        "consistency": float(np.mean([all(ok for ok, _ in v) for v in groups.values()])),
         "consistency answering at random": float(np.mean([0.5**n for n in sizes])),
+        # Answers that follow the statement and not the images are alike across its pairs.
+        "statements answered alike for all pairs": float(
+            np.mean([len({a for _, a in v}) == 1 for v in groups.values()])
+        ),
+        "statements answered alike, answering at random": float(np.mean([2 * 0.5**n for n in sizes])),
     }
 
 

@@ -77,4 +77,6 @@ def test_nlvr2_consistency_needs_every_pair_of_a_statement(breakdown: ModuleType
     figures = breakdown.nlvr2_answers(samples, [Prediction(Task.NLVR2, text=a) for a in answers])
     assert figures["accuracy"] == 0.75 and figures["consistency"] == 0.5
     assert figures["consistency answering at random"] == 0.25
+    assert figures["statements answered alike for all pairs"] == 0.5  # s2: "True" twice
+    assert figures["statements answered alike, answering at random"] == 0.5
     assert figures["label False, answer 'True'"] == 1.0 and figures["label True, answer 'True'"] == 2.0

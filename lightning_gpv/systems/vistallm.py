@@ -11,8 +11,8 @@
 * ``predict_step`` returns the ``Prediction`` objects of a batch.
 * An answer that ``max_new_tokens`` ended before the model did (no end token, or, under constrained
   decoding, an object left out for lack of room) says so in ``Prediction.dropped``, so it counts as a parse
-  failure; each evaluation warns once with the number of such answers per task and of the samples whose
-  reference answer is longer than the budget (:class:`BudgetTally`).
+  failure; each evaluation (not the sanity check) warns once with the number of such answers per task and of
+  the samples whose reference answer is longer than the budget, over all processes (:class:`BudgetTally`).
 
 The module exposes its :class:`~lightning_gpv.models.vistallm.processor.VistaLLMProcessor` as
 ``self.processor``; a data module with ``connect`` gets it in :meth:`setup` when it has none.
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.optim.lr_scheduler import LambdaLR
@@ -46,6 +47,7 @@ from lightning_gpv.models.vistallm.processor import VistaLLMBatch, VistaLLMProce
 from lightning_gpv.systems.folders import PushToHubMixin
 from lightning_gpv.systems.hooks import (
     any_rank,
+    attached_trainer,
     connect_datamodule,
     finish_evaluation,
     finish_loader,
@@ -77,7 +79,7 @@ class BudgetTally:
         too_long: Per task, samples whose reference answer (its tokens and the end token) exceeds the budget:
             no model can write it whole.
         longest: Per task, the longest such reference answer, in tokens.
-        references: Samples with a reference answer (test sets may hide theirs).
+        references: Samples with a reference answer (not counted: hidden annotations, no-target samples).
     """
 
     cut: Counter[Task] = field(default_factory=Counter)
@@ -85,14 +87,37 @@ class BudgetTally:
     longest: dict[Task, int] = field(default_factory=dict)
     references: int = 0
 
-    def update(self, tasks: Sequence[Task], cut: Sequence[bool], lengths: Sequence[int], budget: int) -> None:
-        """Count one batch: ``cut`` flags and reference ``lengths`` (0 without a reference), per sample."""
+    def update(
+        self, tasks: Sequence[Task], cut: Sequence[bool], lengths: Sequence[int | None], budget: int
+    ) -> None:
+        """Count one batch: per sample, its ``cut`` flag and its reference length (``None``: none)."""
         self.cut.update(task for task, was_cut in zip(tasks, cut) if was_cut)
         for task, length in zip(tasks, lengths):
-            self.references += length > 0
+            if length is None:
+                continue
+            self.references += 1
             if length > budget:
                 self.too_long[task] += 1
                 self.longest[task] = max(length, self.longest.get(task, 0))
+
+    def synced(self, device: torch.device) -> BudgetTally:
+        """The tally over every process of ``torch.distributed`` (itself without one). A collective: every
+        process calls it."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self
+        tasks = list(Task)
+        rows = [[self.cut[t], self.too_long[t], self.longest.get(t, 0)] for t in tasks]
+        counts = torch.tensor([*rows, [self.references, 0, 0]], dtype=torch.int64, device=device)
+        longest = counts[:, 2].clone()
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        out = BudgetTally(references=int(counts[-1, 0]))
+        for i, task in enumerate(tasks):
+            if counts[i, 0]:
+                out.cut[task] = int(counts[i, 0])
+            if counts[i, 1]:
+                out.too_long[task], out.longest[task] = int(counts[i, 1]), int(longest[i])
+        return out
 
     def message(self, budget: int, stage: str, mask_tokens: int) -> str | None:
         """The warning for a ``stage`` run under ``budget`` (``None`` when the budget changed nothing)."""
@@ -341,8 +366,13 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
         self._warn_budget("test")
 
     def _warn_budget(self, stage: str) -> None:
-        """Warn once per evaluation about what the token budget cut (this process's samples)."""
+        """Warn once per evaluation about what the token budget cut, over every process's samples; not after
+        the sanity check (the model has not trained yet)."""
         tally = self._budget_tallies.pop(stage, BudgetTally())
+        trainer = attached_trainer(self)
+        if trainer is not None and trainer.sanity_checking:
+            return
+        tally = tally.synced(self.device)
         message = tally.message(self.max_new_tokens, stage, 2 * self.config.num_mask_points + 3)
         if message is not None:
             rank_zero_warn(message)
@@ -394,7 +424,12 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
             if has_labels:
                 evaluator.update_losses(dataloader_idx, {"loss": loss}, weight=len(batch))
         predictions, cut = self._predict(batch)
-        lengths = (batch.labels != IGNORE_INDEX).sum(dim=1).tolist()
+        # The labels are the answer's tokens and its end token. An empty target (hidden annotations, a
+        # no-target expression) is no answer to measure the budget by.
+        lengths = [
+            int(n) if t.text or t.answers or len(t.boxes) or t.masks else None
+            for n, t in zip((batch.labels != IGNORE_INDEX).sum(dim=1).tolist(), batch.targets)
+        ]
         tally = self._budget_tallies.setdefault(stage, BudgetTally())
         tally.update([p.task for p in predictions], cut, lengths, self.max_new_tokens)
         metadata = batch.metadata if batch.metadata is not None else [{} for _ in predictions]

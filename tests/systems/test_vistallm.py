@@ -133,9 +133,9 @@ def test_budget_tally_counts_per_task_over_batches() -> None:
     assert tally.message(96, "test", 27) is None  # every reference fits, nothing cut
     tally.update([Task.VQA], [True], [3], budget=96)
     assert "Every reference answer fits the budget" in str(tally.message(96, "test", 27))
-    assert tally.references == 3
+    assert tally.references == 3 and tally.synced(torch.device("cpu")) is tally  # one process
     tally.cut.clear()
-    tally.update([Task.COSEG, Task.COSEG, Task.GRES], [True, False, True], [108, 135, 0], budget=96)
+    tally.update([Task.COSEG, Task.COSEG, Task.GRES], [True, False, True], [108, 135, None], budget=96)
     assert (tally.cut, tally.too_long, tally.longest) == (
         {Task.COSEG: 1, Task.GRES: 1},
         {Task.COSEG: 2},
@@ -174,6 +174,13 @@ def test_answers_cut_by_the_token_budget_say_so() -> None:
     with pytest.warns(UserWarning, match=expected):
         _trainer().validate(module, loader)
     assert module.trainer.callback_metrics["val/loader0/rec/parse_failure"] == 1.0
+    # Fitting warns after its validation, not after the sanity check before training.
+    train = DataLoader([module.processor.encode(s, train=True) for s in _samples(8) if s.task is Task.REC],
+                       batch_size=2, collate_fn=module.processor.collate)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _trainer(max_steps=1, num_sanity_val_steps=1, limit_val_batches=1).fit(module, train, loader)
+    assert len([w for w in caught if "max_new_tokens=5 in this val run" in str(w.message)]) == 1
     module.max_new_tokens = 7
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -313,6 +313,11 @@ class CoordinateGrammar:
         separator, opener and closer (``2 * num_mask_points + 3``), the longest group."""
         return self.group_length(ObjectKind.MASK) + 3
 
+    def must_end(self, state: GrammarState) -> bool:
+        """Whether the end token is all that may follow ``state`` under any budget (a whole answer)."""
+        rule = self._rule(state, None)
+        return rule is not None and rule.base is _Base.NONE and rule.extra == frozenset({self.eos_id})
+
     def separator_id(self, kind: ObjectKind) -> int:
         """The separator between two groups of ``kind``."""
         return self.box_sep_id if kind is ObjectKind.BOX else self.mask_sep_id

@@ -502,7 +502,11 @@ class VistaLLM(
                 use_cache=True,
             )
         tokens = torch.stack(generated, dim=1)
-        return (tokens, cut | ~done) if return_cut else tokens
+        if not return_cut:
+            return tokens
+        if grammar is not None and states is not None:  # only the end token may follow: a whole answer
+            done = done | torch.tensor([grammar.must_end(s) for s in states], device=done.device)
+        return tokens, cut | ~done
 
 
 def _all_done(done: torch.Tensor, synced_ranks: bool) -> bool:

@@ -267,6 +267,14 @@ def test_generation_reports_the_answers_its_budget_changed(
     ids, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=7, **constrained)
     assert ids.shape[1] == 7 and ids[0, -1] == eos and cut.tolist() == [False]
     assert len(tiny_processor.decode(ids, batch)[0].boxes) == 1
+    # With 6 the box fills the budget; only the end token could follow it, so nothing was cut.
+    ids, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=6, **constrained)
+    assert ids.shape[1] == 6 and eos not in ids[0].tolist() and cut.tolist() == [False]
+    state = grammar.start(answer_format(Task.REC))
+    assert not grammar.must_end(state)
+    for token in ids[0].tolist():
+        state = grammar.advance(state, token)
+    assert grammar.must_end(state)
     # Unconstrained: an answer without its end token within the budget is cut, one that ends is not.
     plain = {"pad_token_id": pad, "return_cut": True}
     first, cut = tiny_model.generate(**batch.generation_inputs(), max_new_tokens=1, eos_token_id=-1, **plain)
