@@ -367,7 +367,7 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
 
     def _warn_budget(self, stage: str) -> None:
         """Warn once per evaluation about what the token budget cut, over every process's samples; not after
-        the sanity check (the model has not trained yet)."""
+        the sanity check (a few batches that check the loop before training, not an evaluation)."""
         tally = self._budget_tallies.pop(stage, BudgetTally())
         trainer = attached_trainer(self)
         if trainer is not None and trainer.sanity_checking:
