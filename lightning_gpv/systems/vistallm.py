@@ -280,19 +280,17 @@ class VistaLLMModule(PushToHubMixin, LightningModule):
     def generate(self, batch: VistaLLMBatch, max_new_tokens: int | None = None) -> torch.Tensor:
         """``(B, T_new)`` greedy continuations of the batch's prompts (under each sample's task grammar when
         ``constrained_decoding``)."""
-        tokens, _ = self._generate(batch, max_new_tokens)
+        tokens, _ = self._generate(batch, self.max_new_tokens if max_new_tokens is None else max_new_tokens)
         return tokens
 
-    def _generate(
-        self, batch: VistaLLMBatch, max_new_tokens: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _generate(self, batch: VistaLLMBatch, max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The continuations and ``(B,)`` bool: where the budget changed the answer (``VistaLLM.generate``'s
         ``return_cut``)."""
         tokenizer = self.processor.tokenizer
         constrained = self.constrained_decoding
         return self.model.generate(
             **batch.generation_inputs(),
-            max_new_tokens=self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            max_new_tokens=max_new_tokens,
             eos_token_id=int(tokenizer.eos_token_id),
             pad_token_id=int(tokenizer.pad_token_id),
             grammar=self.coordinate_grammar() if constrained else None,
