@@ -203,11 +203,10 @@ def multi_expressions(record: SceneRecord, rng: np.random.Generator) -> list[Exp
 def no_target_expressions(record: SceneRecord, rng: np.random.Generator, tries: int = 20) -> list[Expression]:
     """Deceptive expressions that match nothing (they reuse a colour or shape of the scene).
 
-    They are written as the single-target appearance expressions are (``"purple circle"``, ``"tiny red
-    square"``: no article), as gRefCOCO's no-target expressions read like its other ones: with a leading
-    "the" that only they carried among the singular expressions, a tiny VistaLLM learnt to answer "no target"
-    to every multi-target expression starting with "the" ("the two hearts": 26 of 26 in the demo's test
-    samples) instead of looking for the objects (``docs/benchmarks.md``).
+    They read ``"the <phrase>"``, an article the single-target expressions (RefCOCO style) never start with,
+    so the text alone tells a singular expression with no target from one with a target; the multi-target
+    ones may start with "the" too. ``docs/benchmarks.md`` measures what a tiny VistaLLM makes of that cue and
+    of the same world without it.
     """
     out: list[Expression] = []
     for _ in range(tries):
@@ -225,7 +224,7 @@ def no_target_expressions(record: SceneRecord, rng: np.random.Generator, tries: 
         if select(record, color=color, shape=shape, size=size):
             continue
         words = pick(rng, SIZE_WORDS[size]) if size else None
-        text = phrase(color, shape, words)
+        text = f"the {phrase(color, shape, words)}"
         if all(e.text != text for e in out):
             out.append(Expression(text, (), (shape,)))
         if len(out) >= 3:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from lightning_gpv.shapesworld.referring import SIZE_WORDS
 from lightning_gpv.shapesworld.scene import COLORS, CURVED_SHAPES, SHAPES
 
 FILES = [
@@ -102,21 +101,3 @@ def test_grefs(shapes_root: Path) -> None:
         for ann_id, cat in zip(ref["ann_id"], ref["category_id"]):
             assert anns[ann_id]["image_id"] == ref["image_id"] and anns[ann_id]["category_id"] == cat
     assert kinds == {"single", "multi", "none"}
-
-
-def test_no_target_expressions_read_like_single_target_ones(shapes_root: Path) -> None:
-    """gRefCOCO's deceptive expressions are "[size] [colour] shape" like the single-target appearance ones,
-    with no article: a leading "the" that only they carried taught a model to answer "no target" to the
-    multi-target expressions that start with "the"."""
-    refs = json.loads((shapes_root / "grefcoco" / "grefs(unc).json").read_text())
-    sizes = {w for words in SIZE_WORDS.values() for w in words}
-    firsts: dict[str, set[str]] = {"none": set(), "single": set()}
-    for ref in refs:
-        kind = "none" if ref["no_target"] else "single" if len(ref["ann_id"]) == 1 else "multi"
-        for s in ref["sentences"]:
-            if kind == "none":
-                *modifiers, shape = s["tokens"]
-                assert shape in SHAPES and set(modifiers) <= sizes | set(COLORS), s["sent"]
-            if kind in firsts:
-                firsts[kind].add(s["tokens"][0])
-    assert firsts["none"] and "the" not in firsts["none"] | firsts["single"]
