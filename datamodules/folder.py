@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader
 from datamodules.base import Reader, TaskDataModule, TaskDataset
 from datamodules.errors import DataFormatError, OnBadSample
 from lightning_gpv.errors import InputError
+from lightning_gpv.prediction_writer import PICTURES_DIR, PREDICTIONS_FILE
 from lightning_gpv.tasks.catalogue import Task, task_spec
 from lightning_gpv.tasks.processing import UprightImagePath, image_size, load_image
 from lightning_gpv.tasks.requests import check_request, request_sample
@@ -74,13 +75,29 @@ class FolderRecord(NamedTuple):
     sample_id: str
 
 
+def prediction_pictures(folder: Path) -> set[Path]:
+    """The picture folders of :class:`~lightning_gpv.prediction_writer.PredictionWriter` outputs under
+    ``folder``: each ``pictures*`` folder beside a ``predictions*.jsonl``."""
+    stem, suffix = Path(PREDICTIONS_FILE).stem, Path(PREDICTIONS_FILE).suffix
+    outputs = {path.parent for path in folder.rglob(f"{stem}*{suffix}")}
+    return {path for output in outputs for path in output.glob(f"{PICTURES_DIR}*") if path.is_dir()}
+
+
 def list_images(folder: Path, recursive: bool) -> list[Path]:
-    """Image files of ``folder`` (:data:`IMAGE_SUFFIXES`, no hidden files), sorted by relative path."""
+    """Image files of ``folder`` (:data:`IMAGE_SUFFIXES`, no hidden files), sorted by relative path.
+
+    With ``recursive``, the pictures of earlier predictions written inside ``folder``
+    (:func:`prediction_pictures`) are left out: a second run would otherwise predict on the first one's
+    drawings.
+    """
     candidates = folder.rglob("*") if recursive else folder.iterdir()
+    skipped = prediction_pictures(folder) if recursive else set()
     found = []
     for path in candidates:
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts):
+            continue
+        if skipped and any(parent in skipped for parent in path.parents):
             continue
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             found.append(path)

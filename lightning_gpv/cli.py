@@ -180,7 +180,14 @@ class GPVLightningCLI(LightningCLI):
                 raise
             raise InputError(str(cause)) from err
         init_weights = self._get(self.config, "init_weights") if self.subcommand else None
-        if init_weights:
+        ckpt_path = self._get(self.config, "ckpt_path") if self.subcommand else None
+        if init_weights and ckpt_path:
+            # The checkpoint's weights replace the model's before it runs: a stage-2 recipe evaluated (or a
+            # run resumed) from its own checkpoint needs no stage-1 file, e.g. on another machine.
+            rank_zero_info(
+                f"--init_weights {init_weights}: not loaded, --ckpt_path {ckpt_path} holds the weights"
+            )
+        elif init_weights:
             _load_init_weights(self.model, init_weights)
         processor = getattr(self.model, "processor", None)
         connect = getattr(self.datamodule, "connect", None)

@@ -32,7 +32,9 @@ Lightning tracks (any ``TaskDataset``: ``dataset.sample(index)``, matched on ``s
 
 Earlier results are never overwritten: an existing ``predictions.jsonl`` (and ``pictures/``) is renamed
 to ``predictions-<UTC timestamp>.jsonl`` (``pictures-<UTC timestamp>``) first, and the move is logged,
-as ``lightning_gpv.demo`` moves an earlier output folder aside.
+as ``lightning_gpv.demo`` moves an earlier output folder aside. A run that fails before its first line
+leaves no empty ``predictions.jsonl`` behind. An ``output_dir`` inside the folder that
+:class:`~datamodules.folder.ImageFolderDataModule` reads is safe: it skips the pictures of such outputs.
 
 Under DDP every rank writes ``predictions.rank<R>.jsonl`` (Lightning's predict sampler gives each rank
 different samples) and the pictures of its samples; at the end rank 0 concatenates the rank files, in rank
@@ -53,6 +55,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from lightning_gpv.errors import InputError
 from lightning_gpv.tasks.processing import image_size
 from lightning_gpv.tasks.samples import Prediction, TaskSample
 from lightning_gpv.visualize import draw_prediction_for, save_image
@@ -190,6 +193,8 @@ class PredictionWriter(BasePredictionWriter):
         super().setup(trainer, pl_module, stage)
         if stage != "predict":
             return
+        if self.output_dir.exists() and not self.output_dir.is_dir():
+            raise InputError(f"PredictionWriter: output_dir {self.output_dir} is a file, not a folder")
         if trainer.is_global_zero:
             stamp = utc_stamp()
             for path in (self.output_dir / PREDICTIONS_FILE, self.output_dir / PICTURES_DIR):
@@ -248,6 +253,14 @@ class PredictionWriter(BasePredictionWriter):
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         with self.file.open("a", encoding="utf-8") as out:
             out.writelines(lines)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Remove this process's prediction file if the run failed before writing a line: an empty file would
+        read as a finished run over no samples (and be moved aside as one by the next run)."""
+        if self.file is not None and self.file.is_file() and self.file.stat().st_size == 0:
+            self.file.unlink()
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size == 1:

@@ -87,6 +87,7 @@ class Predictor:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self._samples: dict[str, TaskSample] = {}
+        self._requests = 0  # requests answered so far: sample ids stay unique across calls
 
     @classmethod
     def from_pretrained(
@@ -149,11 +150,16 @@ class Predictor:
         for request in requests:
             group = list(request) if isinstance(request, (list, tuple)) else [request]
             if not spec.accepts_num_images(len(group)):
-                raise ValueError(f"Predictor: task {spec.task.value!r} does not take {len(group)} image(s)")
+                hint = ""
+                if spec.multi_image and not isinstance(request, (list, tuple)):
+                    hint = " (a multi-image task takes a list of image groups: [[a, b], ...])"
+                raise ValueError(
+                    f"Predictor: task {spec.task.value!r} does not take {len(group)} image(s){hint}"
+                )
             groups.append([_image(image) for image in group])
         samples = [
             request_sample(spec.task, group, prompt, sample_id=f"request-{i}", metadata={"prompt": prompt})
-            for i, group in enumerate(groups)
+            for i, group in enumerate(groups, start=self._requests)
         ]
         predictions = []
         for start in range(0, len(samples), self.batch_size):
@@ -163,16 +169,20 @@ class Predictor:
             with torch.no_grad():
                 predictions += self.system.predict_step(batch, 0)
         self._samples = {s.sample_id: s for s in samples}
+        self._requests += len(samples)
         return predictions[0] if single else predictions
 
     def draw(self, prediction: Prediction, **kwargs: Any) -> Image.Image:
         """The images of the request ``prediction`` answers, with its boxes, masks and text drawn (keyword
-        arguments: :func:`~lightning_gpv.visualize.draw_prediction_for`)."""
+        arguments: :func:`~lightning_gpv.visualize.draw_prediction_for`; without ``scale``, small images are
+        enlarged as :class:`~lightning_gpv.prediction_writer.PredictionWriter` does)."""
+        from lightning_gpv.prediction_writer import auto_scale
         from lightning_gpv.visualize import draw_prediction_for
 
         sample = self._samples.get(prediction.sample_id)
         if sample is None:
             raise ValueError(f"no request {prediction.sample_id!r} in the last call: draw a fresh prediction")
+        kwargs.setdefault("scale", auto_scale(sample))
         return draw_prediction_for(sample, prediction, show_target=False, **kwargs)
 
 

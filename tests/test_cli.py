@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -164,6 +165,15 @@ def test_init_weights_loads_the_model_weights_of_a_checkpoint(
         run_lightning_cli(["validate", "-c", str(recipe), "--init_weights", str(ckpt),
                            "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path / 'c'}",
                            *common])  # fmt: skip
+
+    # --ckpt_path holds the weights: the recipe's --init_weights (a checkpoint that does not exist here, as
+    # on a machine that has only the later stage's checkpoint) is not read.
+    refcocoplus = tiny_recipe("gpv1_shapes_refcocoplus", data, vocab, tmp_path / "refcocoplus.yaml")
+    assert not Path(yaml.safe_load(refcocoplus.read_text())["init_weights"]).exists()
+    cli = run_lightning_cli(["validate", "-c", str(refcocoplus), "--ckpt_path", str(ckpt),
+                             "--trainer.limit_val_batches=1", f"--trainer.default_root_dir={tmp_path / 'd'}",
+                             *common])  # fmt: skip
+    assert all(torch.equal(saved[k], v) for k, v in cli.model.state_dict().items())
 
 
 def test_init_weights_names_a_missing_or_unreadable_checkpoint(

@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from datamodules.folder import ImageFolderDataModule  # noqa: E402
 from lightning_gpv.cli import main  # noqa: E402
 from lightning_gpv.demo import tiny_recipe  # noqa: E402
+from lightning_gpv.errors import InputError  # noqa: E402
 from lightning_gpv.models.gpv1 import GPV1Config  # noqa: E402
 from lightning_gpv.models.gpv1.text import build_vocabulary, write_wordpiece_vocab  # noqa: E402
 from lightning_gpv.prediction_writer import PredictionWriter, merge_rank_files  # noqa: E402
@@ -122,6 +123,27 @@ def test_earlier_predictions_are_moved_aside_never_overwritten(
     )
 
 
+def test_output_inside_the_input_folder_is_not_read_back(gpv1: GPV1Module, images: Path) -> None:
+    out = images / "more" / "predict"  # a recursive listing of the folder would find its pictures
+    for _ in range(2):
+        dm = ImageFolderDataModule(str(images), "captioning", recursive=True, processor=gpv1.processor)
+        _trainer(PredictionWriter(str(out))).predict(gpv1, datamodule=dm, return_predictions=False)
+        lines = _lines(out / "predictions.jsonl")
+        assert [line["sample_id"] for line in lines] == ["green.png", "more/blue.png", "red.png"]
+    assert len(list(out.glob("pictures*"))) == 2  # the first run's moved aside, neither read
+
+
+def test_a_failed_run_leaves_no_empty_predictions_file(
+    gpv1: GPV1Module, images: Path, tmp_path: Path
+) -> None:
+    (images / "broken.png").write_text("not an image")
+    out = tmp_path / "predict"
+    dm = ImageFolderDataModule(str(images), "captioning", processor=gpv1.processor)
+    with pytest.raises(ValueError, match="broken.png"):
+        _trainer(PredictionWriter(str(out))).predict(gpv1, datamodule=dm, return_predictions=False)
+    assert not (out / "predictions.jsonl").exists()
+
+
 @pytest.mark.slow
 def test_ddp_ranks_write_their_files_and_rank0_merges(gpv1: GPV1Module, images: Path, tmp_path: Path) -> None:
     out = tmp_path / "predict"
@@ -154,6 +176,19 @@ def test_vistallm_predictions_find_their_samples(images: Path, tmp_path: Path) -
         assert all(len(box) == 4 for box in line.get("boxes", []))
 
 
+def test_predict_returns_masks(images: Path) -> None:
+    """``Trainer.predict`` with its default ``return_predictions`` copies the outputs to the CPU field by
+    field (Lightning's ``move_data_to_device``), which a frozen dataclass in a prediction would make fail."""
+    L.seed_everything(0)
+    module = VistaLLMModule("tiny", load_weights=False, max_new_tokens=30, constrained_decoding=True).eval()
+    dm = ImageFolderDataModule(str(images), "res", "the red square", batch_size=2)
+    batches = _trainer().predict(module, datamodule=dm)
+    predictions = [p for batch in batches for p in batch]
+    assert [p.sample_id for p in predictions] == ["green.png", "red.png"]
+    for p in predictions:  # the grammar makes RES answer one whole mask
+        assert len(p.masks) == 1 and p.masks[0].to_array().shape == (48, 64)
+
+
 def test_rank_files_are_merged_in_rank_order(tmp_path: Path) -> None:
     (tmp_path / "predictions.rank0.jsonl").write_text('{"sample_id": "a"}\n')
     (tmp_path / "predictions.rank1.jsonl").write_text('{"sample_id": "b"}\n{"sample_id": "c"}\n')
@@ -174,6 +209,9 @@ def test_bad_predictions_and_arguments_are_refused(gpv1: GPV1Module, images: Pat
     dm = ImageFolderDataModule(str(images), "captioning")
     with pytest.raises(TypeError, match="must return a list of Prediction"):
         _trainer(PredictionWriter(str(tmp_path / "p"))).predict(Raw(), datamodule=dm)
+    taken = images / "red.png"
+    with pytest.raises(InputError, match=f"output_dir {taken} is a file, not a folder"):
+        _trainer(PredictionWriter(str(taken))).predict(Raw(), datamodule=dm)
 
 
 def test_cli_predict_on_a_folder_from_a_checkpoint(

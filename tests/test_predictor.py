@@ -45,11 +45,18 @@ def test_vistallm_folder_answers_every_kind_of_image(vistallm_folder: Path, tmp_
             assert prediction.boxes[:, 0::2].max() <= width and prediction.boxes[:, 1::2].max() <= height
     single = predictor(path, "rec", "the red circle")
     assert single.text == predictions[0].text
-    assert predictor.draw(single).size[0] >= 50
+    assert predictor.draw(single).size[0] == 250  # 50 px wide enlarged 5 times, as PredictionWriter does
+    assert predictor.draw(single, scale=1.0).size[0] == 50
     pair = predictor([[images[2], images[2]]], "nlvr2", "There are two circles.")
     assert len(pair) == 1 and pair[0].task is Task.NLVR2
+    with pytest.raises(ValueError, match="no request 'request-3' in the last call"):
+        predictor.draw(single)  # not another call's request of the same number
     with pytest.raises(ValueError, match="argument `prompt` is required for task 'rec'"):
         predictor(path, "rec")
+    with pytest.raises(ValueError, match=r"does not take 1 image\(s\) \(a multi-image task takes a list of"):
+        predictor([images[2], images[2]], "nlvr2", "There are two circles.")
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path} is a folder, not an image file"):
+        predictor(tmp_path, "rec", "the red circle")
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -237,13 +237,17 @@ def _rle_box(rle: dict[str, Any]) -> np.ndarray:
     return np.array([x, y, x + w, y + h], dtype=np.float32)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Mask:
     """A binary mask of an ``H x W`` image, stored compactly as polygons or as compressed COCO RLE.
 
     This is what task samples store for segmentation targets. Exactly one of ``polygons`` and ``rle`` is set.
     Polygons are rasterised with the COCO rasteriser (see the module docstring), so ``area`` and ``bbox`` are
     those of the rasterised pixels, not of the continuous polygons.
+
+    A value, never changed after construction, yet not a frozen dataclass: Lightning copies what a
+    ``predict_step`` returns field by field (``move_data_to_device``) and refuses frozen dataclasses, so
+    ``Trainer.predict`` of masks would fail.
 
     Attributes:
         height: image height ``H``.
@@ -260,17 +264,17 @@ class Mask:
     def __post_init__(self) -> None:
         if (self.polygons is None) == (self.rle is None):
             raise ValueError("a Mask needs exactly one of `polygons` and `rle`")
-        object.__setattr__(self, "height", int(self.height))
-        object.__setattr__(self, "width", int(self.width))
+        self.height = int(self.height)
+        self.width = int(self.width)
         if self.polygons is not None:
             polys = tuple(np.float32(_flat_polygon(p)).reshape(-1, 2) for p in self.polygons)
-            object.__setattr__(self, "polygons", polys)
+            self.polygons = polys
         else:
             rle = _normalise_rle(_compressed_rle(self.rle))
             if rle["size"] != [self.height, self.width]:
                 size = [self.height, self.width]
                 raise ValueError(f"RLE size {rle['size']} does not match [height, width] = {size}")
-            object.__setattr__(self, "rle", rle)
+            self.rle = rle
 
     @classmethod
     def from_array(cls, mask: np.ndarray, as_polygons: bool = False, tolerance: float = 0.0) -> Mask:

@@ -289,12 +289,15 @@ def load_image(ref: ImageRef, *, exif_transpose: bool = False) -> np.ndarray:
 
     Raises:
         FileNotFoundError: The path does not exist (the message names it).
+        IsADirectoryError: The path is a folder.
         ValueError: The file is not a readable image or has more than :data:`MAX_IMAGE_PIXELS` pixels (the
             message names it), or the array has an unsupported shape or dtype.
     """
     if isinstance(ref, np.ndarray):
         return to_rgb(ref)
     path = Path(ref)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     upright = exif_transpose or isinstance(ref, UprightImagePath)
