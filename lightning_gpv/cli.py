@@ -28,11 +28,12 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_gpv.errors import InputError
-from lightning_gpv.models.hub import absolute_if_local
+from lightning_gpv.models.hub import absolute_if_local, torch_file_problem
 from lightning_gpv.models.shipped import state_mismatch
 
 
@@ -189,6 +190,12 @@ class GPVLightningCLI(LightningCLI):
             )
         elif init_weights:
             _load_init_weights(self.model, init_weights)
+        if self.subcommand == "predict":
+            model_args = self._get(self.config, "model.init_args") or {}
+            saved = model_args.get("config") if hasattr(model_args, "get") else None
+            # A string config other than a preset name is a saved model's folder or hub id: it has weights.
+            saved = saved if isinstance(saved, str) and ("/" in saved or Path(saved).is_dir()) else None
+            _warn_predict(self.trainer.callbacks, ckpt_path or init_weights or saved)
         processor = getattr(self.model, "processor", None)
         connect = getattr(self.datamodule, "connect", None)
         if processor is not None and connect is not None:
@@ -265,6 +272,24 @@ def _local_path(ckpt_path: str | None) -> bool:
     return not ckpt_path.lower().startswith("registry")
 
 
+def _warn_predict(callbacks: Sequence[Any], weights: str | None) -> None:
+    """Warn about a ``predict`` that writes nothing (no prediction writer among the trainer's callbacks) or
+    answers with the weights the recipe builds (``weights``: no ``--ckpt_path``, ``--init_weights`` or saved
+    model folder): both run to the end without a word otherwise."""
+    if not any(isinstance(callback, BasePredictionWriter) for callback in callbacks):
+        rank_zero_warn(
+            "predict: no prediction writer among the trainer's callbacks, so nothing is written; add "
+            "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter "
+            "--trainer.callbacks.output_dir DIR"
+        )
+    if not weights:
+        rank_zero_warn(
+            "predict: no --ckpt_path or --init_weights, so the model answers with the weights its recipe "
+            "builds (untrained apart from any pretrained parts); give the checkpoint of a fit, or a saved "
+            "model folder as --model.init_args.config"
+        )
+
+
 def _init_weights_state(path: str) -> dict[str, torch.Tensor]:
     """The model weights of ``--init_weights`` (read with ``weights_only=True``).
 
@@ -335,6 +360,9 @@ def read_checkpoint(path: str | Path, argument: str, mmap: bool = False) -> Any:
         InputError: Naming ``argument`` and the file: truncated, not a checkpoint, or holding pickled
             objects ``weights_only`` refuses.
     """
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise InputError(f"{argument} {path}: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:

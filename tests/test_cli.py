@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -189,7 +190,7 @@ def test_init_weights_names_a_missing_or_unreadable_checkpoint(
     torch.save({"state_dict": {"model.elsewhere.weight": torch.zeros(2)}}, other)
     unfit = f"--init_weights {other}: its weights do not fit the model this recipe builds (missing"
     cases = [([], f"--init_weights {missing}: no such checkpoint"),
-             (["--init_weights", str(bad)], f"--init_weights {bad}: not a readable checkpoint"),
+             (["--init_weights", str(bad)], f"--init_weights {bad}: not a checkpoint file"),
              (["--init_weights", str(other)], unfit)]  # fmt: skip
     for extra, message in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -342,11 +343,13 @@ def test_config_overrides_split_and_merge() -> None:
         (["test", "--ckpt_path", "{tmp}/none.ckpt"], "--ckpt_path {tmp}/none.ckpt: no such checkpoint"),
         (["predict", "--ckpt_path", "{tmp}"], "--ckpt_path {tmp}: a folder, not a checkpoint file"),
         (["fit", "--ckpt_path", "{tmp}/none.ckpt"], "--ckpt_path {tmp}/none.ckpt: no such checkpoint"),
+        (["test", "--ckpt_path", "{tmp}/photo.jpg"], "--ckpt_path {tmp}/photo.jpg: not a checkpoint file"),
     ],
 )
 def test_a_command_that_cannot_do_anything_ends_before_building_naming_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: list[str], message: str
 ) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
     command, *rest = [a.format(tmp=tmp_path) for a in arguments]
     with pytest.raises(SystemExit) as exit_info:
         main([command, "-c", str(Path(__file__).parents[1] / "recipes/tiny/gpv1_shapes.yaml"), *rest])

@@ -275,7 +275,7 @@ def test_export_refuses_what_is_not_a_checkpoint_in_one_line(
     bare = tmp_path / "bare.ckpt"
     torch.save({"state_dict": {}}, bare)
     out = tmp_path / "out"
-    for path, message in [(garbage, f"--ckpt_path {garbage}: not a readable checkpoint"),
+    for path, message in [(garbage, f"--ckpt_path {garbage}: not a checkpoint file (torch.save writes a zip"),
                           (pickled, f"--ckpt_path {pickled}: not a readable checkpoint"),
                           (bare, f"{bare}: no hyper_parameters")]:  # fmt: skip
         assert export_main(["--ckpt_path", str(path), "--out", str(out)]) == 2

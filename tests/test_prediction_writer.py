@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -240,6 +241,11 @@ def test_cli_predict_on_a_folder_from_a_checkpoint(
     assert all(line["task"] == "vqa" and line["prompt"] == QUESTION for line in lines)
     assert all((out / line["picture"]).is_file() for line in lines)
 
+    # Without a writer the predictions go nowhere: said, not silent (the weights are the checkpoint's).
+    with pytest.warns(UserWarning, match="no prediction writer among the trainer's callbacks") as record:
+        main(args[: args.index("--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter")])
+    assert not [w for w in record if "no --ckpt_path" in str(w.message)]
+
     # A wrong task is one line naming the argument, and the earlier predictions stay as they were.
     written = (out / "predictions.jsonl").read_bytes()
     capsys.readouterr()
@@ -256,12 +262,13 @@ def test_cli_predict_on_a_folder_from_a_checkpoint(
 def test_cli_predict_with_vistallm(images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "vistallm_shapes.yaml"
     monkeypatch.chdir(tmp_path)
-    main(["predict", "-c", str(recipe), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-          "--model.init_args.max_new_tokens=4",
-          "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images),
-          "--data.task", "captioning", "--data.batch_size", "2",
-          "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
-          "--trainer.callbacks.output_dir", "out", "--trainer.callbacks.scale", "2"])  # fmt: skip
+    with pytest.warns(UserWarning, match="no --ckpt_path or --init_weights, so the model answers with the"):
+        main(["predict", "-c", str(recipe), "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+              "--model.init_args.max_new_tokens=4",
+              "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images),
+              "--data.task", "captioning", "--data.batch_size", "2",
+              "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
+              "--trainer.callbacks.output_dir", "out", "--trainer.callbacks.scale", "2"])  # fmt: skip
     lines = _lines(tmp_path / "out" / "predictions.jsonl")
     assert [(line["task"], line["sample_id"], line["prompt"]) for line in lines] == [
         ("captioning", "green.png", None),
@@ -279,13 +286,16 @@ def test_cli_predict_from_a_saved_folder_equals_the_predictor(
     folder = VistaLLMModule("tiny", load_weights=False).save_pretrained(tmp_path / "model")
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "vistallm_shapes.yaml"
     monkeypatch.chdir(tmp_path)
-    main(["predict", "-c", str(recipe), "--model.init_args.config", str(folder),
-          "--model.init_args.max_new_tokens=12", "--trainer.logger=false",
-          "--trainer.enable_progress_bar=false",
-          "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images),
-          "--data.task", "rec", "--data.prompt", "the red shape", "--data.recursive", "true",
-          "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
-          "--trainer.callbacks.output_dir", "out", "--trainer.callbacks.pictures", "false"])  # fmt: skip
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        main(["predict", "-c", str(recipe), "--model.init_args.config", str(folder),
+              "--model.init_args.max_new_tokens=12", "--trainer.logger=false",
+              "--trainer.enable_progress_bar=false",
+              "--data", "datamodules.folder.ImageFolderDataModule", "--data.folder", str(images),
+              "--data.task", "rec", "--data.prompt", "the red shape", "--data.recursive", "true",
+              "--trainer.callbacks+=lightning_gpv.prediction_writer.PredictionWriter",
+              "--trainer.callbacks.output_dir", "out", "--trainer.callbacks.pictures", "false"])  # fmt: skip
+    assert not [w for w in record if str(w.message).startswith("predict:")]  # the folder holds the weights
     lines = _lines(tmp_path / "out" / "predictions.jsonl")
     paths = [images / line["sample_id"] for line in lines]
     predictor = Predictor.from_pretrained(folder, max_new_tokens=12)

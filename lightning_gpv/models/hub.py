@@ -240,3 +240,16 @@ def family_of(folder: Path) -> str:
     if not isinstance(family, str):
         raise ValueError(f"{path}: no 'family' entry")
     return family
+
+
+def torch_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a file of ``torch.save`` (``None`` when it may be one): it writes a zip archive
+    (a pickle in releases before 1.6). Asked before ``torch.load``, whose errors on other files (a JPEG, a
+    text file) speak of pickles, memory maps and ``weights_only=False`` instead of the file."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    # A zip archive starts with "PK" (a truncated one too: torch.load names what is missing); a pickle of
+    # protocol 2 or later with its PROTO opcode.
+    if head == b"PK" or head[:1] == b"\x80":
+        return None
+    return "not a checkpoint file (torch.save writes a zip archive, and this is none)"

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             style=style,
         )
     except (FileExistsError, ValueError) as err:
-        print(f"make-shapes: error: {err}", file=sys.stderr)
+        print(f"lightning-gpv make-shapes: error: {err}", file=sys.stderr)
         return 2
     print(f"ShapesWorld written to {root}")
     return 0
@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry point (``python -m lightning_gpv.shapesworld``)."""
     parser = argparse.ArgumentParser(
-        prog="make-shapes", description="Generate the ShapesWorld synthetic data set in the official formats."
+        prog="lightning-gpv make-shapes",
+        description="Generate the ShapesWorld synthetic data set in the official formats.",
     )
     return run(add_arguments(parser).parse_args(argv))

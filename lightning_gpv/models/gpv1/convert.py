@@ -74,7 +74,7 @@ from lightning_gpv.models.gpv1.convert_detr import (
 from lightning_gpv.models.gpv1.folder import FAMILY
 from lightning_gpv.models.gpv1.model import GPV1
 from lightning_gpv.models.gpv1.vocab import SPECIAL_TOKENS, AnswerVocabulary
-from lightning_gpv.models.hub import shareable, write_folder_config
+from lightning_gpv.models.hub import shareable, torch_file_problem, write_folder_config
 
 GPV1_UNUSED: dict[str, str] = {
     "vision_token": "indicator token created by the reference but never used in its forward pass",
@@ -303,6 +303,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    problem = None if path.suffix == ".safetensors" else torch_file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -565,7 +565,7 @@ def test_convert_command_rejects_bad_files(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err
     expected = {
-        "text": "not a PyTorch checkpoint",
+        "text": "not a checkpoint file (torch.save writes a zip archive, and this is none)",
         "pickled": "refusing to unpickle",
         "wrong_layout": "not part of",
         "absent": "no such file",
