@@ -80,8 +80,8 @@ class _NormClippingFSDPPrecision(FSDPPrecision):
         """The batch as the model takes it: unchanged under fp32 and mixed precision (autocast casts inside
         the forward), floating-point tensors cast to the parameter dtype under ``bf16-true``/``16-true``.
 
-        Lightning's own conversion rebuilds every dataclass in the batch with ``apply_to_collection``, a deep
-        copy per step that also fails on the frozen ``Mask`` and ``Target`` objects the batches carry."""
+        Lightning's own conversion rebuilds every dataclass in the batch with ``apply_to_collection``: a deep
+        copy per step of the ``Target`` and ``Mask`` objects of the batches, which the model never reads."""
         if self.precision in ("32-true", "64-true") or "mixed" in self.precision:
             return data
         return cast_floating_tensors(data, self._desired_input_dtype)

@@ -50,8 +50,8 @@ def _stored_dtype(precision: str) -> torch.dtype:
 
 
 class _BatchCastingHalfPrecision(HalfPrecision):
-    """``HalfPrecision`` that casts the floating-point tensors of a batch without rebuilding its frozen
-    dataclasses (Lightning's own conversion fails on the ``Mask`` and ``Target`` objects of the batches)."""
+    """``HalfPrecision`` that casts the floating-point tensors of a batch without rebuilding its dataclasses
+    (Lightning's own conversion deep-copies the ``Target`` and ``Mask`` objects of the batches every step)."""
 
     def convert_input(self, data: Any) -> Any:
         return cast_floating_tensors(data, self._desired_input_dtype)

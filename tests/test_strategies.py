@@ -501,7 +501,7 @@ def test_two_processes_full_shard(tmp_path: Path, run_ranks: Callable[..., list[
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
 def test_precision_hands_the_real_batches_to_the_model(precision: str) -> None:
-    """A VistaLLM batch carries frozen Mask targets, which Lightning's own input conversion cannot rebuild;
+    """A VistaLLM batch carries Mask targets, which Lightning's own input conversion deep-copies every step;
     fp32 and mixed precision pass the batch as is, bf16-true casts only its floating-point tensors."""
     import numpy as np
 
@@ -518,8 +518,8 @@ def test_precision_hands_the_real_batches_to_the_model(precision: str) -> None:
     batch = processor.collate([processor.encode(sample, train=True)])
     from lightning.pytorch.plugins.precision.fsdp import FSDPPrecision
 
-    with pytest.raises(ValueError, match="frozen dataclass"):
-        FSDPPrecision(precision).convert_input(batch)  # what the strategy would do without the override
+    copied = FSDPPrecision(precision).convert_input(batch)  # what the strategy would do without the override
+    assert copied.targets[0].masks[0] is not batch.targets[0].masks[0]
     plugin = Trainer(strategy=VistaLLMFSDPStrategy(), accelerator="cpu", devices=1, precision=precision,
                      logger=False).strategy.precision_plugin  # fmt: skip
     converted = plugin.convert_input(batch)

@@ -140,8 +140,8 @@ def test_gathering_in_another_dtype_needs_autocast(precision: str, param_dtype: 
 
 
 def test_bf16_true_casts_the_real_batches() -> None:
-    """The batches carry frozen ``Mask``/``Target`` dataclasses, which Lightning's own conversion cannot
-    rebuild: only the floating-point tensors are cast."""
+    """The batches carry ``Mask``/``Target`` dataclasses, which Lightning's own conversion would deep-copy
+    every step: only the floating-point tensors are cast."""
     import numpy as np
 
     from lightning_gpv.geometry import Mask
