@@ -246,8 +246,11 @@ def torch_file_problem(path: str | Path) -> str | None:
     """Why ``path`` cannot be a file of ``torch.save`` (``None`` when it may be one): it writes a zip archive
     (a pickle in releases before 1.6). Asked before ``torch.load``, whose errors on other files (a JPEG, a
     text file) speak of pickles, memory maps and ``weights_only=False`` instead of the file."""
-    with open(path, "rb") as fh:
-        head = fh.read(2)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError:  # missing, a folder, unreadable: torch.load's own error names it
+        return None
     # A zip archive starts with "PK" (a truncated one too: torch.load names what is missing); a pickle of
     # protocol 2 or later with its PROTO opcode.
     if head == b"PK" or head[:1] == b"\x80":
