@@ -43,6 +43,7 @@ instead of the prediction, and other consumers should drop predictions of sample
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -75,12 +76,13 @@ class FolderRecord(NamedTuple):
     sample_id: str
 
 
-def prediction_pictures(folder: Path) -> set[Path]:
-    """The picture folders of :class:`~lightning_gpv.prediction_writer.PredictionWriter` outputs under
-    ``folder``: each ``pictures*`` folder beside a ``predictions*.jsonl``."""
+def prediction_pictures(paths: Sequence[Path]) -> set[Path]:
+    """Among ``paths`` (a folder's listing), the picture folders of
+    :class:`~lightning_gpv.prediction_writer.PredictionWriter` outputs: each ``pictures*`` folder beside a
+    ``predictions*.jsonl``."""
     stem, suffix = Path(PREDICTIONS_FILE).stem, Path(PREDICTIONS_FILE).suffix
-    outputs = {path.parent for path in folder.rglob(f"{stem}*{suffix}")}
-    return {path for output in outputs for path in output.glob(f"{PICTURES_DIR}*") if path.is_dir()}
+    outputs = {p.parent for p in paths if p.name.startswith(stem) and p.name.endswith(suffix)}
+    return {p for p in paths if p.parent in outputs and p.name.startswith(PICTURES_DIR) and p.is_dir()}
 
 
 def list_images(folder: Path, recursive: bool) -> list[Path]:
@@ -90,8 +92,8 @@ def list_images(folder: Path, recursive: bool) -> list[Path]:
     (:func:`prediction_pictures`) are left out: a second run would otherwise predict on the first one's
     drawings.
     """
-    candidates = folder.rglob("*") if recursive else folder.iterdir()
-    skipped = prediction_pictures(folder) if recursive else set()
+    candidates = list(folder.rglob("*") if recursive else folder.iterdir())
+    skipped = prediction_pictures(candidates) if recursive else set()
     found = []
     for path in candidates:
         relative = path.relative_to(folder)

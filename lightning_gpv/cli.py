@@ -33,7 +33,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_gpv.errors import InputError
-from lightning_gpv.models.hub import absolute_if_local, torch_file_problem
+from lightning_gpv.models.hub import absolute_if_local, saved_model_folder, torch_file_problem
 from lightning_gpv.models.shipped import state_mismatch
 
 
@@ -191,10 +191,7 @@ class GPVLightningCLI(LightningCLI):
         elif init_weights:
             _load_init_weights(self.model, init_weights)
         if self.subcommand == "predict":
-            model_args = self._get(self.config, "model.init_args") or {}
-            saved = model_args.get("config") if hasattr(model_args, "get") else None
-            # A string config other than a preset name is a saved model's folder or hub id: it has weights.
-            saved = saved if isinstance(saved, str) and ("/" in saved or Path(saved).is_dir()) else None
+            saved = saved_model_folder(self._get(self.config, "model.init_args.config"), None)
             _warn_predict(self.trainer.callbacks, ckpt_path or init_weights or saved)
         processor = getattr(self.model, "processor", None)
         connect = getattr(self.datamodule, "connect", None)
@@ -272,7 +269,7 @@ def _local_path(ckpt_path: str | None) -> bool:
     return not ckpt_path.lower().startswith("registry")
 
 
-def _warn_predict(callbacks: Sequence[Any], weights: str | None) -> None:
+def _warn_predict(callbacks: Sequence[Any], weights: str | Path | None) -> None:
     """Warn about a ``predict`` that writes nothing (no prediction writer among the trainer's callbacks) or
     answers with the weights the recipe builds (``weights``: no ``--ckpt_path``, ``--init_weights`` or saved
     model folder): both run to the end without a word otherwise."""

@@ -198,16 +198,16 @@ def write_folder_config(folder: Path, family: str, config: dict[str, Any]) -> No
     (folder / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
 
 
-def saved_model_folder(config: object, family: str) -> Path | None:
-    """``config`` as a saved model folder of ``family`` when it names one (a local folder whose
-    ``config.json`` says so), else ``None`` (a preset name, a mapping or a config object)."""
+def saved_model_folder(config: object, family: str | None) -> Path | None:
+    """``config`` as a saved model folder of ``family`` (of any family: ``None``) when it names one (a local
+    folder whose ``config.json`` says so), else ``None`` (a preset name, a mapping or a config object)."""
     if not isinstance(config, (str, Path)):
         return None
     path = Path(config).expanduser()
     if not (path / CONFIG_FILE).is_file():
         return None
     found = family_of(path)
-    if found != family:
+    if family is not None and found != family:
         raise ValueError(f"{path} holds a saved {found} model, not a {family} one")
     return path
 
